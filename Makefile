@@ -1,0 +1,38 @@
+# TRACER — one command for the pipeline, one for the tests (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: all install fetch repro test lint clean-venv
+
+all: repro                       ## the main job: fetch data, run the whole pipeline
+
+$(STAMP): pyproject.toml requirements.txt requirements-lock.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0"
+	$(BIN)/pip install -q -c constraints.txt -c requirements-lock.txt -r requirements.txt
+	$(BIN)/pip install -q -c constraints.txt --no-deps -e .
+	$(BIN)/pip freeze --exclude-editable > $(VENV)/installed-versions.txt
+	@echo "installed versions recorded in $(VENV)/installed-versions.txt"
+	touch $@
+
+install: $(STAMP)                ## make the environment (torch held at 2.13.0)
+
+fetch: install                   ## download + sha256-verify the active dataset into data/raw
+	$(BIN)/tracer fetch
+
+repro: fetch                     ## run every DVC stage that is out of date
+	$(BIN)/dvc repro
+
+test: install                    ## the test suite (fetches FLLA for the data tests)
+	$(BIN)/tracer fetch flla
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check tracer tests benchmarks notebooks
+
+clean-venv:
+	rm -rf $(VENV)

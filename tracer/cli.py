@@ -1,0 +1,97 @@
+"""The ``tracer`` command.
+
+``tracer fetch [NAME]``        download and sha256-verify a data source into ``data/raw``
+``tracer run-notebook NB``     execute a stage notebook with papermill (parameters from params.yaml)
+``tracer profile [use NAME]``  show the active profile, or switch ``params.yaml`` to another one
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from tracer.download import ChecksumError, DataUnavailableError
+    from tracer.sources import fetch_source
+
+    name = args.name
+    if name is None:
+        from tracer.config import load_params
+
+        name = load_params()["dataset"]["name"]
+    try:
+        path = fetch_source(name, args.raw_dir, registry_path=args.registry)
+    except (DataUnavailableError, ChecksumError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(path if path is not None else f"{name}: local source, nothing to fetch")
+    return 0
+
+
+def _cmd_run_notebook(args: argparse.Namespace) -> int:
+    from tracer.notebook import run_notebook
+
+    out = run_notebook(args.notebook, params_file=args.params, output_dir=args.output_dir)
+    print(out)
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from tracer.config import active_profile, use_profile
+
+    if args.action == "use":
+        if not args.name:
+            print("error: profile use needs a NAME", file=sys.stderr)
+            return 2
+        try:
+            use_profile(args.name, force=args.force)
+        except (FileExistsError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"params.yaml now holds profile {args.name!r}")
+        return 0
+    name = active_profile()
+    print(name if name is not None else "custom (params.yaml matches no profile)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tracer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fetch", help="download and verify a data source")
+    p.add_argument("name", nargs="?", help="source name (default: dataset.name in params.yaml)")
+    p.add_argument("--raw-dir", default="data/raw")
+    p.add_argument("--registry", default="data/checksums.json",
+                   help="checksum registry for sources without a published sha256")
+    p.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser("run-notebook", help="execute a stage notebook with papermill")
+    p.add_argument("notebook")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--output-dir", default="notebooks/executed")
+    p.set_defaults(func=_cmd_run_notebook)
+
+    p = sub.add_parser("profile", help="show or switch the active params profile")
+    p.add_argument("action", nargs="?", choices=["show", "use"], default="show")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--force", action="store_true", help="replace a params.yaml with edits")
+    p.set_defaults(func=_cmd_profile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tracer`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

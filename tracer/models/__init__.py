@@ -1,0 +1,1 @@
+"""Models: GemNet-T (the paper's model), baselines, and the domain-conditioning module."""
