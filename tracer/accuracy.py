@@ -81,7 +81,13 @@ def accuracy_table(results: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
     for name, m in results.items():
         lo, hi = m.get("mae_ci95", [np.nan, np.nan])  # type: ignore[misc]
         rows.append(
-            {"model": name, "MAE": m["mae"], "MAE 95% CI": f"[{lo:.4f}, {hi:.4f}]",
-             "RMSE": m["rmse"], "R2": m["r2"], "n_test": m.get("n")}
+            {
+                "model": name,
+                "MAE": m["mae"],
+                "MAE 95% CI": f"[{lo:.4f}, {hi:.4f}]",
+                "RMSE": m["rmse"],
+                "R2": m["r2"],
+                "n_test": m.get("n"),
+            }
         )
     return pd.DataFrame(rows)

@@ -59,16 +59,20 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tracer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tracer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fetch", help="download and verify a data source")
     p.add_argument("name", nargs="?", help="source name (default: dataset.name in params.yaml)")
     p.add_argument("--raw-dir", default="data/raw")
-    p.add_argument("--registry", default="data/checksums.json",
-                   help="checksum registry for sources without a published sha256")
+    p.add_argument(
+        "--registry",
+        default="data/checksums.json",
+        help="checksum registry for sources without a published sha256",
+    )
     p.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("run-notebook", help="execute a stage notebook with papermill")
@@ -88,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tracer`` command."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     return int(args.func(args))
 
 

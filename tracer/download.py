@@ -192,8 +192,14 @@ def fetch(
                     )
                 log.info("fetched %s from %s", raw.filename, where)
                 return dest
-            except (urllib.error.URLError, TimeoutError, OSError, KeyError, tarfile.TarError,
-                    zipfile.BadZipFile) as exc:
+            except (
+                urllib.error.URLError,
+                TimeoutError,
+                OSError,
+                KeyError,
+                tarfile.TarError,
+                zipfile.BadZipFile,
+            ) as exc:
                 failures.append(f"{where}: {type(exc).__name__}: {exc}")
     tried = "\n  - ".join(failures) if failures else "(no locations configured)"
     raise DataUnavailableError(

@@ -27,8 +27,15 @@ def set_style() -> None:
     """Apply the artifact's figure style."""
     sns.set_theme(context="paper", style="ticks", palette=PALETTE, font_scale=1.1)
     plt.rcParams.update(
-        {"figure.dpi": 110, "savefig.dpi": 200, "savefig.bbox": "tight", "axes.spines.top": False,
-         "axes.spines.right": False, "svg.hashsalt": "tracer", "pdf.fonttype": 42}
+        {
+            "figure.dpi": 110,
+            "savefig.dpi": 200,
+            "savefig.bbox": "tight",
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "svg.hashsalt": "tracer",
+            "pdf.fonttype": 42,
+        }
     )
 
 
@@ -43,8 +50,9 @@ def save_figure(fig: Figure, stem: str, out_dir: str | Path = "paper_figures") -
     return paths
 
 
-def save_table(table: pd.DataFrame, stem: str, out_dir: str | Path = "paper_figures",
-               floatfmt: str = ".4f") -> list[Path]:
+def save_table(
+    table: pd.DataFrame, stem: str, out_dir: str | Path = "paper_figures", floatfmt: str = ".4f"
+) -> list[Path]:
     """Write a table as ``<stem>.csv`` and ``<stem>.md``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,8 +72,14 @@ def target_distribution(
     bins = np.histogram_bin_edges(values, bins=50)
     for name in [s for s in SET_ORDER if s in targets] + [s for s in targets if s not in SET_ORDER]:
         y = np.asarray(targets[name], dtype=float)
-        ax.hist(y, bins=bins, density=True, histtype="step", linewidth=1.6,
-                label=f"{name} (n={y.size:,})")
+        ax.hist(
+            y,
+            bins=bins,
+            density=True,
+            histtype="step",
+            linewidth=1.6,
+            label=f"{name} (n={y.size:,})",
+        )
     ax.set_xlabel(f"formation energy ({unit})")
     ax.set_ylabel("density")
     if title:

@@ -14,8 +14,20 @@ from typing import Any
 from tracer.config import params_sha256
 
 PACKAGES = (
-    "tracer-materials", "torch", "torch_geometric", "numpy", "pandas", "scipy", "scikit-learn",
-    "pymatgen", "dvc", "dvclive", "papermill", "uncertainty-toolbox", "matplotlib", "seaborn",
+    "tracer-materials",
+    "torch",
+    "torch_geometric",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "pymatgen",
+    "dvc",
+    "dvclive",
+    "papermill",
+    "uncertainty-toolbox",
+    "matplotlib",
+    "seaborn",
     "alignn",
 )
 # Paths whose uncommitted edits make a run's code differ from its recorded commit.

@@ -20,8 +20,10 @@ source's order, with the columns of :data:`CANONICAL_COLUMNS`:
     :mod:`tracer.validation`, never dropped here.
 
 Sources: ``flla`` (embedded default), ``jarvis_dft_3d_2020`` / ``_2021`` / ``_2022``,
-``matbench_mp_e_form``, ``matbench_perovskites`` (downloaded and sha256-verified), and
-``castelli_local`` (a local directory of Castelli-perovskite CSVs, read by path).
+``matbench_mp_e_form``, ``matbench_perovskites`` (downloaded and sha256-verified),
+``castelli_local`` (a local folder of Castelli-perovskite CSVs) and ``local_csv`` (a CSV of the
+user's own: ``id``, ``structure`` as CIF text or pymatgen JSON, and a target column named with its
+unit, ``target_ev_per_atom`` or ``target_ev_per_cell``); the last two are read by path.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
+import hashlib
 import json
 import math
 import warnings
@@ -41,7 +44,7 @@ from typing import Any
 import pandas as pd
 from pymatgen.core import Composition, Lattice, Structure
 
-from tracer.download import ChecksumRegistry, Location, RawFile, fetch
+from tracer.download import ChecksumRegistry, Location, RawFile, fetch, sha256_file
 
 EV_PER_ATOM = "eV/atom"
 EV_PER_CELL = "eV/cell"
@@ -268,7 +271,7 @@ def read_castelli_dir(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(
-            f"Castelli perovskite directory not found: {path}. Set dataset.castelli_dir in "
+            f"Castelli perovskite directory not found: {path}. Set dataset.path in "
             "params.yaml to a folder of CSVs with columns material_id, cif, heat_ref."
         )
     files = sorted(path.glob("*.csv"))
@@ -281,7 +284,7 @@ def read_castelli_dir(path: str | Path) -> pd.DataFrame:
             rows.append(
                 _record(
                     f"castelli-{row['material_id']}",
-                    lambda cif=cif: Structure.from_str(cif, fmt="cif"),
+                    lambda cif=cif: _structure_from_text(cif),
                     row["heat_ref"],
                     EV_PER_CELL,
                     f"castelli:{file.name}",
@@ -289,6 +292,47 @@ def read_castelli_dir(path: str | Path) -> pd.DataFrame:
                 )
             )
     return _frame(rows)
+
+
+def _structure_from_text(text: str) -> Structure:
+    """A structure from CIF text or pymatgen JSON (as written by ``Structure.to_json``)."""
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        return Structure.from_dict(json.loads(stripped))
+    return Structure.from_str(text, fmt="cif")
+
+
+LOCAL_TARGET_COLUMNS = {"target_ev_per_atom": EV_PER_ATOM, "target_ev_per_cell": EV_PER_CELL}
+
+
+def read_local_csv(path: str | Path) -> pd.DataFrame:
+    """Read a user's CSV: ``id``, ``structure`` (CIF or pymatgen JSON) and a unit-named target.
+
+    The target column must be ``target_ev_per_atom`` or ``target_ev_per_cell`` so that the unit
+    is never guessed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"local dataset file not found: {path} (dataset.path)")
+    rows = list(_csv_rows_skipping_comments(path))
+    header = set(rows[0]) if rows else set()
+    target_cols = [c for c in LOCAL_TARGET_COLUMNS if c in header]
+    if not {"id", "structure"} <= header or len(target_cols) != 1:
+        raise ValueError(
+            f"{path}: need columns id, structure and exactly one of "
+            f"{sorted(LOCAL_TARGET_COLUMNS)}; found {sorted(header)}"
+        )
+    (t_col,) = target_cols
+    return _frame(
+        _record(
+            row["id"],
+            lambda text=row["structure"]: _structure_from_text(text),
+            row[t_col],
+            LOCAL_TARGET_COLUMNS[t_col],
+            f"local:{path.name}",
+        )
+        for row in rows
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,8 +360,9 @@ SOURCES: dict[str, SourceSpec] = {
         "matbench_perovskites", MATBENCH["matbench_perovskites"], "Matbench perovskites, eV/cell"
     ),
     "castelli_local": SourceSpec(
-        "castelli_local", None, "local directory of Castelli perovskite CSVs, eV/cell"
+        "castelli_local", None, "local folder of Castelli perovskite CSVs, eV/cell"
     ),
+    "local_csv": SourceSpec("local_csv", None, "a CSV of the user's own (id, structure, target)"),
 }
 
 
@@ -336,41 +381,43 @@ def load_source(
     name: str,
     *,
     raw_dir: str | Path = "data/raw",
-    castelli_dir: str | Path | None = None,
+    path: str | Path | None = None,
     registry_path: str | Path | None = "data/checksums.json",
 ) -> pd.DataFrame:
-    """Return the canonical table of source ``name``, fetching its raw file when needed."""
+    """Return the canonical table of source ``name``, fetching its raw file when needed.
+
+    ``path`` is the folder (``castelli_local``) or file (``local_csv``) of sources read by path.
+    """
     spec = _spec(name)
-    if name == "castelli_local":
-        if castelli_dir is None:
-            raise ValueError("source castelli_local needs castelli_dir (dataset.castelli_dir)")
-        return read_castelli_dir(castelli_dir)
-    path = fetch_source(name, raw_dir, registry_path=registry_path)
-    assert path is not None and spec.raw is not None
+    if spec.raw is None:
+        if path is None:
+            raise ValueError(f"source {name} is read by path: set dataset.path")
+        return read_castelli_dir(path) if name == "castelli_local" else read_local_csv(path)
+    raw_path = fetch_source(name, raw_dir, registry_path=registry_path)
+    assert raw_path is not None
     if name == "flla":
-        return read_flla_csv(path)
+        return read_flla_csv(raw_path)
     if name in JARVIS_RELEASES:
-        return read_jarvis_zip(path, member=spec.raw.extra.get("member"))
+        return read_jarvis_zip(raw_path, member=spec.raw.extra.get("member"))
     if name == "matbench_mp_e_form":
-        return read_matbench_json_gz(path, "e_form", EV_PER_ATOM)
+        return read_matbench_json_gz(raw_path, "e_form", EV_PER_ATOM)
     if name == "matbench_perovskites":
-        return read_matbench_json_gz(path, "e_form", EV_PER_CELL)
+        return read_matbench_json_gz(raw_path, "e_form", EV_PER_CELL)
     raise AssertionError(f"no parser wired for source {name}")  # pragma: no cover
 
 
-def raw_sha256(name: str, raw_dir: str | Path, castelli_dir: str | Path | None = None) -> str:
-    """sha256 identifying a source's raw data (for a local directory: of its sorted file hashes)."""
-    from tracer.download import sha256_file
-
+def raw_sha256(name: str, raw_dir: str | Path, path: str | Path | None = None) -> str:
+    """sha256 identifying a source's raw data (for a folder: of its sorted files' hashes)."""
     spec = _spec(name)
     if spec.raw is not None:
         return sha256_file(Path(raw_dir) / spec.raw.filename)
-    if castelli_dir is None:
-        raise ValueError("castelli_local needs castelli_dir")
-    import hashlib
-
+    if path is None:
+        raise ValueError(f"source {name} is read by path: set dataset.path")
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
     digest = hashlib.sha256()
-    for file in sorted(Path(castelli_dir).glob("*.csv")):
+    for file in sorted(path.glob("*.csv")):
         digest.update(f"{file.name}:{sha256_file(file)}\n".encode())
     return digest.hexdigest()
 

@@ -83,7 +83,7 @@ def run_data_stage(
     params: dict[str, Any],
     dataset_name: str,
     dataset_raw_dir: str,
-    dataset_castelli_dir: str | None,
+    dataset_path: str | None,
     dataset_limit: int | None,
     validation: ValidationConfig,
     root: str | Path = ".",
@@ -98,7 +98,7 @@ def run_data_stage(
         table = load_source(
             dataset_name,
             raw_dir=Path(root) / dataset_raw_dir,
-            castelli_dir=dataset_castelli_dir,
+            path=dataset_path,
             registry_path=Path(root) / "data" / "checksums.json",
         )
         if dataset_limit is not None:
@@ -106,7 +106,7 @@ def run_data_stage(
         result = validate(table, validation)
         write_quarantine(result, paths.quarantine)
         summary = result.summary()
-        data_sha = raw_sha256(dataset_name, Path(root) / dataset_raw_dir, dataset_castelli_dir)
+        data_sha = raw_sha256(dataset_name, Path(root) / dataset_raw_dir, dataset_path)
         metrics = {
             "dataset": dataset_name,
             "target_unit": sorted(set(table["target_unit"])),
@@ -121,8 +121,9 @@ def run_data_stage(
     write_metrics(
         paths.metrics / "data.json",
         metrics,
-        provenance(params=params, dataset_sha256=data_sha, split_sha256=None,
-                   wall_time_s=timer.elapsed_s),
+        provenance(
+            params=params, dataset_sha256=data_sha, split_sha256=None, wall_time_s=timer.elapsed_s
+        ),
     )
     enforce_quarantine_limit(result, validation.max_quarantine_fraction)
     return result
@@ -136,7 +137,7 @@ def run_split_stage(
     params: dict[str, Any],
     dataset_name: str,
     dataset_raw_dir: str,
-    dataset_castelli_dir: str | None,
+    dataset_path: str | None,
     fractions: list[float],
     seed: int,
     group_duplicates: bool,
@@ -158,10 +159,16 @@ def run_split_stage(
         split = random_group_split(table["id"], groups, fractions=fractions, seed=seed)
         report = leak_report(split, table)
         assert_leak_free(report)
-        data_sha = raw_sha256(dataset_name, Path(root) / dataset_raw_dir, dataset_castelli_dir)
+        data_sha = raw_sha256(dataset_name, Path(root) / dataset_raw_dir, dataset_path)
         save_split(
-            paths.split, split, dataset=dataset_name, dataset_sha256=data_sha,
-            table_sha256=table_sha256(table), seed=seed, fractions=fractions, method=method,
+            paths.split,
+            split,
+            dataset=dataset_name,
+            dataset_sha256=data_sha,
+            table_sha256=table_sha256(table),
+            seed=seed,
+            fractions=fractions,
+            method=method,
             leak=report,
         )
         doc = load_split(paths.split)
@@ -181,8 +188,12 @@ def run_split_stage(
     write_metrics(
         paths.metrics / "split.json",
         metrics,
-        provenance(params=params, dataset_sha256=data_sha, split_sha256=doc["split_sha256"],
-                   wall_time_s=timer.elapsed_s),
+        provenance(
+            params=params,
+            dataset_sha256=data_sha,
+            split_sha256=doc["split_sha256"],
+            wall_time_s=timer.elapsed_s,
+        ),
     )
     return {"split": doc, "table": table, "metrics": metrics}
 
@@ -223,8 +234,6 @@ def run_accuracy_stage(
     *,
     params: dict[str, Any],
     dataset_name: str,
-    dataset_raw_dir: str,
-    dataset_castelli_dir: str | None,
     models: list[str],
     n_bootstrap: int,
     root: str | Path = ".",
@@ -243,13 +252,20 @@ def run_accuracy_stage(
             results[model] = evaluate(test["y_true"], test["y_pred"], n_resamples=n_bootstrap)
         table = accuracy_table(results)
         save_table(table, "table1_accuracy", paths.figures)
-        data_sha = raw_sha256(dataset_name, Path(root) / dataset_raw_dir, dataset_castelli_dir)
-    metrics = {"dataset": dataset_name, "n_test": len(test_ids), "unit": "eV/atom",
-               "models": results}
+    metrics = {
+        "dataset": dataset_name,
+        "n_test": len(test_ids),
+        "unit": "eV/atom",
+        "models": results,
+    }
     write_metrics(
         paths.metrics / "accuracy.json",
         metrics,
-        provenance(params=params, dataset_sha256=data_sha, split_sha256=split["split_sha256"],
-                   wall_time_s=timer.elapsed_s),
+        provenance(
+            params=params,
+            dataset_sha256=split["dataset_sha256"],
+            split_sha256=split["split_sha256"],
+            wall_time_s=timer.elapsed_s,
+        ),
     )
     return {"metrics": metrics, "table": table}

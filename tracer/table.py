@@ -14,7 +14,14 @@ import pandas as pd
 from pymatgen.core import Structure
 
 TABLE_COLUMNS = (
-    "id", "formula", "reduced_formula", "n_atoms", "target", "target_unit", "source", "structure",
+    "id",
+    "formula",
+    "reduced_formula",
+    "n_atoms",
+    "target",
+    "target_unit",
+    "source",
+    "structure",
 )
 
 
@@ -52,8 +59,10 @@ def table_sha256(table: pd.DataFrame) -> str:
     digest = hashlib.sha256()
     for row in table.itertuples(index=False):
         structure = row.structure
-        text = structure if isinstance(structure, str) else json.dumps(
-            structure.as_dict(), sort_keys=True
+        text = (
+            structure
+            if isinstance(structure, str)
+            else json.dumps(structure.as_dict(), sort_keys=True)
         )
         digest.update(f"{row.id}\t{row.target!r}\t{row.target_unit}\t".encode())
         digest.update(hashlib.sha256(text.encode()).digest())

@@ -92,9 +92,7 @@ def structure_problems(structure: Structure, config: ValidationConfig) -> list[s
     return reasons
 
 
-def record_problems(
-    table: pd.DataFrame, config: ValidationConfig
-) -> dict[int, list[str]]:
+def record_problems(table: pd.DataFrame, config: ValidationConfig) -> dict[int, list[str]]:
     """Map row position → reasons, for every row of a canonical table that fails a check."""
     problems: dict[int, list[str]] = {}
     id_counts = Counter(table["id"])
@@ -142,9 +140,7 @@ class ValidationResult:
 
     def summary(self) -> dict[str, object]:
         """Counts for the metrics file: totals and records per first-reason kind."""
-        kinds = Counter(
-            reason.split(":")[0].split(" (")[0] for reason in self.quarantine["reason"]
-        )
+        kinds = Counter(reason.split(":")[0].split(" (")[0] for reason in self.quarantine["reason"])
         return {
             "n_records": self.n_total,
             "n_clean": len(self.clean),

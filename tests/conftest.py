@@ -1,0 +1,94 @@
+"""Shared fixtures: the real FLLA file (fetched and sha256-verified once) and writers of small
+fixtures in each source's real file format."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Structure
+
+from tracer.download import fetch
+from tracer.sources import FLLA, read_flla_csv
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def flla_csv() -> Path:
+    """The real FLLA CSV in data/raw (downloaded from PyPI if absent), verified by sha256."""
+    return fetch(FLLA, REPO / "data" / "raw")
+
+
+@pytest.fixture(scope="session")
+def flla_table(flla_csv):
+    return read_flla_csv(flla_csv)
+
+
+@pytest.fixture(scope="session")
+def flla_structures(flla_table) -> list[Structure]:
+    """A handful of real FLLA structures of different sizes (1 to 25 atoms)."""
+    by_size = flla_table.assign(n=[len(s) for s in flla_table.structure]).sort_values("n")
+    picks = by_size.iloc[[0, 1, 100, 1000, 2000, 3000, len(by_size) - 1]]
+    return list(picks.structure)
+
+
+def write_flla_csv(path: Path, rows: list[tuple[str, Structure | str, str]]) -> Path:
+    """Write rows (id, structure or raw text, target text) in matminer 0.3.9's flla format."""
+    with open(path, "w", newline="") as fh:
+        fh.write("# ref: F. Faber et al., Int. J. Quantum Chem. 115 (2015) 1094.\n")
+        w = csv.writer(fh)
+        w.writerow(
+            [
+                "material_id",
+                "formula",
+                "e_above_hull",
+                "nsites",
+                "structure",
+                "formation_energy_per_atom",
+                "formation_energy",
+            ]
+        )
+        for rid, s, target in rows:
+            text = repr(s.as_dict()) if isinstance(s, Structure) else s
+            comp = repr(dict(s.composition.as_dict())) if isinstance(s, Structure) else "{}"
+            n = len(s) if isinstance(s, Structure) else 0
+            w.writerow([rid, comp, 0.0, n, text, target, target])
+    return path
+
+
+def jarvis_atoms(s: Structure) -> dict:
+    return {
+        "lattice_mat": s.lattice.matrix.tolist(),
+        "coords": s.frac_coords.tolist(),
+        "elements": [site.specie.symbol for site in s],
+        "abc": list(s.lattice.abc),
+        "angles": list(s.lattice.angles),
+        "cartesian": False,
+        "props": [""] * len(s),
+    }
+
+
+def write_jarvis_zip(path: Path, records: list[dict], member: str) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(member, json.dumps(records))
+    return path
+
+
+def write_matbench_json_gz(path: Path, ids: list[str], structures: list, targets: list) -> Path:
+    payload = {
+        "index": ids,
+        "columns": ["structure", "e_form"],
+        "data": [
+            [s if isinstance(s, dict) else s.as_dict(), t]
+            for s, t in zip(structures, targets, strict=True)
+        ],
+    }
+    with gzip.open(path, "wt") as fh:
+        json.dump(payload, fh)
+    return path

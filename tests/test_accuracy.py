@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from tracer.accuracy import accuracy_table, bootstrap_ci, evaluate, point_metrics
+
+
+def test_point_metrics_by_hand():
+    y = np.array([0.0, 1.0, 2.0, 3.0])
+    p = np.array([0.5, 1.0, 2.0, 2.0])
+    m = point_metrics(y, p)
+    assert m["mae"] == pytest.approx(1.5 / 4)
+    assert m["rmse"] == pytest.approx(np.sqrt(1.25 / 4))
+    assert m["r2"] == pytest.approx(1 - 1.25 / 5.0)
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=400)
+    p = y + rng.normal(scale=0.1, size=400)
+    out = evaluate(y, p, n_resamples=500)
+    lo, hi = out["mae_ci95"]
+    assert lo < out["mae"] < hi and hi - lo < 0.05
+    assert out["n"] == 400
+    assert bootstrap_ci(y, p, n_resamples=200, seed=1) == bootstrap_ci(
+        y, p, n_resamples=200, seed=1
+    )
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError):
+        point_metrics([1.0, np.nan], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        point_metrics([1.0], [1.0, 2.0])
+
+
+def test_table_rows():
+    t = accuracy_table({"dummy": evaluate([0.0, 1.0, 2.0], [1.0, 1.0, 1.0], n_resamples=50)})
+    assert list(t.model) == ["dummy"] and t.MAE.iloc[0] == pytest.approx(2 / 3)

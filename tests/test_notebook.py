@@ -1,0 +1,52 @@
+"""Every stage notebook declares parameters that params.yaml supplies and that its DVC stage
+lists, so a settings change always reruns the stages that read it."""
+
+import pytest
+import yaml
+from conftest import REPO
+
+from tracer.config import load_params
+from tracer.notebook import declared_parameters, notebook_parameters
+
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+STAGES = {name: stage for name, stage in DVC.items() if "run-notebook" in stage["cmd"]}
+
+
+def _covered(param: str, declared_params: list) -> bool:
+    """Is notebook parameter <section>_<key> covered by a dvc.yaml params entry?"""
+    for entry in declared_params:
+        dotted = entry.replace(".", "_")
+        if param == dotted or param.startswith(dotted + "_"):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_notebook_parameters_are_tracked(stage):
+    spec = STAGES[stage]
+    notebook = spec["cmd"].split()[-1]
+    assert notebook in spec["deps"], f"{stage}: its notebook must be a dependency"
+    names = declared_parameters(REPO / notebook)
+    assert names, f"{notebook} has no parameters cell"
+    values = notebook_parameters(REPO / notebook, load_params(REPO / "params.yaml"))
+    assert set(values) == set(names)
+    untracked = [n for n in names if not _covered(n, spec.get("params", []))]
+    assert not untracked, f"{stage}: parameters {untracked} missing from dvc.yaml params"
+
+
+def test_unknown_parameter_is_an_error(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    cell = nbformat.v4.new_code_cell("no_such_setting = 1")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells.append(cell)
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(KeyError, match="no_such_setting"):
+        notebook_parameters(path, {"seed": 1})

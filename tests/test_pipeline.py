@@ -1,0 +1,77 @@
+"""End to end: `dvc repro` on the tiny profile in a fresh copy of the repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd, cwd, env):
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, (
+        f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    )
+    return out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, flla_csv):
+    work = tmp_path_factory.mktemp("tiny") / "repo"
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (work / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, work / f)
+    (work / "data" / "raw").mkdir(parents=True)
+    shutil.copy2(flla_csv, work / "data" / "raw" / flla_csv.name)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+        ["tracer", "profile", "use", "tiny"],
+    ):
+        _run(cmd, work, env)
+    first = _run(["dvc", "repro"], work, env)
+    return work, env, first
+
+
+def test_tiny_pipeline_runs_every_stage(tiny_run):
+    work, _, first = tiny_run
+    for stage in ("data", "split", "dummy", "accuracy"):
+        assert f"Running stage '{stage}'" in first
+    acc = json.loads((work / "metrics" / "accuracy.json").read_text())
+    assert acc["dataset"] == "flla" and acc["n_test"] == 12
+    assert set(acc["models"]) == {"dummy"}
+    for key in ("git_commit", "params_sha256", "dataset_sha256", "split_sha256", "device"):
+        assert acc["provenance"][key]
+    split = json.loads((work / "data" / "splits" / "flla.json").read_text())
+    assert (
+        split["sizes"] == {"train": 96, "val": 12, "test": 12} and split["leak_check"]["leak_free"]
+    )
+    assert (work / "paper_figures" / "target_distribution.png").stat().st_size > 10_000
+    for nb in ("01_data", "02_split", "03_dummy", "20_accuracy"):
+        assert (work / "notebooks" / "executed" / f"{nb}.ipynb").exists()
+    assert pd.read_csv(work / "data" / "quarantine" / "flla.csv").empty
+
+
+def test_second_repro_reruns_nothing_and_status_is_clean(tiny_run):
+    work, env, _ = tiny_run
+    again = _run(["dvc", "repro"], work, env)
+    assert "Running stage" not in again
+    status = _run(["dvc", "status"], work, env)
+    assert "up to date" in status
