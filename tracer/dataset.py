@@ -1,0 +1,236 @@
+"""Structures as tensors: a compact graph dataset that training and prediction read without
+pymatgen.
+
+:func:`structures_to_graphs` turns pymatgen structures into one :class:`GraphDataset` (positions,
+cells, atomic numbers and the symmetric periodic edges of :func:`tracer.graphs.radius_graph_pbc`,
+concatenated with pointer arrays). It is saved with :func:`torch.save` and loaded on any machine
+that has torch; batches are cut from it by :meth:`GraphDataset.collate`. Triplets are not stored
+(they are cheap to derive on the device and would dominate the file size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tracer.graphs import radius_graph_pbc
+from tracer.models.gemnet import GraphBatch
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class GraphDataset:
+    """Concatenated per-structure tensors (float64 geometry, Å) with pointer arrays.
+
+    ``atom_ptr[i]:atom_ptr[i+1]`` are structure ``i``'s atoms, ``edge_ptr`` likewise its edges;
+    edge ``source``/``target``/``reverse`` indices are local to their structure.
+    """
+
+    ids: list[str]
+    target: Tensor  # [S] float64, target unit (see ``unit``), nan when unknown
+    z: Tensor  # [N] int16
+    pos: Tensor  # [N, 3] float64
+    cell: Tensor  # [S, 3, 3] float64
+    atom_ptr: Tensor  # [S+1] int64
+    source: Tensor  # [E] int32
+    target_atom: Tensor  # [E] int32
+    offset: Tensor  # [E, 3] int8
+    reverse: Tensor  # [E] int32
+    edge_ptr: Tensor  # [S+1] int64
+    cutoff: float
+    max_neighbors: int | None
+    unit: str = "eV/atom"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def num_atoms(self) -> Tensor:
+        return self.atom_ptr[1:] - self.atom_ptr[:-1]
+
+    def num_edges(self) -> Tensor:
+        return self.edge_ptr[1:] - self.edge_ptr[:-1]
+
+    def index_of(self, ids: Sequence[str]) -> np.ndarray:
+        """Positions of the given ids (KeyError naming the first missing one)."""
+        where = {rid: i for i, rid in enumerate(self.ids)}
+        try:
+            return np.array([where[i] for i in ids], dtype=np.int64)
+        except KeyError as exc:
+            raise KeyError(f"id {exc.args[0]!r} is not in the graph dataset") from None
+
+    def collate(self, indices: Sequence[int] | np.ndarray) -> GraphBatch:
+        """A :class:`GraphBatch` of the given structures (in that order), on CPU."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        a0, a1 = self.atom_ptr[idx], self.atom_ptr[idx + 1]
+        e0, e1 = self.edge_ptr[idx], self.edge_ptr[idx + 1]
+        n_atoms, n_edges = a1 - a0, e1 - e0
+        atom_sel = _ranges(a0, n_atoms)
+        edge_sel = _ranges(e0, n_edges)
+        atom_shift = torch.cumsum(n_atoms, 0) - n_atoms  # new start of each structure's atoms
+        edge_shift = torch.cumsum(n_edges, 0) - n_edges
+        per_edge_atom_shift = torch.repeat_interleave(atom_shift, n_edges)
+        per_edge_edge_shift = torch.repeat_interleave(edge_shift, n_edges)
+        return GraphBatch(
+            z=self.z[atom_sel].long(),
+            pos=self.pos[atom_sel],
+            cell=self.cell[idx],
+            atom_batch=torch.repeat_interleave(torch.arange(len(idx)), n_atoms),
+            source=self.source[edge_sel].long() + per_edge_atom_shift,
+            target=self.target_atom[edge_sel].long() + per_edge_atom_shift,
+            offset=self.offset[edge_sel].long(),
+            reverse=self.reverse[edge_sel].long() + per_edge_edge_shift,
+            num_structures=len(idx),
+        )
+
+    def targets(self, indices: Sequence[int] | np.ndarray) -> Tensor:
+        return self.target[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"format_version": FORMAT_VERSION, **self.__dict__}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> GraphDataset:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"graph dataset not found: {path} (run the graphs stage)")
+        payload: dict[str, Any] = torch.load(path, weights_only=False)
+        version = payload.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path}: graph format {version}, expected {FORMAT_VERSION}")
+        return cls(**payload)
+
+
+def _ranges(starts: Tensor, lengths: Tensor) -> Tensor:
+    """Concatenation of ``arange(s, s + n)`` for every (s, n)."""
+    total = int(lengths.sum())
+    if total == 0:
+        return torch.zeros(0, dtype=torch.long)
+    first = torch.cumsum(lengths, 0) - lengths
+    base = torch.repeat_interleave(starts - first, lengths)
+    return base + torch.arange(total)
+
+
+def structure_tensors(structure: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """``(z [n] int64, pos [n,3] float64 Å, cell [3,3] float64 Å)`` of a pymatgen Structure."""
+    z = torch.tensor([site.specie.Z for site in structure], dtype=torch.long)
+    pos = torch.tensor(np.asarray(structure.cart_coords), dtype=torch.float64)
+    cell = torch.tensor(np.asarray(structure.lattice.matrix), dtype=torch.float64)
+    return z, pos, cell
+
+
+def graphs_from_arrays(
+    ids: Sequence[str],
+    arrays: Iterator[tuple[Tensor, Tensor, Tensor]] | Sequence[tuple[Tensor, Tensor, Tensor]],
+    targets: Sequence[float] | None,
+    *,
+    cutoff: float,
+    max_neighbors: int | None,
+    unit: str = "eV/atom",
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> GraphDataset:
+    """Build a :class:`GraphDataset` from ``(z, pos, cell)`` tensors (graphs built on ``device``).
+
+    Raises ``ValueError`` naming the structure when an atom has no neighbour within the cutoff.
+    """
+    from tqdm.auto import tqdm
+
+    zs, poss, cells, srcs, tgts, offs, revs = [], [], [], [], [], [], []
+    n_atoms, n_edges = [], []
+    items = list(zip(ids, arrays, strict=True))
+    for rid, (z, pos, cell) in tqdm(items, desc="graphs", disable=not progress):
+        g = radius_graph_pbc(pos.to(device), cell.to(device), cutoff, max_neighbors=max_neighbors)
+        lonely = set(range(len(z))) - set(g.target.tolist())
+        if lonely:
+            raise ValueError(
+                f"{rid}: atoms {sorted(lonely)[:5]} have no neighbour within {cutoff} Å"
+            )
+        if int(g.offset.abs().max()) > 127:
+            raise ValueError(f"{rid}: image offsets beyond int8 range")
+        zs.append(z.to(torch.int16))
+        poss.append(pos.to(torch.float64))
+        cells.append(cell.to(torch.float64))
+        srcs.append(g.source.cpu().to(torch.int32))
+        tgts.append(g.target.cpu().to(torch.int32))
+        offs.append(g.offset.cpu().to(torch.int8))
+        revs.append(g.reverse.cpu().to(torch.int32))
+        n_atoms.append(len(z))
+        n_edges.append(g.num_edges)
+    ptr = lambda counts: torch.tensor([0, *np.cumsum(counts)], dtype=torch.long)  # noqa: E731
+    target = torch.tensor(
+        list(targets) if targets is not None else [float("nan")] * len(items), dtype=torch.float64
+    )
+    return GraphDataset(
+        ids=list(ids),
+        target=target,
+        z=torch.cat(zs),
+        pos=torch.cat(poss),
+        cell=torch.stack(cells),
+        atom_ptr=ptr(n_atoms),
+        source=torch.cat(srcs),
+        target_atom=torch.cat(tgts),
+        offset=torch.cat(offs),
+        reverse=torch.cat(revs),
+        edge_ptr=ptr(n_edges),
+        cutoff=float(cutoff),
+        max_neighbors=max_neighbors,
+        unit=unit,
+    )
+
+
+def structures_to_graphs(
+    ids: Sequence[str],
+    structures: Sequence[Any],
+    targets: Sequence[float] | None,
+    *,
+    cutoff: float,
+    max_neighbors: int | None,
+    unit: str = "eV/atom",
+    progress: bool = False,
+) -> GraphDataset:
+    """Graphs of pymatgen structures (the one place where pymatgen meets the tensors)."""
+    return graphs_from_arrays(
+        ids,
+        [structure_tensors(s) for s in structures],
+        targets,
+        cutoff=cutoff,
+        max_neighbors=max_neighbors,
+        unit=unit,
+        progress=progress,
+    )
+
+
+def batches_by_size(
+    indices: np.ndarray,
+    num_edges: np.ndarray,
+    *,
+    batch_size: int,
+    max_edges: int | None = None,
+    shuffle: bool,
+    rng: np.random.Generator | None = None,
+) -> list[np.ndarray]:
+    """Split indices into batches of at most ``batch_size`` structures and ``max_edges`` edges."""
+    order = rng.permutation(indices) if shuffle and rng is not None else np.asarray(indices)
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    edges = 0
+    for i in order:
+        e = int(num_edges[i])
+        if current and (len(current) >= batch_size or (max_edges and edges + e > max_edges)):
+            batches.append(np.array(current))
+            current, edges = [], 0
+        current.append(int(i))
+        edges += e
+    if current:
+        batches.append(np.array(current))
+    return batches
