@@ -28,6 +28,7 @@ def test_stage_parameters_flatten_sections():
     p = {"seed": 42, "split": {"seed": 1, "fractions": [0.8, 0.1, 0.1]}}
     assert stage_parameters(p, ["seed", "split"]) == {
         "seed": 42,
+        "split": {"seed": 1, "fractions": [0.8, 0.1, 0.1]},
         "split_seed": 1,
         "split_fractions": [0.8, 0.1, 0.1],
     }

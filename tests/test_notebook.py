@@ -9,7 +9,11 @@ from tracer.config import load_params
 from tracer.notebook import declared_parameters, notebook_parameters
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-STAGES = {name: stage for name, stage in DVC.items() if "run-notebook" in stage["cmd"]}
+STAGES = {
+    name: stage.get("do", stage)
+    for name, stage in DVC.items()
+    if "run-notebook" in stage.get("do", stage)["cmd"]
+}
 
 
 def _covered(param: str, declared_params: list) -> bool:
@@ -24,13 +28,15 @@ def _covered(param: str, declared_params: list) -> bool:
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_notebook_parameters_are_tracked(stage):
     spec = STAGES[stage]
-    notebook = spec["cmd"].split()[-1]
+    words = spec["cmd"].split()
+    notebook = words[words.index("run-notebook") + 1]
+    overrides = {words[i + 1]: 0 for i, w in enumerate(words) if w in ("-p", "--parameter")}
     assert notebook in spec["deps"], f"{stage}: its notebook must be a dependency"
     names = declared_parameters(REPO / notebook)
     assert names, f"{notebook} has no parameters cell"
-    values = notebook_parameters(REPO / notebook, load_params(REPO / "params.yaml"))
+    values = notebook_parameters(REPO / notebook, load_params(REPO / "params.yaml"), overrides)
     assert set(values) == set(names)
-    untracked = [n for n in names if not _covered(n, spec.get("params", []))]
+    untracked = [n for n in names if not _covered(n, spec.get("params", [])) and n not in overrides]
     assert not untracked, f"{stage}: parameters {untracked} missing from dvc.yaml params"
 
 

@@ -52,11 +52,11 @@ def tiny_run(tmp_path_factory, flla_csv):
 
 def test_tiny_pipeline_runs_every_stage(tiny_run):
     work, _, first = tiny_run
-    for stage in ("data", "split", "dummy", "accuracy"):
+    for stage in ("data", "split", "dummy", "graphs", "train@0", "train@1", "predict", "accuracy"):
         assert f"Running stage '{stage}'" in first
     acc = json.loads((work / "metrics" / "accuracy.json").read_text())
     assert acc["dataset"] == "flla" and acc["n_test"] == 12
-    assert set(acc["models"]) == {"dummy"}
+    assert set(acc["models"]) == {"dummy", "gemnet_t_ensemble", "gemnet_t_single"}
     for key in ("git_commit", "params_sha256", "dataset_sha256", "split_sha256", "device"):
         assert acc["provenance"][key]
     split = json.loads((work / "data" / "splits" / "flla.json").read_text())
@@ -64,7 +64,15 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
         split["sizes"] == {"train": 96, "val": 12, "test": 12} and split["leak_check"]["leak_free"]
     )
     assert (work / "paper_figures" / "target_distribution.png").stat().st_size > 10_000
-    for nb in ("01_data", "02_split", "03_dummy", "20_accuracy"):
+    for nb in (
+        "01_data",
+        "02_split",
+        "03_dummy",
+        "04_graphs",
+        "05_train_member_0",
+        "06_predict",
+        "20_accuracy",
+    ):
         assert (work / "notebooks" / "executed" / f"{nb}.ipynb").exists()
     assert pd.read_csv(work / "data" / "quarantine" / "flla.csv").empty
 

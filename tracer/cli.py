@@ -32,9 +32,18 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_notebook(args: argparse.Namespace) -> int:
+    import yaml
+
     from tracer.notebook import run_notebook
 
-    out = run_notebook(args.notebook, params_file=args.params, output_dir=args.output_dir)
+    overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
+    out = run_notebook(
+        args.notebook,
+        params_file=args.params,
+        output_dir=args.output_dir,
+        output_name=args.name,
+        overrides=overrides,
+    )
     print(out)
     return 0
 
@@ -79,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--output-dir", default="notebooks/executed")
+    p.add_argument("--name", help="name of the executed copy (default: the notebook's)")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a parameter not in params.yaml (YAML value)",
+    )
     p.set_defaults(func=_cmd_run_notebook)
 
     p = sub.add_parser("profile", help="show or switch the active params profile")

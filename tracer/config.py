@@ -37,20 +37,20 @@ def params_sha256(params: dict[str, Any]) -> str:
 
 
 def stage_parameters(params: dict[str, Any], sections: list[str]) -> dict[str, Any]:
-    """Flatten the named top-level sections into notebook parameters ``<section>_<key>``.
+    """Notebook parameters from the named top-level sections.
 
-    Scalars at the top level (e.g. ``seed``) are passed under their own name.
+    Each section is offered whole under its own name (``gemnet`` → the dict) and flattened as
+    ``<section>_<key>``; scalars at the top level (e.g. ``seed``) keep their own name.
     """
     out: dict[str, Any] = {}
     for section in sections:
         if section not in params:
             raise KeyError(f"params has no section {section!r}")
         value = params[section]
+        out[section] = value
         if isinstance(value, dict):
             for key, inner in value.items():
                 out[f"{section}_{key}"] = inner
-        else:
-            out[section] = value
     return out
 
 

@@ -24,9 +24,15 @@ def declared_parameters(notebook: str | Path) -> list[str]:
     return list(pm.inspect_notebook(str(notebook)).keys())
 
 
-def notebook_parameters(notebook: str | Path, params: dict[str, Any]) -> dict[str, Any]:
-    """Values for every parameter the notebook declares, from the params mapping."""
-    available = stage_parameters(params, list(params))
+def notebook_parameters(
+    notebook: str | Path, params: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Values for every parameter the notebook declares, from the params mapping.
+
+    ``overrides`` supplies values that do not live in ``params.yaml`` (e.g. the seed of one
+    ensemble member in a DVC ``foreach`` stage).
+    """
+    available = {**stage_parameters(params, list(params)), **(overrides or {})}
     wanted = declared_parameters(notebook)
     missing = [name for name in wanted if name not in available]
     if missing:
@@ -42,18 +48,23 @@ def run_notebook(
     *,
     params_file: str | Path = PARAMS_FILE,
     output_dir: str | Path = EXECUTED_DIR,
+    output_name: str | None = None,
+    overrides: dict[str, Any] | None = None,
     root: str | Path = ".",
 ) -> Path:
-    """Execute ``notebook`` with papermill in ``root``; return the executed copy's path."""
+    """Execute ``notebook`` with papermill in ``root``; return the executed copy's path.
+
+    The copy is ``<output_dir>/<output_name or the notebook's name>.ipynb``.
+    """
     import papermill as pm
 
     root = Path(root).resolve()
     notebook = Path(notebook)
     params = load_params(root / params_file)
-    parameters = notebook_parameters(root / notebook, params)
+    parameters = notebook_parameters(root / notebook, params, overrides)
     out_dir = root / output_dir
     out_dir.mkdir(parents=True, exist_ok=True)  # papermill does not create it
-    output = out_dir / notebook.name
+    output = out_dir / (f"{output_name}.ipynb" if output_name else notebook.name)
     pm.execute_notebook(
         str(root / notebook),
         str(output),

@@ -7,6 +7,7 @@ tested directly, and end to end through ``dvc repro`` on the tiny profile. Paths
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,23 @@ class Paths:
 
     def predictions(self, model: str) -> Path:
         return self.results / f"{model}.parquet"
+
+    @property
+    def graphs(self) -> Path:
+        return self.root / "data" / "graphs" / f"{self.dataset}.pt"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models" / self.dataset
+
+    def member(self, seed: int) -> Path:
+        return self.models / f"member_{seed}.pt"
+
+    def member_work(self, seed: int) -> Path:
+        return self.models / "work" / f"member_{seed}"
+
+    def live(self, seed: int) -> Path:
+        return self.root / "dvclive" / self.dataset / f"member_{seed}"
 
     @property
     def metrics(self) -> Path:
@@ -198,6 +216,159 @@ def run_split_stage(
     return {"split": doc, "table": table, "metrics": metrics}
 
 
+# --------------------------------------------------------------------------------------------
+# graphs: periodic neighbour graphs of every structure, as tensors
+# --------------------------------------------------------------------------------------------
+def run_graphs_stage(
+    *,
+    params: dict[str, Any],
+    dataset_name: str,
+    cutoff: float,
+    max_neighbors: int | None,
+    root: str | Path = ".",
+) -> dict[str, Any]:
+    """Build the graph dataset (``data/graphs/<dataset>.pt``) from the processed table."""
+    from tracer.dataset import structures_to_graphs
+
+    paths = Paths(dataset_name, Path(root))
+    with Timer() as timer:
+        table = read_table(paths.table)
+        data = structures_to_graphs(
+            list(table["id"]),
+            list(table["structure"]),
+            list(table["target"]),
+            cutoff=cutoff,
+            max_neighbors=max_neighbors,
+            unit=str(table["target_unit"].iloc[0]),
+            progress=True,
+        )
+        data.save(paths.graphs)
+    degree = (data.num_edges().double() / data.num_atoms().double()).numpy()
+    metrics = {
+        "dataset": dataset_name,
+        "n_structures": len(data),
+        "cutoff_angstrom": cutoff,
+        "max_neighbors": max_neighbors,
+        "n_atoms": int(data.num_atoms().sum()),
+        "n_edges": int(data.num_edges().sum()),
+        "edges_per_atom_mean": float(degree.mean()),
+        "edges_per_atom_max": float(degree.max()),
+        "build_time_s": timer.elapsed_s,
+    }
+    write_metrics(
+        paths.metrics / "graphs.json",
+        metrics,
+        provenance(
+            params=params, dataset_sha256=None, split_sha256=None, wall_time_s=timer.elapsed_s
+        ),
+    )
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# train: one ensemble member per seed (resumable), logged with dvclive
+# --------------------------------------------------------------------------------------------
+def gemnet_config(gemnet: dict[str, Any], graph: dict[str, Any]) -> Any:
+    """GemNet-T hyperparameters from the ``gemnet`` and ``graph`` sections of params."""
+    from tracer.models.gemnet import GemNetTConfig
+
+    return GemNetTConfig(
+        **gemnet, cutoff=float(graph["cutoff_angstrom"]), max_neighbors=graph["max_neighbors"]
+    )
+
+
+def run_train_stage(
+    *,
+    dataset_name: str,
+    seed: int,
+    gemnet: dict[str, Any],
+    graph: dict[str, Any],
+    train: dict[str, Any],
+    device: str = "auto",
+    root: str | Path = ".",
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Train (or resume) member ``seed``; log each epoch with dvclive; return summary + curve."""
+    from dvclive import Live
+
+    from tracer.dataset import GraphDataset
+    from tracer.train import TrainConfig, train_member
+
+    paths = Paths(dataset_name, Path(root))
+    work = paths.member_work(seed)
+    resuming = (work / "last.pt").exists()
+    data = GraphDataset.load(paths.graphs)
+    split = load_split(paths.split)
+    with Live(
+        str(paths.live(seed)), resume=resuming, report=None, save_dvc_exp=False, dvcyaml=None
+    ) as live:
+
+        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            for key in ("train_loss", "val_mae", "lr", "epoch_time_s"):
+                live.log_metric(key, metrics[key])
+            live.next_step()
+
+        summary = train_member(
+            data=data,
+            split=split,
+            seed=seed,
+            model_config=gemnet_config(gemnet, graph),
+            train_config=TrainConfig(**train),
+            work_dir=work,
+            member_path=paths.member(seed),
+            device=device,
+            progress=True,
+            on_epoch_end=log_epoch,
+        )
+    history = pd.DataFrame(json.loads((work / "history.json").read_text()))
+    return summary, history
+
+
+# --------------------------------------------------------------------------------------------
+# predict: ensemble predictions for validation and test ids
+# --------------------------------------------------------------------------------------------
+def run_predict_stage(
+    *,
+    params: dict[str, Any],
+    dataset_name: str,
+    seeds: list[int],
+    device: str = "auto",
+    root: str | Path = ".",
+) -> pd.DataFrame:
+    """Write ``results/<dataset>/gemnet_t.parquet`` and ``metrics/training.json``."""
+    import torch
+
+    from tracer.dataset import GraphDataset
+    from tracer.ensemble import ensemble_predictions
+
+    paths = Paths(dataset_name, Path(root))
+    with Timer() as timer:
+        data = GraphDataset.load(paths.graphs)
+        split = load_split(paths.split)
+        members = [paths.member(s) for s in seeds]
+        frame = ensemble_predictions(members, data, split, device=device)
+        paths.results.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(paths.predictions("gemnet_t"), index=False)
+        summaries = {
+            f"member_{s}": torch.load(p, map_location="cpu", weights_only=False)["summary"]
+            for s, p in zip(seeds, members, strict=True)
+        }
+    write_metrics(
+        paths.metrics / "training.json",
+        {
+            "dataset": dataset_name,
+            "members": summaries,
+            "best_val_mae_mean": float(np.mean([m["best_val_mae"] for m in summaries.values()])),
+        },
+        provenance(
+            params=params,
+            dataset_sha256=split["dataset_sha256"],
+            split_sha256=split["split_sha256"],
+            wall_time_s=timer.elapsed_s,
+        ),
+    )
+    return frame
+
+
 def targets_by_set(table: pd.DataFrame, split: dict[str, Any]) -> dict[str, np.ndarray]:
     """Target values of each split set, in split order."""
     by_id = table.set_index("id")["target"]
@@ -230,6 +401,25 @@ def run_dummy_stage(*, dataset_name: str, root: str | Path = ".") -> pd.DataFram
 # --------------------------------------------------------------------------------------------
 # accuracy: Table 1 from every model's test predictions, one metric code path
 # --------------------------------------------------------------------------------------------
+def ensemble_accuracy(
+    name: str, test: pd.DataFrame, *, n_resamples: int
+) -> dict[str, dict[str, Any]]:
+    """``<name>_ensemble`` (the mean) and ``<name>_single`` (mean ± std over members)."""
+    members = [c for c in test.columns if c.startswith("member_")]
+    single = {c: evaluate(test["y_true"], test[c], n_resamples=n_resamples) for c in members}
+    summary: dict[str, Any] = {"n_members": len(members), "members": single}
+    for key in ("mae", "rmse", "r2"):
+        values = np.array([m[key] for m in single.values()])
+        summary[key] = float(values.mean())
+        summary[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    lo, hi = np.mean([m["mae_ci95"] for m in single.values()], axis=0)
+    summary["mae_ci95"] = [float(lo), float(hi)]
+    summary["n"] = len(test)
+    ensemble = evaluate(test["y_true"], test["mean"], n_resamples=n_resamples)
+    ensemble["n_members"] = len(members)
+    return {f"{name}_ensemble": ensemble, f"{name}_single": summary}
+
+
 def run_accuracy_stage(
     *,
     params: dict[str, Any],
@@ -249,7 +439,10 @@ def run_accuracy_stage(
         for model in models:
             frame = pd.read_parquet(paths.predictions(model))
             test = frame[frame["set"] == "test"].set_index("id").loc[test_ids]
-            results[model] = evaluate(test["y_true"], test["y_pred"], n_resamples=n_bootstrap)
+            if "y_pred" in test:
+                results[model] = evaluate(test["y_true"], test["y_pred"], n_resamples=n_bootstrap)
+            else:  # an ensemble: score the mean, and every member with the same code
+                results.update(ensemble_accuracy(model, test, n_resamples=n_bootstrap))
         table = accuracy_table(results)
         save_table(table, "table1_accuracy", paths.figures)
     metrics = {

@@ -1,0 +1,139 @@
+"""The trainer: resumable to the identical checkpoint, selection on validation only."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tracer.dataset import structures_to_graphs
+from tracer.models.gemnet import GemNetTConfig
+from tracer.train import TrainConfig, load_member, lr_factor, train_member
+from tracer.validation import validate
+
+CFG = GemNetTConfig(
+    num_radial=8,
+    num_blocks=1,
+    emb_size_atom=16,
+    emb_size_edge=16,
+    emb_size_trip=8,
+    emb_size_bil_trip=8,
+    emb_size_cbf=8,
+    emb_size_rbf=8,
+    num_atom=1,
+    num_after_skip=1,
+    cutoff=6.0,
+    max_neighbors=8,
+)
+TC = TrainConfig(
+    max_epochs=4, batch_size=8, lr=2e-3, warmup_epochs=1, patience=10, scale_fit_batches=2
+)
+
+
+class SimulatedKillError(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data_and_split(flla_table):
+    clean = validate(flla_table.iloc[:60]).clean
+    targets = clean.target.to_numpy().copy()
+    targets[50:] = np.nan  # the test ids have no usable target: training must never read them
+    data = structures_to_graphs(
+        list(clean.id), list(clean.structure), list(targets), cutoff=6.0, max_neighbors=8
+    )
+    ids = list(clean.id)
+    return data, {"train": ids[:40], "val": ids[40:50], "test": ids[50:]}
+
+
+def _train(tmp, data, split, **kw):
+    return train_member(
+        data=data,
+        split=split,
+        seed=3,
+        model_config=CFG,
+        train_config=TC,
+        work_dir=tmp / "work",
+        member_path=tmp / "member_3.pt",
+        device="cpu",
+        progress=False,
+        **kw,
+    )
+
+
+def test_resume_after_interruption_gives_the_identical_member(tmp_path, data_and_split):
+    data, split = data_and_split
+    full = _train(tmp_path / "a", data, split)
+
+    def stop_after_second(epoch, metrics):
+        if epoch == 1:
+            raise SimulatedKillError
+
+    with pytest.raises(SimulatedKillError):
+        _train(tmp_path / "b", data, split, on_epoch_end=stop_after_second)
+    ckpt = torch.load(tmp_path / "b" / "work" / "last.pt", weights_only=False)
+    assert ckpt["state"]["epoch"] == 2 and not ckpt["finished"]
+    resumed = _train(tmp_path / "b", data, split)
+    a = torch.load(tmp_path / "a" / "member_3.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "member_3.pt", weights_only=False)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert {k: v for k, v in full.items() if k != "train_time_s"} == {
+        k: v for k, v in resumed.items() if k != "train_time_s"
+    }
+    hist_a = [{k: v for k, v in h.items() if "time" not in k} for h in a["history"]]
+    hist_b = [{k: v for k, v in h.items() if "time" not in k} for h in b["history"]]
+    assert hist_a == hist_b
+
+
+def test_best_epoch_chosen_on_validation_and_test_never_read(tmp_path, data_and_split):
+    data, split = data_and_split
+    summary = _train(tmp_path, data, split)
+    record = torch.load(tmp_path / "member_3.pt", weights_only=False)
+    vals = [h["val_mae"] for h in record["history"]]
+    assert summary["best_epoch"] == int(np.argmin(vals))
+    assert summary["best_val_mae"] == min(vals)
+    assert np.isfinite(vals).all()  # NaN test targets never touched the loss or the selection
+    # normalisation statistics come from the training ids only
+    y_train = data.target[torch.as_tensor(data.index_of(split["train"]))].numpy()
+    assert record["scaler"]["mean"] == pytest.approx(y_train.mean())
+    assert record["scaler"]["n_train"] == 40
+    model, scaler, _ = load_member(tmp_path / "member_3.pt")
+    assert scaler.std == pytest.approx(y_train.std())
+    assert json.loads((tmp_path / "work" / "history.json").read_text())[0]["epoch"] == 0
+
+
+def test_finished_or_changed_runs_start_afresh(tmp_path, data_and_split):
+    data, split = data_and_split
+    _train(tmp_path, data, split)
+    first = torch.load(tmp_path / "member_3.pt", weights_only=False)["state_dict"]
+    _train(tmp_path, data, split)  # finished checkpoint: trains again from scratch, same result
+    again = torch.load(tmp_path / "member_3.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_graph_settings_must_match(tmp_path, data_and_split):
+    data, split = data_and_split
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="max_neighbors"):
+        train_member(
+            data=data,
+            split=split,
+            seed=0,
+            model_config=replace(CFG, max_neighbors=9),
+            train_config=TC,
+            work_dir=tmp_path,
+            member_path=tmp_path / "m.pt",
+            device="cpu",
+            progress=False,
+        )
+
+
+def test_lr_schedule():
+    f = [lr_factor(s, warmup_steps=10, total_steps=110, final=0.01) for s in range(111)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[10] == pytest.approx(1.0) and f[110] == pytest.approx(0.01)
+    assert all(a >= b for a, b in itertools.pairwise(f[10:]))

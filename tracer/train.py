@@ -1,0 +1,379 @@
+"""Training one ensemble member: resumable, deterministic on CPU, selected on validation only.
+
+:func:`train_member` trains GemNet-T on the training ids of a split, with targets standardised
+by training statistics (:class:`tracer.normalization.TargetScaler`). After every epoch it writes
+a complete checkpoint (model, optimiser, schedule, early-stopping state, history) to
+``work_dir/last.pt``; started again with the same arguments, it resumes from there, and on CPU
+ends with the identical final checkpoint. The best epoch is chosen on validation MAE alone; the
+test ids are never read. The member file (``member_<seed>.pt``) holds the best weights, the
+hyperparameters, the target statistics, the graph settings and a training summary.
+
+This module imports neither pymatgen nor DVC: it runs wherever torch is installed (the GPU
+machine included), reading the graph dataset written by the ``graphs`` stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from tracer import __version__
+from tracer.dataset import GraphDataset, batches_by_size
+from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
+from tracer.normalization import TargetScaler
+
+CHECKPOINT_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (``params.yaml: train``).
+
+    Args:
+        max_epochs: epochs at most.
+        batch_size: structures per batch.
+        max_edges_per_batch: also cap a batch's edges (``None``: no cap).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: linear warm-up length; then cosine decay to ``lr * final_lr_factor``.
+        final_lr_factor: ratio of the last to the peak learning rate.
+        grad_clip: clip the gradient norm at this value.
+        loss: ``l1`` (MAE) or ``mse`` on standardised targets.
+        patience: stop after this many epochs without a better validation MAE.
+        scale_fit_batches: training batches used to fit GemNet's scale factors.
+        precision: ``fp32``, or ``tf32`` (CUDA matmuls in TF32) where measured harmless.
+        eval_batch_size: structures per batch when evaluating.
+    """
+
+    max_epochs: int = 100
+    batch_size: int = 32
+    max_edges_per_batch: int | None = None
+    lr: float = 5e-4
+    weight_decay: float = 1e-5
+    warmup_epochs: int = 2
+    final_lr_factor: float = 0.01
+    grad_clip: float = 10.0
+    loss: Literal["l1", "mse"] = "l1"
+    patience: int = 20
+    scale_fit_batches: int = 16
+    precision: Literal["fp32", "tf32"] = "fp32"
+    eval_batch_size: int = 64
+
+
+@dataclass
+class TrainState:
+    """Everything needed to resume (besides model, optimiser and schedule states)."""
+
+    epoch: int = 0
+    best_val_mae: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_time_s: float = 0.0
+    stopped_early: bool = False
+
+
+def data_fingerprint(data: GraphDataset, split: dict[str, Sequence[str]]) -> str:
+    """Hash of the training and validation ids, their targets and the graph settings."""
+    digest = hashlib.sha256()
+    for name in ("train", "val"):
+        idx = data.index_of(split[name])
+        digest.update(json.dumps(list(split[name])).encode())
+        digest.update(data.target[torch.as_tensor(idx)].numpy().tobytes())
+    digest.update(f"{data.cutoff}/{data.max_neighbors}/{int(data.edge_ptr[-1])}".encode())
+    return digest.hexdigest()
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``cuda`` when available (or requested), else ``cpu``."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, final: float) -> float:
+    """Linear warm-up to 1, then cosine decay to ``final`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / span, 1.0)
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def predict_normalised(
+    model: nn.Module,
+    data: GraphDataset,
+    indices: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Model outputs (standardised units) for the given structures, in order."""
+    model.eval()
+    out = []
+    for batch_idx in batches_by_size(
+        indices, data.num_edges().numpy(), batch_size=batch_size, shuffle=False
+    ):
+        out.append(model(data.collate(batch_idx).to(device)).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def train_member(
+    *,
+    data: GraphDataset,
+    split: dict[str, Sequence[str]],
+    seed: int,
+    model_config: GemNetTConfig,
+    train_config: TrainConfig,
+    work_dir: str | Path,
+    member_path: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) one ensemble member; write ``member_path``; return its summary.
+
+    Args:
+        data: graph dataset of all structures (targets in eV/atom).
+        split: ``{"train": ids, "val": ids, ...}``; only train and val are read.
+        seed: member seed (initialisation and batch order).
+        model_config, train_config: hyperparameters.
+        work_dir: folder for ``last.pt`` (resume point) and ``history.json``.
+        member_path: where the final member file goes.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: show tqdm progress bars.
+        on_epoch_end: callback ``(epoch, metrics)`` after each epoch's checkpoint is written
+            (used for dvclive logging, and by tests to interrupt a run).
+    """
+    from tqdm.auto import tqdm
+
+    if model_config.cutoff != data.cutoff or model_config.max_neighbors != data.max_neighbors:
+        raise ValueError(
+            f"graph dataset was built with cutoff {data.cutoff} Å / max_neighbors "
+            f"{data.max_neighbors}, model expects {model_config.cutoff} / "
+            f"{model_config.max_neighbors}"
+        )
+    dev = pick_device(device)
+    if train_config.precision == "tf32" and dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    work_dir, member_path = Path(work_dir), Path(member_path)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    train_idx = data.index_of(split["train"])
+    val_idx = data.index_of(split["val"])
+    targets = dict(zip(data.ids, data.target.tolist(), strict=True))
+    scaler = TargetScaler.fit(targets, list(split["train"]))
+    y_val = data.target[torch.as_tensor(val_idx)].numpy()
+    num_edges = data.num_edges().numpy()
+
+    torch.manual_seed(seed)
+    model = GemNetT(model_config)
+    n_batches = len(
+        batches_by_size(
+            train_idx,
+            num_edges,
+            batch_size=train_config.batch_size,
+            max_edges=train_config.max_edges_per_batch,
+            shuffle=False,
+        )
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(
+            step,
+            warmup_steps=train_config.warmup_epochs * n_batches,
+            total_steps=train_config.max_epochs * n_batches,
+            final=train_config.final_lr_factor,
+        ),
+    )
+    state = TrainState()
+    best_weights: dict[str, torch.Tensor] | None = None
+    last = work_dir / "last.pt"
+    identity = {
+        "seed": seed,
+        "model": model_config.to_dict(),
+        "train": asdict(train_config),
+        "data": data_fingerprint(data, split),
+        "tracer_version": __version__,
+    }
+    ckpt = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
+    if ckpt is not None and (ckpt["identity"] != identity or ckpt.get("finished")):
+        # a finished run, or one of other settings or data: this is no interrupted run of ours
+        log.warning("starting %s afresh (previous checkpoint finished or differs)", work_dir)
+        last.unlink()
+        ckpt = None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        state = TrainState(**ckpt["state"])
+        best_weights = ckpt["best_weights"]
+    model.to(dev)
+    _optimizer_to(optimizer, dev)
+    if ckpt is None:
+        rng = np.random.default_rng([seed, 0])
+        fit_batches = batches_by_size(
+            train_idx, num_edges, batch_size=train_config.batch_size, shuffle=True, rng=rng
+        )[: train_config.scale_fit_batches]
+        fit_scale_factors(model, [data.collate(b).to(dev) for b in fit_batches])
+    loss_fn = nn.L1Loss() if train_config.loss == "l1" else nn.MSELoss()
+    mean_std = torch.tensor([scaler.mean, scaler.std], dtype=torch.float64)
+
+    while state.epoch < train_config.max_epochs and not state.stopped_early:
+        epoch = state.epoch
+        t0 = time.perf_counter()
+        model.train()
+        rng = np.random.default_rng([seed, epoch + 1])
+        batches = batches_by_size(
+            train_idx,
+            num_edges,
+            batch_size=train_config.batch_size,
+            max_edges=train_config.max_edges_per_batch,
+            shuffle=True,
+            rng=rng,
+        )
+        total, count = 0.0, 0
+        for b in tqdm(
+            batches, desc=f"member {seed} epoch {epoch}", leave=False, disable=not progress
+        ):
+            batch = data.collate(b).to(dev)
+            y = ((data.targets(b) - mean_std[0]) / mean_std[1]).to(dev, torch.float32)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(batch), y)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(b)
+            count += len(b)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        pred_val = scaler.inverse(
+            predict_normalised(
+                model, data, val_idx, batch_size=train_config.eval_batch_size, device=dev
+            )
+        )
+        val_mae = float(np.mean(np.abs(pred_val - y_val)))
+        epoch_time = time.perf_counter() - t0
+        state.train_time_s += epoch_time
+        improved = val_mae < state.best_val_mae
+        if improved:
+            state.best_val_mae, state.best_epoch, state.bad_epochs = val_mae, epoch, 0
+            best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        metrics = {
+            "epoch": epoch,
+            "train_loss": total / max(count, 1),
+            "val_mae": val_mae,
+            "lr": optimizer.param_groups[0]["lr"],
+            "epoch_time_s": epoch_time,
+            "wall_time_s": state.train_time_s,
+        }
+        state.history.append(metrics)
+        state.epoch += 1
+        state.stopped_early = state.bad_epochs >= train_config.patience
+        finished = state.epoch >= train_config.max_epochs or state.stopped_early
+        _atomic_save(
+            {
+                "version": CHECKPOINT_VERSION,
+                "identity": identity,
+                "finished": finished,
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": _optimizer_state_cpu(optimizer),
+                "schedule": schedule.state_dict(),
+                "state": asdict(state),
+                "best_weights": best_weights,
+            },
+            last,
+        )
+        (work_dir / "history.json").write_text(json.dumps(state.history, indent=1))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+
+    if best_weights is None:
+        raise RuntimeError("training ran no epoch")
+    summary = {
+        "seed": seed,
+        "best_epoch": state.best_epoch,
+        "best_val_mae": state.best_val_mae,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "train_time_s": state.train_time_s,
+        "device": _device_name(dev),
+        "num_params": sum(p.numel() for p in model.parameters()),
+    }
+    member = {
+        "version": CHECKPOINT_VERSION,
+        "tracer_version": __version__,
+        "kind": "gemnet_t",
+        "model_config": model_config.to_dict(),
+        "train_config": asdict(train_config),
+        "scaler": scaler.to_dict(),
+        "state_dict": best_weights,
+        "summary": summary,
+        "history": state.history,
+        "graph": {"cutoff": data.cutoff, "max_neighbors": data.max_neighbors},
+        "target_unit": data.unit,
+    }
+    member_path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save(member, member_path)
+    return summary
+
+
+def load_member(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[GemNetT, TargetScaler, dict[str, Any]]:
+    """Load a member file: the model (eval mode), its target scaler and the whole record."""
+    record = torch.load(Path(path), map_location="cpu", weights_only=False)
+    if record.get("kind") != "gemnet_t":
+        raise ValueError(f"{path} is not a GemNet-T member file")
+    model = GemNetT(GemNetTConfig(**record["model_config"]))
+    model.load_state_dict(record["state_dict"])
+    model.to(device).eval()
+    s = record["scaler"]
+    return model, TargetScaler(mean=s["mean"], std=s["std"], n_train=s["n_train"]), record
+
+
+def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for st in optimizer.state.values():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                st[k] = v.to(device)
+
+
+def _optimizer_state_cpu(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    sd = copy.deepcopy(optimizer.state_dict())
+    for st in sd["state"].values():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                st[k] = v.cpu()
+    return sd
+
+
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
