@@ -83,3 +83,20 @@ def test_second_repro_reruns_nothing_and_status_is_clean(tiny_run):
     assert "Running stage" not in again
     status = _run(["dvc", "status"], work, env)
     assert "up to date" in status
+
+
+def test_push_then_pull_into_a_fresh_clone_restores_checkpoints(tiny_run):
+    """The configured remote (a folder beside the checkout) carries the members to a clone."""
+    work, env, _ = tiny_run
+    _run(["dvc", "push"], work, env)
+    _run(["git", "add", "-A"], work, env)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], work, env)
+    clone = work.parent / "clone"
+    _run(["git", "clone", "-q", str(work), str(clone)], work.parent, env)
+    assert not (clone / "models").exists()
+    _run(["dvc", "pull"], clone, env)
+    for seed in (0, 1):
+        member = Path("models") / "flla" / f"member_{seed}.pt"
+        assert (clone / member).read_bytes() == (work / member).read_bytes()
+    status = _run(["dvc", "status"], clone, env)
+    assert "up to date" in status

@@ -79,7 +79,8 @@ class Paths:
         return self.models / f"member_{seed}.pt"
 
     def member_work(self, seed: int) -> Path:
-        return self.models / "work" / f"member_{seed}"
+        """Resume scratch of a member (``last.pt``): kept between runs, not a DVC output."""
+        return self.root / "checkpoints" / self.dataset / f"member_{seed}"
 
     def live(self, seed: int) -> Path:
         return self.root / "dvclive" / self.dataset / f"member_{seed}"
