@@ -67,6 +67,63 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_structures(args: argparse.Namespace) -> int:
+    from tracer.dataset import save_structure_tensors
+    from tracer.stages import Paths
+    from tracer.table import read_table
+
+    table = read_table(Paths(args.dataset).table)
+    out = save_structure_tensors(
+        args.out,
+        list(table["id"]),
+        list(table["structure"]),
+        list(table["target"]),
+        str(table["target_unit"].iloc[0]),
+    )
+    print(out)
+    return 0
+
+
+def _cmd_train_ensemble(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from tracer.config import load_params
+    from tracer.ensemble import ensemble_predictions
+    from tracer.launch import build_graphs, train_ensemble
+    from tracer.models.gemnet import GemNetTConfig
+    from tracer.splits import load_split
+    from tracer.train import TrainConfig
+
+    params = load_params(args.params)
+    model_config = GemNetTConfig.from_params(params["gemnet"], params["graph"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    split = load_split(args.split)
+    graph_path = out / "graphs.pt"
+    if not graph_path.exists():
+        build_graphs(args.structures, model_config, workers=args.workers).save(graph_path)
+    seeds = args.seeds or params["ensemble"]["seeds"]
+    result = train_ensemble(
+        graph_path=graph_path,
+        split=split,
+        seeds=seeds,
+        model_config=model_config,
+        train_config=TrainConfig(**params["train"]),
+        out_dir=out,
+        parallel=args.parallel,
+    )
+    from tracer.dataset import GraphDataset
+
+    frame = ensemble_predictions(
+        [out / f"member_{s}.pt" for s in seeds], GraphDataset.load(graph_path), split
+    )
+    frame.to_parquet(out / "gemnet_t.parquet", index=False)
+    print(json.dumps({str(k): round(v["best_val_mae"], 5) for k, v in result["members"].items()}))
+    print(f"wall time {result['wall_time_s']:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tracer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -99,6 +156,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="a parameter not in params.yaml (YAML value)",
     )
     p.set_defaults(func=_cmd_run_notebook)
+
+    p = sub.add_parser(
+        "export-structures",
+        help="write a dataset's structures as tensors (for a machine without pymatgen)",
+    )
+    p.add_argument("--dataset", default="flla")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_export_structures)
+
+    p = sub.add_parser(
+        "train-ensemble", help="build graphs, train all members and predict, without DVC"
+    )
+    p.add_argument("--structures", required=True, help="file from export-structures")
+    p.add_argument("--split", required=True, help="split JSON")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seeds", type=int, nargs="*")
+    p.add_argument("--parallel", type=int, default=1, help="members trained concurrently")
+    p.add_argument("--workers", type=int, default=1, help="processes building graphs")
+    p.set_defaults(func=_cmd_train_ensemble)
 
     p = sub.add_parser("profile", help="show or switch the active params profile")
     p.add_argument("action", nargs="?", choices=["show", "use"], default="show")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tracer.graphs import radius_graph_pbc
+from tracer.graphs import PeriodicGraph, radius_graph_pbc
 from tracer.models.gemnet import GraphBatch
 
 FORMAT_VERSION = 1
@@ -128,6 +128,49 @@ def structure_tensors(structure: Any) -> tuple[Tensor, Tensor, Tensor]:
     return z, pos, cell
 
 
+def save_structure_tensors(
+    path: str | Path,
+    ids: Sequence[str],
+    structures: Sequence[Any],
+    targets: Sequence[float],
+    unit: str,
+) -> Path:
+    """Write structures as plain tensors (z, pos, cell in Å) for machines without pymatgen."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = [structure_tensors(s) for s in structures]
+    torch.save(
+        {
+            "format_version": FORMAT_VERSION,
+            "ids": list(ids),
+            "targets": list(targets),
+            "unit": unit,
+            "z": [a[0] for a in arrays],
+            "pos": [a[1] for a in arrays],
+            "cell": [a[2] for a in arrays],
+        },
+        path,
+    )
+    return path
+
+
+def load_structure_tensors(path: str | Path) -> dict[str, Any]:
+    """Read a file of :func:`save_structure_tensors` (keys ids, targets, unit, z, pos, cell)."""
+    payload: dict[str, Any] = torch.load(Path(path), weights_only=False)
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unexpected format {payload.get('format_version')}")
+    return payload
+
+
+def _graph_job(args: tuple[str, np.ndarray, np.ndarray, float, int | None]) -> tuple:
+    """Edges of one structure; numpy in and out (torch tensors would travel between processes
+    as file descriptors and exhaust them)."""
+    rid, pos, cell, cutoff, max_neighbors = args
+    g = radius_graph_pbc(torch.from_numpy(pos), torch.from_numpy(cell), cutoff,
+                         max_neighbors=max_neighbors)
+    return rid, g.source.numpy(), g.target.numpy(), g.offset.numpy(), g.reverse.numpy()
+
+
 def graphs_from_arrays(
     ids: Sequence[str],
     arrays: Iterator[tuple[Tensor, Tensor, Tensor]] | Sequence[tuple[Tensor, Tensor, Tensor]],
@@ -136,10 +179,13 @@ def graphs_from_arrays(
     cutoff: float,
     max_neighbors: int | None,
     unit: str = "eV/atom",
-    device: str | torch.device = "cpu",
+    workers: int = 1,
     progress: bool = False,
 ) -> GraphDataset:
-    """Build a :class:`GraphDataset` from ``(z, pos, cell)`` tensors (graphs built on ``device``).
+    """Build a :class:`GraphDataset` from ``(z, pos, cell)`` tensors on the CPU.
+
+    Args:
+        workers: processes building graphs in parallel (1: in this process).
 
     Raises ``ValueError`` naming the structure when an atom has no neighbour within the cutoff.
     """
@@ -148,8 +194,29 @@ def graphs_from_arrays(
     zs, poss, cells, srcs, tgts, offs, revs = [], [], [], [], [], [], []
     n_atoms, n_edges = [], []
     items = list(zip(ids, arrays, strict=True))
-    for rid, (z, pos, cell) in tqdm(items, desc="graphs", disable=not progress):
-        g = radius_graph_pbc(pos.to(device), cell.to(device), cutoff, max_neighbors=max_neighbors)
+    jobs = [(rid, pos.double().numpy(), cell.double().numpy(), cutoff, max_neighbors)
+            for rid, (_, pos, cell) in items]
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(
+            workers, initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
+            built = list(
+                tqdm(
+                    pool.imap(_graph_job, jobs, chunksize=16),
+                    total=len(jobs),
+                    desc="graphs",
+                    disable=not progress,
+                )
+            )
+    else:
+        built = [_graph_job(j) for j in tqdm(jobs, desc="graphs", disable=not progress)]
+    for (rid, (z, pos, cell)), (_, source, target, offset, reverse) in zip(
+        items, built, strict=True
+    ):
+        g = PeriodicGraph(source=torch.from_numpy(source), target=torch.from_numpy(target),
+                          offset=torch.from_numpy(offset), reverse=torch.from_numpy(reverse))
         lonely = set(range(len(z))) - set(g.target.tolist())
         if lonely:
             raise ValueError(

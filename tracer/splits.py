@@ -19,12 +19,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pymatgen.analysis.structure_matcher import StructureMatcher
-from pymatgen.core import Structure
+
+if TYPE_CHECKING:  # pymatgen is imported lazily: loading a split must work without it
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Structure
 
 SET_NAMES = ("train", "val", "test")
 
@@ -34,6 +36,8 @@ class SplitLeakError(RuntimeError):
 
 
 def _matcher() -> StructureMatcher:
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
     return StructureMatcher()  # pymatgen defaults: ltol 0.2, stol 0.3, angle_tol 5°
 
 

@@ -269,15 +269,6 @@ def run_graphs_stage(
 # --------------------------------------------------------------------------------------------
 # train: one ensemble member per seed (resumable), logged with dvclive
 # --------------------------------------------------------------------------------------------
-def gemnet_config(gemnet: dict[str, Any], graph: dict[str, Any]) -> Any:
-    """GemNet-T hyperparameters from the ``gemnet`` and ``graph`` sections of params."""
-    from tracer.models.gemnet import GemNetTConfig
-
-    return GemNetTConfig(
-        **gemnet, cutoff=float(graph["cutoff_angstrom"]), max_neighbors=graph["max_neighbors"]
-    )
-
-
 def run_train_stage(
     *,
     dataset_name: str,
@@ -290,8 +281,8 @@ def run_train_stage(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train (or resume) member ``seed``; log each epoch with dvclive; return summary + curve."""
     from dvclive import Live
-
     from tracer.dataset import GraphDataset
+    from tracer.models.gemnet import GemNetTConfig
     from tracer.train import TrainConfig, train_member
 
     paths = Paths(dataset_name, Path(root))
@@ -312,7 +303,7 @@ def run_train_stage(
             data=data,
             split=split,
             seed=seed,
-            model_config=gemnet_config(gemnet, graph),
+            model_config=GemNetTConfig.from_params(gemnet, graph),
             train_config=TrainConfig(**train),
             work_dir=work,
             member_path=paths.member(seed),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -69,6 +69,13 @@ class GemNetTConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    @classmethod
+    def from_params(cls, gemnet: dict[str, Any], graph: dict[str, Any]) -> GemNetTConfig:
+        """From the ``gemnet`` and ``graph`` sections of ``params.yaml``."""
+        return cls(
+            **gemnet, cutoff=float(graph["cutoff_angstrom"]), max_neighbors=graph["max_neighbors"]
+        )
 
 
 # ---------------------------------------------------------------------------------------------

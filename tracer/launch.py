@@ -1,0 +1,107 @@
+"""Training a whole ensemble outside DVC: members one after another or concurrently.
+
+This is the path for a GPU machine that has torch but not DVC or papermill: it takes the structures
+as tensors (:func:`tracer.dataset.save_structure_tensors`), the split JSON and a params file,
+builds the graphs, trains every member (``parallel`` processes at a time, spread over the visible
+GPUs round-robin), predicts the validation and test ids and writes the same member files and
+prediction table that the DVC stages write. Copied back into ``models/<dataset>/`` and
+``results/<dataset>/``, they are what ``dvc commit`` records.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tracer.dataset import GraphDataset, graphs_from_arrays, load_structure_tensors
+from tracer.models.gemnet import GemNetTConfig
+from tracer.train import TrainConfig, train_member
+
+
+def build_graphs(
+    structures_path: str | Path, model_config: GemNetTConfig, *, workers: int
+) -> GraphDataset:
+    """Graph dataset of a structure-tensor file with the model's cutoff and neighbour cap."""
+    payload = load_structure_tensors(structures_path)
+    arrays = list(zip(payload["z"], payload["pos"], payload["cell"], strict=True))
+    return graphs_from_arrays(
+        payload["ids"],
+        arrays,
+        payload["targets"],
+        cutoff=model_config.cutoff,
+        max_neighbors=model_config.max_neighbors,
+        unit=payload["unit"],
+        workers=workers,
+    )
+
+
+def _member_job(args: tuple[str, dict[str, Any], int, dict, dict, str, str]) -> dict[str, Any]:
+    graph_path, split, seed, model_cfg, train_cfg, out_dir, device = args
+    data = GraphDataset.load(graph_path)
+    out = Path(out_dir)
+    return train_member(
+        data=data,
+        split=split,
+        seed=seed,
+        model_config=GemNetTConfig(**model_cfg),
+        train_config=TrainConfig(**train_cfg),
+        work_dir=out / "work" / f"member_{seed}",
+        member_path=out / f"member_{seed}.pt",
+        device=device,
+        progress=False,
+    )
+
+
+def train_ensemble(
+    *,
+    graph_path: str | Path,
+    split: dict[str, Any],
+    seeds: Sequence[int],
+    model_config: GemNetTConfig,
+    train_config: TrainConfig,
+    out_dir: str | Path,
+    parallel: int = 1,
+) -> dict[str, Any]:
+    """Train one member per seed into ``out_dir``; ``parallel`` processes at a time.
+
+    Returns ``{"members": {seed: summary}, "wall_time_s": float, "parallel": int}``.
+    """
+    from dataclasses import asdict
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_gpu = torch.cuda.device_count()
+    devices = [f"cuda:{i % n_gpu}" if n_gpu else "cpu" for i in range(len(seeds))]
+    jobs = [
+        (
+            str(graph_path),
+            {k: split[k] for k in ("train", "val")},
+            int(seed),
+            model_config.to_dict(),
+            asdict(train_config),
+            str(out_dir),
+            dev,
+        )
+        for seed, dev in zip(seeds, devices, strict=True)
+    ]
+    t0 = time.perf_counter()
+    if parallel > 1:
+        import torch.multiprocessing as tmp
+
+        with tmp.get_context("spawn").Pool(parallel) as pool:
+            summaries = pool.map(_member_job, jobs, chunksize=1)
+    else:
+        summaries = [_member_job(j) for j in jobs]
+    wall = time.perf_counter() - t0
+    result = {
+        "members": {int(s["seed"]): s for s in summaries},
+        "wall_time_s": wall,
+        "parallel": parallel,
+    }
+    (out_dir / "training.json").write_text(json.dumps(result, indent=1))
+    return result
