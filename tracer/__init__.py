@@ -7,6 +7,13 @@ doi:10.1038/s41598-026-45279-6.
 Energies are eV/atom unless a name or docstring says otherwise; lengths are Å.
 """
 
+import os
+
+# Reproducible CPU arithmetic: MKL/OpenMP must not change their thread counts with the machine's
+# load (that changes summation order, and a resumed run would then differ in the last bits).
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+os.environ.setdefault("OMP_DYNAMIC", "FALSE")
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__"]

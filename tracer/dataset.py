@@ -65,9 +65,18 @@ class GraphDataset:
         except KeyError as exc:
             raise KeyError(f"id {exc.args[0]!r} is not in the graph dataset") from None
 
+    def to(self, device: str | torch.device) -> GraphDataset:
+        """A copy whose tensors live on ``device`` (batches are then cut there, no copies)."""
+        moved = {
+            k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in self.__dict__.items()
+        }
+        return GraphDataset(**moved)
+
     def collate(self, indices: Sequence[int] | np.ndarray) -> GraphBatch:
-        """A :class:`GraphBatch` of the given structures (in that order), on CPU."""
-        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        """A :class:`GraphBatch` of the given structures (in that order), on this dataset's
+        device."""
+        dev = self.z.device
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=dev)
         a0, a1 = self.atom_ptr[idx], self.atom_ptr[idx + 1]
         e0, e1 = self.edge_ptr[idx], self.edge_ptr[idx + 1]
         n_atoms, n_edges = a1 - a0, e1 - e0
@@ -81,7 +90,7 @@ class GraphDataset:
             z=self.z[atom_sel].long(),
             pos=self.pos[atom_sel],
             cell=self.cell[idx],
-            atom_batch=torch.repeat_interleave(torch.arange(len(idx)), n_atoms),
+            atom_batch=torch.repeat_interleave(torch.arange(len(idx), device=dev), n_atoms),
             source=self.source[edge_sel].long() + per_edge_atom_shift,
             target=self.target_atom[edge_sel].long() + per_edge_atom_shift,
             offset=self.offset[edge_sel].long(),
@@ -90,7 +99,9 @@ class GraphDataset:
         )
 
     def targets(self, indices: Sequence[int] | np.ndarray) -> Tensor:
-        return self.target[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
+        return self.target[
+            torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.target.device)
+        ]
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -114,10 +125,10 @@ def _ranges(starts: Tensor, lengths: Tensor) -> Tensor:
     """Concatenation of ``arange(s, s + n)`` for every (s, n)."""
     total = int(lengths.sum())
     if total == 0:
-        return torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, dtype=torch.long, device=starts.device)
     first = torch.cumsum(lengths, 0) - lengths
-    base = torch.repeat_interleave(starts - first, lengths)
-    return base + torch.arange(total)
+    base = torch.repeat_interleave(starts - first, lengths, output_size=total)
+    return base + torch.arange(total, device=starts.device)
 
 
 def structure_tensors(structure: Any) -> tuple[Tensor, Tensor, Tensor]:
@@ -166,8 +177,9 @@ def _graph_job(args: tuple[str, np.ndarray, np.ndarray, float, int | None]) -> t
     """Edges of one structure; numpy in and out (torch tensors would travel between processes
     as file descriptors and exhaust them)."""
     rid, pos, cell, cutoff, max_neighbors = args
-    g = radius_graph_pbc(torch.from_numpy(pos), torch.from_numpy(cell), cutoff,
-                         max_neighbors=max_neighbors)
+    g = radius_graph_pbc(
+        torch.from_numpy(pos), torch.from_numpy(cell), cutoff, max_neighbors=max_neighbors
+    )
     return rid, g.source.numpy(), g.target.numpy(), g.offset.numpy(), g.reverse.numpy()
 
 
@@ -194,8 +206,10 @@ def graphs_from_arrays(
     zs, poss, cells, srcs, tgts, offs, revs = [], [], [], [], [], [], []
     n_atoms, n_edges = [], []
     items = list(zip(ids, arrays, strict=True))
-    jobs = [(rid, pos.double().numpy(), cell.double().numpy(), cutoff, max_neighbors)
-            for rid, (_, pos, cell) in items]
+    jobs = [
+        (rid, pos.double().numpy(), cell.double().numpy(), cutoff, max_neighbors)
+        for rid, (_, pos, cell) in items
+    ]
     if workers > 1:
         import multiprocessing as mp
 
@@ -215,8 +229,12 @@ def graphs_from_arrays(
     for (rid, (z, pos, cell)), (_, source, target, offset, reverse) in zip(
         items, built, strict=True
     ):
-        g = PeriodicGraph(source=torch.from_numpy(source), target=torch.from_numpy(target),
-                          offset=torch.from_numpy(offset), reverse=torch.from_numpy(reverse))
+        g = PeriodicGraph(
+            source=torch.from_numpy(source),
+            target=torch.from_numpy(target),
+            offset=torch.from_numpy(offset),
+            reverse=torch.from_numpy(reverse),
+        )
         lonely = set(range(len(z))) - set(g.target.tolist())
         if lonely:
             raise ValueError(

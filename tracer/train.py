@@ -132,9 +132,8 @@ def predict_normalised(
     """Model outputs (standardised units) for the given structures, in order."""
     model.eval()
     out = []
-    for batch_idx in batches_by_size(
-        indices, data.num_edges().numpy(), batch_size=batch_size, shuffle=False
-    ):
+    num_edges = data.num_edges().cpu().numpy()
+    for batch_idx in batches_by_size(indices, num_edges, batch_size=batch_size, shuffle=False):
         out.append(model(data.collate(batch_idx).to(device)).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -234,14 +233,14 @@ def train_member(
         best_weights = ckpt["best_weights"]
     model.to(dev)
     _optimizer_to(optimizer, dev)
+    data_dev = data.to(dev)  # batches are cut on the device
     if ckpt is None:
         rng = np.random.default_rng([seed, 0])
         fit_batches = batches_by_size(
             train_idx, num_edges, batch_size=train_config.batch_size, shuffle=True, rng=rng
         )[: train_config.scale_fit_batches]
-        fit_scale_factors(model, [data.collate(b).to(dev) for b in fit_batches])
+        fit_scale_factors(model, [data_dev.collate(b) for b in fit_batches])
     loss_fn = nn.L1Loss() if train_config.loss == "l1" else nn.MSELoss()
-    mean_std = torch.tensor([scaler.mean, scaler.std], dtype=torch.float64)
 
     while state.epoch < train_config.max_epochs and not state.stopped_early:
         epoch = state.epoch
@@ -260,8 +259,8 @@ def train_member(
         for b in tqdm(
             batches, desc=f"member {seed} epoch {epoch}", leave=False, disable=not progress
         ):
-            batch = data.collate(b).to(dev)
-            y = ((data.targets(b) - mean_std[0]) / mean_std[1]).to(dev, torch.float32)
+            batch = data_dev.collate(b)
+            y = ((data_dev.targets(b) - scaler.mean) / scaler.std).to(torch.float32)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(batch), y)
             loss.backward()
@@ -274,7 +273,7 @@ def train_member(
             torch.cuda.synchronize(dev)
         pred_val = scaler.inverse(
             predict_normalised(
-                model, data, val_idx, batch_size=train_config.eval_batch_size, device=dev
+                model, data_dev, val_idx, batch_size=train_config.eval_batch_size, device=dev
             )
         )
         val_mae = float(np.mean(np.abs(pred_val - y_val)))
