@@ -1,0 +1,69 @@
+"""Profile GemNet-T training steps on the current device: top kernels and ms/step.
+
+Usage: python benchmarks/profile_step.py --structures S --params profiles/gpu.yaml [--batch-size N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from tracer.config import load_params
+from tracer.dataset import batches_by_size
+from tracer.launch import build_graphs
+from tracer.models.gemnet import GemNetT, GemNetTConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--structures", required=True)
+    ap.add_argument("--params", default="profiles/gpu.yaml")
+    ap.add_argument("--batch-size", type=int, nargs="*", default=[32])
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=20)
+    args = ap.parse_args()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    p = load_params(args.params)
+    cfg = GemNetTConfig.from_params(p["gemnet"], p["graph"])
+    data = build_graphs(args.structures, cfg, workers=args.workers)
+    d = data.to(dev)
+    ne = data.num_edges().numpy()
+    model = GemNetT(cfg).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for bs in args.batch_size:
+        batches = batches_by_size(np.arange(len(data)), ne, batch_size=bs, shuffle=True,
+                                  rng=np.random.default_rng(0))
+
+        def step(b: np.ndarray) -> None:
+            g = d.collate(b)
+            opt.zero_grad(set_to_none=True)
+            loss = model(g).square().mean()
+            loss.backward()
+            opt.step()
+
+        for b in batches[:3]:
+            step(b)
+        torch.cuda.synchronize() if dev.type == "cuda" else None
+        t0 = time.perf_counter()
+        for b in batches[3:3 + args.steps]:
+            step(b)
+        torch.cuda.synchronize() if dev.type == "cuda" else None
+        ms = (time.perf_counter() - t0) / args.steps * 1e3
+        print(f"batch {bs}: {ms:.1f} ms/step, epoch ~ {ms * len(batches) / 1e3:.2f} s", flush=True)
+        if bs == args.batch_size[0]:
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+            with profile(activities=acts) as prof:
+                for b in batches[3:8]:
+                    step(b)
+                torch.cuda.synchronize() if dev.type == "cuda" else None
+            key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+            print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=50))
+
+
+if __name__ == "__main__":
+    main()
