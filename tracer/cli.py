@@ -124,6 +124,17 @@ def _cmd_train_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_record_gpu_run(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.records import record_gpu_run
+
+    out = record_gpu_run(args.run_dir, params_path=args.params, out_dir=args.out)
+    print(json.dumps({k: round(v["mae"], 5) for k, v in out["accuracy"].items()}))
+    print(json.dumps(out["half_precision"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tracer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -176,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, help="members trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.set_defaults(func=_cmd_train_ensemble)
+
+    p = sub.add_parser(
+        "record-gpu-run", help="score a train-ensemble output folder into results/gpu/"
+    )
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--params", default="profiles/gpu.yaml")
+    p.add_argument("--out", default="results/gpu")
+    p.set_defaults(func=_cmd_record_gpu_run)
 
     p = sub.add_parser("profile", help="show or switch the active params profile")
     p.add_argument("action", nargs="?", choices=["show", "use"], default="show")
