@@ -34,8 +34,9 @@ def main() -> None:
     model = GemNetT(cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for bs in args.batch_size:
-        batches = batches_by_size(np.arange(len(data)), ne, batch_size=bs, shuffle=True,
-                                  rng=np.random.default_rng(0))
+        batches = batches_by_size(
+            np.arange(len(data)), ne, batch_size=bs, shuffle=True, rng=np.random.default_rng(0)
+        )
 
         def step(b: np.ndarray) -> None:
             g = d.collate(b)
@@ -48,7 +49,7 @@ def main() -> None:
             step(b)
         torch.cuda.synchronize() if dev.type == "cuda" else None
         t0 = time.perf_counter()
-        for b in batches[3:3 + args.steps]:
+        for b in batches[3 : 3 + args.steps]:
             step(b)
         torch.cuda.synchronize() if dev.type == "cuda" else None
         ms = (time.perf_counter() - t0) / args.steps * 1e3

@@ -48,54 +48,81 @@ def _peak_gib(dev: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
 
 
-def time_gemnet(data, train_idx, params, dev, epochs):
-    cfg = GemNetTConfig.from_params(params["gemnet"], params["graph"])
-    bs = params["train"]["batch_size"]
-    torch.manual_seed(0)
-    model = GemNetT(cfg).to(dev)
-    edges = data.num_edges().numpy()
-    fit = batches_by_size(train_idx, edges, batch_size=bs, shuffle=False)[:4]
-    fit_scale_factors(model, [data.collate(b).to(dev) for b in fit])
-    opt = torch.optim.AdamW(model.parameters(), lr=params["train"]["lr"])
-    y_all = data.target.float()
+def _time_epochs(model, opt, epoch_batches, loss_of, dev, epochs):
+    """Median-ready list of epoch times (first epoch = warm-up, excluded) and peak memory."""
     times = []
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     for epoch in range(epochs + 1):
-        rng = np.random.default_rng(epoch)
         _sync(dev)
         t0 = time.perf_counter()
         model.train()
-        for b in batches_by_size(train_idx, edges, batch_size=bs, shuffle=True, rng=rng):
-            batch = data.collate(b).to(dev)
-            y = y_all[torch.as_tensor(b)].to(dev)
+        for batch, y in epoch_batches(epoch):
             opt.zero_grad(set_to_none=True)
-            loss = (model(batch) - y).abs().mean()
+            loss = loss_of(model(batch), y)
             loss.backward()
             opt.step()
         _sync(dev)
         if epoch > 0:
             times.append(time.perf_counter() - t0)
-    peak = _peak_gib(dev)
+    return times, _peak_gib(dev)
+
+
+def _inference_rate(model, batches, n, dev):
+    """Structures per second in eval mode over prebuilt batches."""
     model.eval()
     _sync(dev)
     t0 = time.perf_counter()
     with torch.no_grad():
-        for b in batches_by_size(
-            train_idx, edges, batch_size=params["train"]["eval_batch_size"], shuffle=False
-        ):
-            model(data.collate(b).to(dev))
+        for batch in batches():
+            model(batch)
     _sync(dev)
-    infer = len(train_idx) / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0)
+
+
+def _summary(model, bs, times, peak, infer, n):
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "batch_size": bs,
         "s_per_epoch": statistics.median(times),
         "epoch_times_s": times,
-        "train_structures_per_s": len(train_idx) / statistics.median(times),
+        "train_structures_per_s": n / statistics.median(times),
         "infer_structures_per_s": infer,
         "peak_mem_gib": peak,
     }
+
+
+def time_gemnet(data, train_idx, params, dev, epochs):
+    cfg = GemNetTConfig.from_params(params["gemnet"], params["graph"])
+    bs = params["train"]["batch_size"]
+    torch.manual_seed(0)
+    model = GemNetT(cfg).to(dev)
+    data = data.to(dev)
+    edges = data.num_edges().cpu().numpy()
+    fit = batches_by_size(train_idx, edges, batch_size=bs, shuffle=False)[:4]
+    fit_scale_factors(model, [data.collate(b) for b in fit])
+    opt = torch.optim.AdamW(model.parameters(), lr=params["train"]["lr"])
+    y_all = data.target.float()
+
+    def epoch_batches(epoch):
+        rng = np.random.default_rng(epoch)
+        for b in batches_by_size(train_idx, edges, batch_size=bs, shuffle=True, rng=rng):
+            yield data.collate(b), y_all[torch.as_tensor(b, device=dev)]
+
+    times, peak = _time_epochs(
+        model, opt, epoch_batches, lambda out, y: (out - y).abs().mean(), dev, epochs
+    )
+    eval_bs = params["train"]["eval_batch_size"]
+    infer = _inference_rate(
+        model,
+        lambda: (
+            data.collate(b)
+            for b in batches_by_size(train_idx, edges, batch_size=eval_bs, shuffle=False)
+        ),
+        len(train_idx),
+        dev,
+    )
+    return _summary(model, bs, times, peak, infer, len(train_idx))
 
 
 def _alignn_graph_job(args):
@@ -110,8 +137,10 @@ def _alignn_graph_job(args):
 def time_alignn(payload, train_idx, dev, epochs, workers):
     from tracer.models.alignn import alignn_batch, make_alignn, move_batch
 
-    jobs = [(payload["z"][i].numpy(), payload["pos"][i].numpy(), payload["cell"][i].numpy())
-            for i in train_idx]
+    jobs = [
+        (payload["z"][i].numpy(), payload["pos"][i].numpy(), payload["cell"][i].numpy())
+        for i in train_idx
+    ]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(workers) as pool:
         graphs = [pickle.loads(b) for b in pool.map(_alignn_graph_job, jobs, chunksize=32)]
@@ -121,47 +150,24 @@ def time_alignn(payload, train_idx, dev, epochs, workers):
     torch.manual_seed(0)
     model = make_alignn().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
-    bs = 64
-    n = len(train_idx)
-    times = []
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    for epoch in range(epochs + 1):
+    bs, n = 64, len(train_idx)
+
+    def batch_of(idx):
+        return move_batch(alignn_batch([graphs[i] for i in idx], cells[idx]), dev)
+
+    def epoch_batches(epoch):
         order = np.random.default_rng(epoch).permutation(n)
-        _sync(dev)
-        t0 = time.perf_counter()
-        model.train()
         for k in range(0, n, bs):
             idx = order[k : k + bs]
-            batch = move_batch(alignn_batch([graphs[i] for i in idx], cells[idx]), dev)
-            y = y_all[idx].to(dev)
-            opt.zero_grad(set_to_none=True)
-            loss = ((model(batch)["out"] - y) ** 2).mean()
-            loss.backward()
-            opt.step()
-        _sync(dev)
-        if epoch > 0:
-            times.append(time.perf_counter() - t0)
-    peak = _peak_gib(dev)
-    model.eval()
-    _sync(dev)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for k in range(0, n, bs):
-            idx = np.arange(k, min(k + bs, n))
-            model(move_batch(alignn_batch([graphs[i] for i in idx], cells[idx]), dev))
-    _sync(dev)
-    infer = n / (time.perf_counter() - t0)
-    return {
-        "params": sum(p.numel() for p in model.parameters()),
-        "batch_size": bs,
-        "s_per_epoch": statistics.median(times),
-        "epoch_times_s": times,
-        "train_structures_per_s": n / statistics.median(times),
-        "infer_structures_per_s": infer,
-        "peak_mem_gib": peak,
-        "graph_build_s": graph_time,
-    }
+            yield batch_of(idx), y_all[idx].to(dev)
+
+    times, peak = _time_epochs(
+        model, opt, epoch_batches, lambda out, y: ((out["out"] - y) ** 2).mean(), dev, epochs
+    )
+    infer = _inference_rate(
+        model, lambda: (batch_of(np.arange(k, min(k + bs, n))) for k in range(0, n, bs)), n, dev
+    )
+    return {**_summary(model, bs, times, peak, infer, n), "graph_build_s": graph_time}
 
 
 def main() -> None:

@@ -33,14 +33,15 @@ def model():
     return m
 
 
-def _predict(model, structures):
-    ds = structures_to_graphs(
-        [str(i) for i in range(len(structures))],
-        structures,
-        None,
-        cutoff=CFG.cutoff,
-        max_neighbors=CFG.max_neighbors,
+def _graphs(structures, targets=None, max_neighbors=CFG.max_neighbors):
+    ids = [str(i) for i in range(len(structures))]
+    return structures_to_graphs(
+        ids, structures, targets, cutoff=CFG.cutoff, max_neighbors=max_neighbors
     )
+
+
+def _predict(model, structures):
+    ds = _graphs(structures)
     with torch.no_grad():
         return model(ds.collate(np.arange(len(structures)))).numpy()
 
@@ -84,7 +85,7 @@ def test_batch_composition_does_not_change_predictions(model, flla_structures):
 def test_gradients_finite_for_collinear_triplets(model):
     # a chain: every atom's neighbours along x are exactly collinear
     s = Structure(Lattice([[2.5, 0, 0], [0, 8.0, 0], [0, 0, 8.0]]), ["C"], [[0, 0, 0]])
-    ds = structures_to_graphs(["chain"], [s], None, cutoff=CFG.cutoff, max_neighbors=None)
+    ds = _graphs([s], max_neighbors=None)
     batch = ds.collate([0])
     batch.pos.requires_grad_(True)
     model.zero_grad()
@@ -97,13 +98,7 @@ def test_gradients_finite_for_collinear_triplets(model):
 def test_scale_factors_fit_in_call_order(flla_structures):
     torch.manual_seed(1)
     m = GemNetT(CFG)
-    ds = structures_to_graphs(
-        [str(i) for i in range(len(flla_structures))],
-        flla_structures,
-        None,
-        cutoff=CFG.cutoff,
-        max_neighbors=CFG.max_neighbors,
-    )
+    ds = _graphs(flla_structures)
     fitted = fit_scale_factors(m, [ds.collate(np.arange(len(flla_structures)))])
     assert list(fitted)[0] == "out_blocks.0.scale_sum"
     assert len(fitted) == 1 + CFG.num_blocks * 4
@@ -114,13 +109,7 @@ def test_can_overfit_a_tiny_set(flla_structures):
     torch.manual_seed(0)
     m = GemNetT(CFG)
     targets = torch.tensor([-1.0, 0.5, 1.5, -0.3, 0.8, -1.7, 0.1])
-    ds = structures_to_graphs(
-        [str(i) for i in range(7)],
-        flla_structures,
-        targets.tolist(),
-        cutoff=CFG.cutoff,
-        max_neighbors=CFG.max_neighbors,
-    )
+    ds = _graphs(flla_structures, targets.tolist())
     batch = ds.collate(np.arange(7))
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     for _ in range(150):
