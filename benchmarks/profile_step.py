@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, nargs="*", default=[32])
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--compile", action="store_true", help="torch.compile(dynamic=True) the model")
+    ap.add_argument("--no-profile", action="store_true")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     p = load_params(args.params)
@@ -32,6 +34,8 @@ def main() -> None:
     d = data.to(dev)
     ne = data.num_edges().numpy()
     model = GemNetT(cfg).to(dev)
+    if args.compile:
+        model = torch.compile(model, dynamic=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for bs in args.batch_size:
         batches = batches_by_size(
@@ -45,8 +49,10 @@ def main() -> None:
             loss.backward()
             opt.step()
 
+        t_warm = time.perf_counter()
         for b in batches[:3]:
             step(b)
+        print(f"batch {bs}: warm-up (incl. compilation) {time.perf_counter() - t_warm:.1f} s")
         torch.cuda.synchronize() if dev.type == "cuda" else None
         t0 = time.perf_counter()
         for b in batches[3 : 3 + args.steps]:
@@ -54,7 +60,7 @@ def main() -> None:
         torch.cuda.synchronize() if dev.type == "cuda" else None
         ms = (time.perf_counter() - t0) / args.steps * 1e3
         print(f"batch {bs}: {ms:.1f} ms/step, epoch ~ {ms * len(batches) / 1e3:.2f} s", flush=True)
-        if bs == args.batch_size[0]:
+        if bs == args.batch_size[0] and not args.no_profile:
             from torch.profiler import ProfilerActivity, profile
 
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
