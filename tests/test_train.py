@@ -31,6 +31,34 @@ TC = TrainConfig(
 )
 
 
+def train_small_members(tmp_path, flla_table, n_records, seeds, *, epochs=1):
+    """Train tiny members on the first FLLA records (60/20/20 split); return data, split, paths."""
+    clean = validate(flla_table.iloc[:n_records]).clean
+    data = structures_to_graphs(
+        list(clean.id), list(clean.structure), list(clean.target), cutoff=6.0, max_neighbors=8
+    )
+    ids = list(clean.id)
+    a, b = int(0.6 * len(ids)), int(0.8 * len(ids))
+    split = {"train": ids[:a], "val": ids[a:b], "test": ids[b:]}
+    tc = TrainConfig(max_epochs=epochs, batch_size=8, scale_fit_batches=1)
+    paths = []
+    for seed in seeds:
+        path = tmp_path / f"member_{seed}.pt"
+        train_member(
+            data=data,
+            split=split,
+            seed=seed,
+            model_config=CFG,
+            train_config=tc,
+            work_dir=tmp_path / f"w{seed}",
+            member_path=path,
+            device="cpu",
+            progress=False,
+        )
+        paths.append(path)
+    return data, split, paths
+
+
 class SimulatedKillError(Exception):
     pass
 
