@@ -37,6 +37,7 @@ from tracer.launch import build_graphs
 from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
 from tracer.provenance import device_name
 from tracer.splits import load_split
+from tracer.train import batch_stream
 
 
 def _sync(dev: torch.device) -> None:
@@ -97,17 +98,18 @@ def time_gemnet(data, train_idx, params, dev, epochs):
     bs = params["train"]["batch_size"]
     torch.manual_seed(0)
     model = GemNetT(cfg).to(dev)
-    data = data.to(dev)
-    edges = data.num_edges().cpu().numpy()
+    data_dev = data.to(dev)
+    edges = data.num_edges().numpy()
     fit = batches_by_size(train_idx, edges, batch_size=bs, shuffle=False)[:4]
-    fit_scale_factors(model, [data.collate(b) for b in fit])
-    opt = torch.optim.AdamW(model.parameters(), lr=params["train"]["lr"])
-    y_all = data.target.float()
+    fit_scale_factors(model, [data_dev.collate(b) for b in fit])
+    opt = torch.optim.AdamW(model.parameters(), lr=params["train"]["lr"], fused=dev.type == "cuda")
+    workers = params["train"].get("loader_workers", 0)
 
-    def epoch_batches(epoch):
+    def epoch_batches(epoch):  # as the trainer cuts them (tracer.train.batch_stream)
         rng = np.random.default_rng(epoch)
-        for b in batches_by_size(train_idx, edges, batch_size=bs, shuffle=True, rng=rng):
-            yield data.collate(b), y_all[torch.as_tensor(b, device=dev)]
+        batches = batches_by_size(train_idx, edges, batch_size=bs, shuffle=True, rng=rng)
+        for batch, y in batch_stream(data, data_dev, batches, workers=workers, device=dev):
+            yield batch, y.float()
 
     times, peak = _time_epochs(
         model, opt, epoch_batches, lambda out, y: (out - y).abs().mean(), dev, epochs
@@ -116,13 +118,13 @@ def time_gemnet(data, train_idx, params, dev, epochs):
     infer = _inference_rate(
         model,
         lambda: (
-            data.collate(b)
+            data_dev.collate(b)
             for b in batches_by_size(train_idx, edges, batch_size=eval_bs, shuffle=False)
         ),
         len(train_idx),
         dev,
     )
-    return _summary(model, bs, times, peak, infer, len(train_idx))
+    return {**_summary(model, bs, times, peak, infer, len(train_idx)), "loader_workers": workers}
 
 
 def _alignn_graph_job(args):
@@ -182,6 +184,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="time on the first N training ids only (smoke test)")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    started = time.perf_counter()
     params = load_params(args.params)
     split = load_split(args.split)
     payload = load_structure_tensors(args.structures)
@@ -208,6 +211,7 @@ def main() -> None:
         out["models"]["alignn"] = time_alignn(payload, train_pos, dev, args.epochs, args.workers)
         g, a = out["models"]["gemnet_t"], out["models"]["alignn"]
         out["epoch_time_ratio_gemnet_over_alignn"] = g["s_per_epoch"] / a["s_per_epoch"]
+    out["wall_time_s"] = time.perf_counter() - started
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(
         f"{'model':10s} {'params':>10s} {'s/epoch':>9s} {'train/s':>9s} {'infer/s':>9s} "

@@ -165,3 +165,25 @@ def test_lr_schedule():
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert f[10] == pytest.approx(1.0) and f[110] == pytest.approx(0.01)
     assert all(a >= b for a, b in itertools.pairwise(f[10:]))
+
+
+def test_batches_cut_in_loader_workers_train_the_same_member(tmp_path, data_and_split):
+    from dataclasses import replace
+
+    data, split = data_and_split
+    out = {}
+    for workers in (0, 2):
+        cfg = replace(TC, max_epochs=2, loader_workers=workers)
+        train_member(
+            data=data,
+            split=split,
+            seed=5,
+            model_config=CFG,
+            train_config=cfg,
+            work_dir=tmp_path / f"w{workers}",
+            member_path=tmp_path / f"m{workers}.pt",
+            device="cpu",
+            progress=False,
+        )
+        out[workers] = torch.load(tmp_path / f"m{workers}.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(out[0][k], out[2][k]) for k in out[0])

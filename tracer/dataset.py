@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tracer.graphs import PeriodicGraph, radius_graph_pbc
-from tracer.models.gemnet import GraphBatch
+from tracer.graphs import PeriodicGraph, radius_graph_pbc, triplets
+from tracer.models.gemnet import GraphBatch, max_triplets_per_edge
 
 FORMAT_VERSION = 1
 
@@ -74,7 +74,7 @@ class GraphDataset:
 
     def collate(self, indices: Sequence[int] | np.ndarray) -> GraphBatch:
         """A :class:`GraphBatch` of the given structures (in that order), on this dataset's
-        device."""
+        device, with its triplets precomputed."""
         dev = self.z.device
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=dev)
         a0, a1 = self.atom_ptr[idx], self.atom_ptr[idx + 1]
@@ -86,16 +86,21 @@ class GraphDataset:
         edge_shift = torch.cumsum(n_edges, 0) - n_edges
         per_edge_atom_shift = torch.repeat_interleave(atom_shift, n_edges)
         per_edge_edge_shift = torch.repeat_interleave(edge_shift, n_edges)
+        target = self.target_atom[edge_sel].long() + per_edge_atom_shift
+        trip = triplets(target, int(n_atoms.sum()))
         return GraphBatch(
             z=self.z[atom_sel].long(),
             pos=self.pos[atom_sel],
             cell=self.cell[idx],
             atom_batch=torch.repeat_interleave(torch.arange(len(idx), device=dev), n_atoms),
             source=self.source[edge_sel].long() + per_edge_atom_shift,
-            target=self.target_atom[edge_sel].long() + per_edge_atom_shift,
+            target=target,
             offset=self.offset[edge_sel].long(),
             reverse=self.reverse[edge_sel].long() + per_edge_edge_shift,
             num_structures=len(idx),
+            atom_counts=n_atoms,
+            triplets=trip,
+            k_max=max_triplets_per_edge(trip),
         )
 
     def targets(self, indices: Sequence[int] | np.ndarray) -> Tensor:

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from tracer.dataset import GraphDataset
+from tracer.models.gemnet import check_atomic_numbers
 from tracer.train import load_member, pick_device, predict_normalised
 
 
@@ -42,6 +43,7 @@ def predict_members(
     cols: dict[str, np.ndarray] = {}
     for path in member_paths:
         model, scaler, record = load_member(path, dev)
+        check_atomic_numbers(data.z, model.config.num_elements)
         graph = record["graph"]
         if (graph["cutoff"], graph["max_neighbors"]) != (data.cutoff, data.max_neighbors):
             raise ValueError(

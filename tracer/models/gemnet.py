@@ -99,20 +99,36 @@ class GraphBatch:
     offset: Tensor  # [E, 3] integer image offsets
     reverse: Tensor  # [E] index of the reverse edge
     num_structures: int
+    atom_counts: Tensor | None = None  # [B] atoms per structure (derived when absent)
+    triplets: Triplets | None = None  # precomputed where the batch is cut (derived when absent)
+    k_max: int | None = None  # most triplets of any edge (derived when absent)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> GraphBatch:
-        fdt = dtype or self.pos.dtype
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> GraphBatch:
+        trip = self.triplets
         return GraphBatch(
-            z=self.z.to(device),
-            pos=self.pos.to(device, fdt),
-            cell=self.cell.to(device, fdt),
-            atom_batch=self.atom_batch.to(device),
-            source=self.source.to(device),
-            target=self.target.to(device),
-            offset=self.offset.to(device),
-            reverse=self.reverse.to(device),
+            z=fn(self.z),
+            pos=fn(self.pos),
+            cell=fn(self.cell),
+            atom_batch=fn(self.atom_batch),
+            source=fn(self.source),
+            target=fn(self.target),
+            offset=fn(self.offset),
+            reverse=fn(self.reverse),
             num_structures=self.num_structures,
+            atom_counts=None if self.atom_counts is None else fn(self.atom_counts),
+            triplets=None
+            if trip is None
+            else Triplets(edge_in=fn(trip.edge_in), edge_out=fn(trip.edge_out), slot=fn(trip.slot)),
+            k_max=self.k_max,
         )
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> GraphBatch:
+        """The batch on ``device`` (geometry keeps its dtype; the model casts it)."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> GraphBatch:
+        """Page-locked copy, for asynchronous host-to-device copies (used by DataLoader)."""
+        return self._map(lambda t: t.pin_memory())
 
     @property
     def num_atoms(self) -> int:
@@ -447,6 +463,18 @@ class InteractionBlock(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+def max_triplets_per_edge(trip: Triplets) -> int:
+    """Width of the zero-padded triplet arrays (0 when there are no triplets)."""
+    return int(trip.slot.max()) + 1 if trip.num_triplets else 0
+
+
+def check_atomic_numbers(z: Tensor, num_elements: int) -> None:
+    """Raise ``ValueError`` unless every atomic number lies in 1..num_elements."""
+    lo, hi = int(z.min()), int(z.max())
+    if lo < 1 or hi > num_elements:
+        raise ValueError(f"atomic numbers {lo}..{hi} outside 1..{num_elements}")
+
+
 class GemNetT(nn.Module):
     """GemNet-T energy model; :meth:`forward` returns one value per structure, ``[B]``.
 
@@ -484,14 +512,14 @@ class GemNetT(nn.Module):
         )
 
     def forward(self, g: GraphBatch) -> Tensor:
-        if int(g.z.max()) > self.config.num_elements:
-            raise ValueError(f"atomic number {int(g.z.max())} > num_elements")
+        """Per-structure outputs ``[B]``. Atomic numbers must lie in 1..num_elements (checked
+        where data enters, not here, to keep the forward pass free of device syncs)."""
         dtype = self.atom_emb.weight.dtype  # geometry follows the model's precision
         cell_e = g.cell.to(dtype)[g.atom_batch[g.target]]
         vec = edge_vectors(g.pos.to(dtype), cell_e, g.source, g.target, g.offset)
         dist = torch.linalg.norm(vec, dim=-1)
-        trip = triplets(g.target, g.num_atoms)
-        k_max = int(trip.slot.max()) + 1 if trip.num_triplets else 0
+        trip = g.triplets if g.triplets is not None else triplets(g.target, g.num_atoms)
+        k_max = g.k_max if g.k_max is not None else max_triplets_per_edge(trip)
         sph = spherical_harmonics_m0(triplet_cosines(vec, trip), self.config.num_spherical)
         rbf = self.radial(dist)
 
@@ -507,8 +535,10 @@ class GemNetT(nn.Module):
             h, m = block(h, m, rbf3, cbf3, trip, k_max, rbf_h, g)
             e_atom = e_atom + out(m, rbf_out, g.target, g.num_atoms)
         total = e_atom.new_zeros(g.num_structures).index_add_(0, g.atom_batch, e_atom[:, 0])
-        counts = torch.bincount(g.atom_batch, minlength=g.num_structures).to(total.dtype)
-        return total / counts
+        counts = g.atom_counts
+        if counts is None:
+            counts = torch.bincount(g.atom_batch, minlength=g.num_structures)
+        return total / counts.to(total.dtype)
 
     @property
     def num_params(self) -> int:
