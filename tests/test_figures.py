@@ -19,3 +19,15 @@ def test_target_distribution_writes_png_and_pdf_reproducibly(tmp_path):
 def test_save_table(tmp_path):
     csv, md = save_table(pd.DataFrame({"model": ["dummy"], "MAE": [0.87]}), "t", tmp_path)
     assert "| dummy" in md.read_text() and csv.read_text().startswith("model,MAE")
+
+
+def test_parity_reports_mae(tmp_path):
+    from tracer.figures import parity
+
+    y = np.array([0.0, 1.0, 2.0])
+    fig = parity(y, y + np.array([0.1, -0.1, 0.4]), sigma=np.array([0.1, 0.2, 0.3]))
+    text = fig.axes[0].texts[0].get_text()
+    assert "MAE 0.200" in text and "n = 3" in text
+    assert len(fig.axes) == 2  # colour bar for σ
+    save_figure(fig, "parity", tmp_path)
+    assert (tmp_path / "parity.png").exists()

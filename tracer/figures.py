@@ -86,3 +86,39 @@ def target_distribution(
         ax.set_title(title)
     ax.legend(frameon=False)
     return fig
+
+
+def parity(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    sigma: np.ndarray | None = None,
+    unit: str = "eV/atom",
+    title: str | None = None,
+) -> Figure:
+    """Predicted vs DFT target, coloured by the ensemble σ when given, with MAE in the corner."""
+    set_style()
+    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    lo = float(min(y_true.min(), y_pred.min()))
+    hi = float(max(y_true.max(), y_pred.max()))
+    pad = 0.05 * (hi - lo)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", linewidth=1, zorder=0)
+    if sigma is None:
+        ax.scatter(y_true, y_pred, s=8, alpha=0.7)
+    else:
+        points = ax.scatter(
+            y_true, y_pred, s=8, c=np.asarray(sigma, dtype=float), cmap="viridis", alpha=0.8
+        )
+        fig.colorbar(points, ax=ax, label=f"ensemble σ ({unit})")
+    mae = float(np.mean(np.abs(y_pred - y_true)))
+    ax.text(
+        0.04, 0.95, f"MAE {mae:.3f} {unit}\nn = {y_true.size}", transform=ax.transAxes, va="top"
+    )
+    ax.set_xlabel(f"DFT formation energy ({unit})")
+    ax.set_ylabel(f"predicted ({unit})")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    if title:
+        ax.set_title(title)
+    return fig

@@ -454,3 +454,30 @@ def run_accuracy_stage(
         ),
     )
     return {"metrics": metrics, "table": table}
+
+
+# --------------------------------------------------------------------------------------------
+# gpu_results: the committed gpu-profile run, tabulated and plotted for reading
+# --------------------------------------------------------------------------------------------
+def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, Any]:
+    """Tables and a parity plot of the committed ``gpu`` run (written next to its files)."""
+    from tracer.figures import parity, save_figure
+
+    results_dir = Path(results_dir)
+    acc = json.loads((results_dir / "accuracy.json").read_text())
+    speed = json.loads((results_dir / "speed.json").read_text())
+    training = json.loads((results_dir / "training.json").read_text())
+    frame = pd.read_parquet(results_dir / "gemnet_t.parquet")
+    test = frame[frame["set"] == "test"]
+    fig = parity(test["y_true"], test["mean"], sigma=test["std"],
+                 title=f"GemNet-T ensemble, gpu profile ({acc['provenance']['device']})")
+    save_figure(fig, "parity_gemnet_t", results_dir)
+    speed_table = pd.DataFrame(
+        [{"model": name, "params": m["params"], "batch": m["batch_size"],
+          "s/epoch": m["s_per_epoch"], "train structures/s": m["train_structures_per_s"],
+          "infer structures/s": m["infer_structures_per_s"], "peak GiB": m["peak_mem_gib"]}
+         for name, m in speed["models"].items()]
+    )
+    members = pd.DataFrame(training["members"].values())
+    return {"accuracy": accuracy_table(acc["models"]), "speed": speed_table,
+            "speed_device": speed["device"], "members": members, "test": test}
