@@ -32,12 +32,13 @@ import numpy as np
 import torch
 
 from tracer.config import load_params
-from tracer.dataset import batches_by_size, load_structure_tensors
+from tracer.dataset import batches_by_size, load_structure_tensors, plan_static_shape
 from tracer.launch import build_graphs
 from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
 from tracer.provenance import device_name
 from tracer.splits import load_split
-from tracer.train import batch_stream
+from tracer.steps import CudaGraphStep, WeightAverage
+from tracer.train import TrainConfig, batch_stream, make_optimizer, make_step
 
 
 def _sync(dev: torch.device) -> None:
@@ -49,8 +50,10 @@ def _peak_gib(dev: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
 
 
-def _time_epochs(model, opt, epoch_batches, loss_of, dev, epochs):
-    """Median-ready list of epoch times (first epoch = warm-up, excluded) and peak memory."""
+def _time_epochs(model, step, epoch_batches, dev, epochs):
+    """Median-ready list of epoch times (first epoch = warm-up, excluded) and peak memory.
+
+    ``step(batch, y, weight)`` is one whole optimisation step."""
     times = []
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -58,11 +61,8 @@ def _time_epochs(model, opt, epoch_batches, loss_of, dev, epochs):
         _sync(dev)
         t0 = time.perf_counter()
         model.train()
-        for batch, y in epoch_batches(epoch):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_of(model(batch), y)
-            loss.backward()
-            opt.step()
+        for batch, y, w in epoch_batches(epoch):
+            step(batch, y, w)
         _sync(dev)
         if epoch > 0:
             times.append(time.perf_counter() - t0)
@@ -93,27 +93,34 @@ def _summary(model, bs, times, peak, infer, n):
     }
 
 
-def time_gemnet(data, train_idx, params, dev, epochs):
+def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs):
+    """One GemNet-T member's epochs with the trainer's own step (tracer.train.make_step)."""
     cfg = GemNetTConfig.from_params(params["gemnet"], params["graph"])
-    bs = params["train"]["batch_size"]
+    tc = TrainConfig(**{**params["train"], "cuda_graphs": cuda_graphs})
+    bs = tc.batch_size
     torch.manual_seed(0)
     model = GemNetT(cfg).to(dev)
     data_dev = data.to(dev)
     edges = data.num_edges().numpy()
     fit = batches_by_size(train_idx, edges, batch_size=bs, shuffle=False)[:4]
     fit_scale_factors(model, [data_dev.collate(b) for b in fit])
-    opt = torch.optim.AdamW(model.parameters(), lr=params["train"]["lr"], fused=dev.type == "cuda")
-    workers = params["train"].get("loader_workers", 0)
+    ema = WeightAverage(model, tc.ema_decay) if tc.ema_decay else None
+    step = make_step(model, make_optimizer(model, tc, dev), tc, dev, ema)
+    plans = [
+        batches_by_size(train_idx, edges, batch_size=bs, shuffle=True, rng=np.random.default_rng(e))
+        for e in range(epochs + 1)
+    ]
+    graphed = isinstance(step, CudaGraphStep)
+    shape = plan_static_shape(data, (b for p in plans for b in p)) if graphed else None
 
     def epoch_batches(epoch):  # as the trainer cuts them (tracer.train.batch_stream)
-        rng = np.random.default_rng(epoch)
-        batches = batches_by_size(train_idx, edges, batch_size=bs, shuffle=True, rng=rng)
-        for batch, y in batch_stream(data, data_dev, batches, workers=workers, device=dev):
-            yield batch, y.float()
+        stream = batch_stream(
+            data, data_dev, plans[epoch], workers=tc.loader_workers, device=dev, shape=shape
+        )
+        for batch, y, w in stream:
+            yield batch, y.float(), None if w is None else w.float()
 
-    times, peak = _time_epochs(
-        model, opt, epoch_batches, lambda out, y: (out - y).abs().mean(), dev, epochs
-    )
+    times, peak = _time_epochs(model, step, epoch_batches, dev, epochs)
     eval_bs = params["train"]["eval_batch_size"]
     infer = _inference_rate(
         model,
@@ -124,7 +131,13 @@ def time_gemnet(data, train_idx, params, dev, epochs):
         len(train_idx),
         dev,
     )
-    return {**_summary(model, bs, times, peak, infer, len(train_idx)), "loader_workers": workers}
+    return {
+        **_summary(model, bs, times, peak, infer, len(train_idx)),
+        "loader_workers": tc.loader_workers,
+        "cuda_graphs": graphed,
+        "ema_decay": tc.ema_decay,
+        "static_shape": None if shape is None else shape.__dict__,
+    }
 
 
 def _alignn_graph_job(args):
@@ -161,11 +174,15 @@ def time_alignn(payload, train_idx, dev, epochs, workers):
         order = np.random.default_rng(epoch).permutation(n)
         for k in range(0, n, bs):
             idx = order[k : k + bs]
-            yield batch_of(idx), y_all[idx].to(dev)
+            yield batch_of(idx), y_all[idx].to(dev), None
 
-    times, peak = _time_epochs(
-        model, opt, epoch_batches, lambda out, y: ((out["out"] - y) ** 2).mean(), dev, epochs
-    )
+    def step(batch, y, _):  # ALIGNN's own training step: MSE, AdamW
+        opt.zero_grad(set_to_none=True)
+        loss = ((model(batch)["out"] - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+
+    times, peak = _time_epochs(model, step, epoch_batches, dev, epochs)
     infer = _inference_rate(
         model, lambda: (batch_of(np.arange(k, min(k + bs, n))) for k in range(0, n, bs)), n, dev
     )
@@ -204,13 +221,26 @@ def main() -> None:
         "timed_epochs": args.epochs,
         "models": {},
     }
-    out["models"]["gemnet_t"] = time_gemnet(data, train_pos, params, dev, args.epochs)
-    out["models"]["gemnet_t"]["graph_build_s"] = gem_graph_s
-    print(json.dumps(out["models"]["gemnet_t"], indent=1), flush=True)
+    # the trainer's path ("gemnet_t": CUDA graphs on a GPU) and, on a GPU, eager steps beside it
+    variants = {"gemnet_t": dev.type == "cuda"}
+    if dev.type == "cuda":
+        variants["gemnet_t_eager"] = False
+    for name, graphed in variants.items():
+        out["models"][name] = time_gemnet(
+            data, train_pos, params, dev, args.epochs, cuda_graphs=graphed
+        )
+        out["models"][name]["graph_build_s"] = gem_graph_s
+        print(name, json.dumps(out["models"][name], indent=1), flush=True)
     if not args.skip_alignn:
         out["models"]["alignn"] = time_alignn(payload, train_pos, dev, args.epochs, args.workers)
-        g, a = out["models"]["gemnet_t"], out["models"]["alignn"]
-        out["epoch_time_ratio_gemnet_over_alignn"] = g["s_per_epoch"] / a["s_per_epoch"]
+        a = out["models"]["alignn"]
+        for name in variants:
+            ratio = out["models"][name]["s_per_epoch"] / a["s_per_epoch"]
+            out[f"epoch_time_ratio_{name}_over_alignn"] = ratio
+        if "gemnet_t" in out["models"]:  # the trainer's path on this device
+            out["epoch_time_ratio_gemnet_over_alignn"] = out[
+                "epoch_time_ratio_gemnet_t_over_alignn"
+            ]
     out["wall_time_s"] = time.perf_counter() - started
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(
@@ -224,8 +254,9 @@ def main() -> None:
             f"{m['train_structures_per_s']:9.0f} {m['infer_structures_per_s']:9.0f} "
             f"{peak:9.2f}"
         )
-    if "epoch_time_ratio_gemnet_over_alignn" in out:
-        print(f"GemNet-T / ALIGNN epoch time: {out['epoch_time_ratio_gemnet_over_alignn']:.3f}")
+    for key, value in out.items():
+        if key.startswith("epoch_time_ratio_"):
+            print(f"{key}: {value:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 import numpy as np
+import pytest
 import torch
 
-from tracer.dataset import GraphDataset, batches_by_size, structures_to_graphs
+from tracer.dataset import GraphDataset, batches_by_size, plan_static_shape, structures_to_graphs
 from tracer.graphs import radius_graph_pbc
+from tracer.models.gemnet import GemNetT, GemNetTConfig
 
 
 def test_collate_matches_per_structure_graphs(tmp_path, flla_structures):
@@ -53,3 +55,63 @@ def test_unknown_id_named(flla_structures):
         assert "zzz" in str(exc)
     else:
         raise AssertionError("expected KeyError")
+
+
+def _small_graphs(flla_structures, n=7):
+    return structures_to_graphs(
+        [f"s{i}" for i in range(n)],
+        flla_structures[:n],
+        [float(-i) for i in range(n)],
+        cutoff=5.0,
+        max_neighbors=8,
+    )
+
+
+def test_triplet_counts_match_built_triplets(flla_structures):
+    data = _small_graphs(flla_structures)
+    n_trip, k_max = data.triplet_counts()
+    for i in range(len(data)):
+        batch = data.collate([i])
+        assert n_trip[i] == batch.triplets.num_triplets
+        assert k_max[i] == batch.k_max
+
+
+def test_padded_batch_gives_identical_outputs_loss_and_gradients(flla_structures):
+    data = _small_graphs(flla_structures)
+    plans = [np.array([0, 3, 5]), np.array([1, 2, 4, 6]), np.array([6])]
+    shape = plan_static_shape(data, plans, round_to=8)
+    assert shape.structures == 5
+    cfg = GemNetTConfig(
+        num_radial=8, num_blocks=1, emb_size_atom=16, emb_size_edge=16, emb_size_trip=8,
+        emb_size_bil_trip=8, emb_size_cbf=8, emb_size_rbf=8, num_atom=1, cutoff=5.0,
+        max_neighbors=8,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = GemNetT(cfg).double()
+    for plan in plans:
+        batch, y = data.collate(plan), data.targets(plan)
+        padded, y_pad, w = data.collate_padded(plan, shape)
+        assert padded.z.numel() == shape.atoms and padded.source.numel() == shape.edges
+        assert padded.triplets.num_triplets == shape.triplets
+        assert torch.equal(padded.reverse[padded.reverse], torch.arange(shape.edges))
+
+        model.zero_grad()
+        ref = model(batch)
+        (ref - y).abs().mean().backward()
+        ref_grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        out = model(padded)
+        loss = ((out - y_pad).abs() * w).sum() / w.sum()
+        loss.backward()
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out[: len(plan)], ref, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(loss, (ref - y).abs().mean(), rtol=1e-10, atol=1e-10)
+        for p, g in zip(model.parameters(), ref_grads, strict=True):
+            torch.testing.assert_close(p.grad, g, rtol=1e-9, atol=1e-10)
+
+
+def test_pad_batch_refuses_a_batch_too_large(flla_structures):
+    data = _small_graphs(flla_structures)
+    shape = plan_static_shape(data, [np.array([0])], round_to=2)
+    with pytest.raises(ValueError, match="does not fit"):
+        data.collate_padded(np.array([0, 1, 2, 3]), shape)

@@ -1,5 +1,6 @@
 """The trainer: resumable to the identical checkpoint, selection on validation only."""
 
+import dataclasses
 import itertools
 import json
 
@@ -9,7 +10,7 @@ import torch
 
 from tracer.dataset import structures_to_graphs
 from tracer.models.gemnet import GemNetTConfig
-from tracer.train import TrainConfig, load_member, lr_factor, train_member
+from tracer.train import TrainConfig, load_member, lr_factor, predict_normalised, train_member
 from tracer.validation import validate
 
 CFG = GemNetTConfig(
@@ -75,13 +76,13 @@ def data_and_split(flla_table):
     return data, {"train": ids[:40], "val": ids[40:50], "test": ids[50:]}
 
 
-def _train(tmp, data, split, **kw):
+def _train(tmp, data, split, train_config=TC, **kw):
     return train_member(
         data=data,
         split=split,
         seed=3,
         model_config=CFG,
-        train_config=TC,
+        train_config=train_config,
         work_dir=tmp / "work",
         member_path=tmp / "member_3.pt",
         device="cpu",
@@ -90,19 +91,22 @@ def _train(tmp, data, split, **kw):
     )
 
 
-def test_resume_after_interruption_gives_the_identical_member(tmp_path, data_and_split):
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_after_interruption_gives_the_identical_member(tmp_path, data_and_split, ema_decay):
     data, split = data_and_split
-    full = _train(tmp_path / "a", data, split)
+    tc = dataclasses.replace(TC, ema_decay=ema_decay)
+    full = _train(tmp_path / "a", data, split, tc)
 
     def stop_after_second(epoch, metrics):
         if epoch == 1:
             raise SimulatedKillError
 
     with pytest.raises(SimulatedKillError):
-        _train(tmp_path / "b", data, split, on_epoch_end=stop_after_second)
+        _train(tmp_path / "b", data, split, tc, on_epoch_end=stop_after_second)
     ckpt = torch.load(tmp_path / "b" / "work" / "last.pt", weights_only=False)
     assert ckpt["state"]["epoch"] == 2 and not ckpt["finished"]
-    resumed = _train(tmp_path / "b", data, split)
+    assert (ckpt["ema"] is None) == (ema_decay is None)
+    resumed = _train(tmp_path / "b", data, split, tc)
     a = torch.load(tmp_path / "a" / "member_3.pt", weights_only=False)
     b = torch.load(tmp_path / "b" / "member_3.pt", weights_only=False)
     assert a["state_dict"].keys() == b["state_dict"].keys()
@@ -114,6 +118,26 @@ def test_resume_after_interruption_gives_the_identical_member(tmp_path, data_and
     hist_a = [{k: v for k, v in h.items() if "time" not in k} for h in a["history"]]
     hist_b = [{k: v for k, v in h.items() if "time" not in k} for h in b["history"]]
     assert hist_a == hist_b
+
+
+def test_averaged_weights_are_the_ones_validated_and_kept(tmp_path, data_and_split):
+    data, split = data_and_split
+    tc = dataclasses.replace(TC, ema_decay=0.9, max_epochs=2)
+    summary = _train(tmp_path, data, split, tc)
+    assert summary["ema_decay"] == 0.9 and summary["cuda_graphs"] is False
+    ckpt = torch.load(tmp_path / "work" / "last.pt", weights_only=False)
+    record = torch.load(tmp_path / "member_3.pt", weights_only=False)
+    raw, averaged = ckpt["model"], ckpt["ema"]["model"]
+    if summary["best_epoch"] == 1:  # the last epoch was the best: its averaged weights are kept
+        for k in raw:
+            assert torch.equal(record["state_dict"][k], averaged[k]), k
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw)
+    model, scaler, _ = load_member(tmp_path / "member_3.pt")
+    idx = data.index_of(split["val"])
+    pred = scaler.inverse(predict_normalised(model, data, idx, batch_size=8, device="cpu"))
+    y = data.target[torch.as_tensor(idx)].numpy()
+    best = record["history"][summary["best_epoch"]]["val_mae"]
+    assert float(np.mean(np.abs(pred - y))) == pytest.approx(best, rel=1e-6)
 
 
 def test_best_epoch_chosen_on_validation_and_test_never_read(tmp_path, data_and_split):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tracer.graphs import PeriodicGraph, radius_graph_pbc, triplets
+from tracer.graphs import PeriodicGraph, Triplets, radius_graph_pbc, triplets
 from tracer.models.gemnet import GraphBatch, max_triplets_per_edge
 
 FORMAT_VERSION = 1
@@ -56,6 +56,22 @@ class GraphDataset:
 
     def num_edges(self) -> Tensor:
         return self.edge_ptr[1:] - self.edge_ptr[:-1]
+
+    def triplet_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per structure: number of triplets, and most triplets of any one edge (the in-degree
+        of its target atom minus one), as :func:`tracer.graphs.triplets` makes them."""
+        n_atoms = self.num_atoms().cpu().numpy()
+        n_edges = self.num_edges().cpu().numpy()
+        owner = np.repeat(np.arange(len(self)), n_edges)
+        atom = self.target_atom.cpu().numpy().astype(np.int64) + np.repeat(
+            self.atom_ptr[:-1].cpu().numpy(), n_edges
+        )
+        deg = np.bincount(atom, minlength=int(n_atoms.sum()))
+        atom_owner = np.repeat(np.arange(len(self)), n_atoms)
+        n_trip = np.bincount(atom_owner, weights=deg * (deg - 1), minlength=len(self))
+        k_max = np.zeros(len(self), dtype=np.int64)
+        np.maximum.at(k_max, owner, deg[atom] - 1)
+        return n_trip.astype(np.int64), k_max
 
     def index_of(self, ids: Sequence[str]) -> np.ndarray:
         """Positions of the given ids (KeyError naming the first missing one)."""
@@ -103,6 +119,12 @@ class GraphDataset:
             k_max=max_triplets_per_edge(trip),
         )
 
+    def collate_padded(
+        self, indices: Sequence[int] | np.ndarray, shape: StaticShape
+    ) -> tuple[GraphBatch, Tensor, Tensor]:
+        """:meth:`collate` then :func:`pad_batch` to ``shape``, with the targets (eV/atom)."""
+        return pad_batch(self.collate(indices), self.targets(indices), shape)
+
     def targets(self, indices: Sequence[int] | np.ndarray) -> Tensor:
         return self.target[
             torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.target.device)
@@ -124,6 +146,111 @@ class GraphDataset:
         if version != FORMAT_VERSION:
             raise ValueError(f"{path}: graph format {version}, expected {FORMAT_VERSION}")
         return cls(**payload)
+
+
+@dataclass(frozen=True)
+class StaticShape:
+    """Fixed sizes that every padded batch of a run has (for CUDA-graph replay).
+
+    ``structures`` includes one extra structure that owns the padding atoms; ``atoms`` and
+    ``edges`` leave room for at least two padding atoms joined by a pair of padding edges.
+    """
+
+    structures: int
+    atoms: int
+    edges: int
+    triplets: int
+    k_max: int
+
+
+def plan_static_shape(
+    data: GraphDataset,
+    batch_plans: Iterator[np.ndarray] | Sequence[np.ndarray],
+    *,
+    round_to: int = 64,
+) -> StaticShape:
+    """The smallest :class:`StaticShape` (rounded up) that holds every batch of the plans."""
+    n_atoms = data.num_atoms().cpu().numpy()
+    n_edges = data.num_edges().cpu().numpy()
+    n_trip, k_max = data.triplet_counts()
+    most = np.zeros(5, dtype=np.int64)
+    for b in batch_plans:
+        sizes = [len(b), n_atoms[b].sum(), n_edges[b].sum(), n_trip[b].sum(), k_max[b].max()]
+        most = np.maximum(most, sizes)
+    if not most[0]:
+        raise ValueError("no batches to plan a static shape for")
+
+    def up(n: int) -> int:
+        return int(-(-n // round_to) * round_to)
+
+    return StaticShape(
+        structures=int(most[0]) + 1,
+        atoms=up(int(most[1]) + 2),
+        edges=up(int(most[2]) + 2),  # round_to is even, so the padding edges come in pairs
+        triplets=up(max(int(most[3]), 1)),
+        k_max=max(int(most[4]), 1),
+    )
+
+
+def pad_batch(
+    batch: GraphBatch, y: Tensor, shape: StaticShape
+) -> tuple[GraphBatch, Tensor, Tensor]:
+    """Pad a batch (and its targets ``y``) to ``shape``; returns ``(batch, y, weight)``.
+
+    The padding cannot change the real structures' outputs: padding atoms (hydrogen) belong to
+    one extra structure ``B`` and are joined only to each other, by pairs of mutually reverse
+    edges 1 Å long; padding triplets join padding edges only; structures beyond ``B`` are empty
+    (atom count 1 to keep their mean finite). ``weight`` is 1 for the real structures and 0
+    for the rest, so a weighted loss equals the unpadded one. No device synchronisation.
+    """
+    if batch.triplets is None or batch.k_max is None or batch.atom_counts is None:
+        raise ValueError("pad_batch needs a batch from GraphDataset.collate")
+    b, n, e = batch.num_structures, batch.num_atoms, int(batch.source.numel())
+    t = int(batch.triplets.edge_in.numel())
+    pad_s, pad_n, pad_e, pad_t = (
+        shape.structures - b,
+        shape.atoms - n,
+        shape.edges - e,
+        shape.triplets - t,
+    )
+    if pad_s < 1 or pad_n < 2 or pad_e < 2 or pad_e % 2 or pad_t < 0 or batch.k_max > shape.k_max:
+        raise ValueError(
+            f"batch ({b} structures, {n} atoms, {e} edges, {t} triplets, k_max {batch.k_max}) "
+            f"does not fit {shape}"
+        )
+    dev = batch.z.device
+    lng = {"dtype": torch.long, "device": dev}
+    pos_pad = batch.pos.new_zeros(pad_n, 3)
+    pos_pad[1, 0] = 1.0  # padding atoms n and n+1 are 1 Å apart
+    cell_pad = torch.eye(3, dtype=batch.cell.dtype, device=dev).expand(pad_s, 3, 3) * 10.0
+    pair = torch.arange(pad_e, **lng) % 2  # even padding edges n+1 -> n, odd ones n -> n+1
+    k = torch.arange(pad_t, **lng)
+    counts = torch.ones(shape.structures, **lng)
+    counts[:b] = batch.atom_counts
+    counts[b] = pad_n
+    padded = GraphBatch(
+        z=torch.cat([batch.z, torch.ones(pad_n, **lng)]),
+        pos=torch.cat([batch.pos, pos_pad]),
+        cell=torch.cat([batch.cell, cell_pad]),
+        atom_batch=torch.cat([batch.atom_batch, torch.full((pad_n,), b, **lng)]),
+        source=torch.cat([batch.source, n + 1 - pair]),
+        target=torch.cat([batch.target, n + pair]),
+        offset=torch.cat([batch.offset, torch.zeros(pad_e, 3, **lng)]),
+        reverse=torch.cat([batch.reverse, e + (torch.arange(pad_e, **lng) ^ 1)]),
+        num_structures=shape.structures,
+        atom_counts=counts,
+        triplets=Triplets(
+            edge_in=torch.cat([batch.triplets.edge_in, e + (k + 1) % pad_e]),
+            edge_out=torch.cat([batch.triplets.edge_out, e + k % pad_e]),
+            slot=torch.cat([batch.triplets.slot, (k // pad_e) % shape.k_max]),
+        ),
+        k_max=shape.k_max,
+    )
+    y_pad = y.new_zeros(shape.structures)
+    y_pad[:b] = y
+    weight = torch.zeros(shape.structures, dtype=y.dtype, device=dev)
+    weight[:b] = 1.0
+    return padded, y_pad, weight
 
 
 def _ranges(starts: Tensor, lengths: Tensor) -> Tensor:

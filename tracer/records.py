@@ -125,8 +125,12 @@ def record_gpu_run(
                     "epoch_time_ratio_gemnet_over_alignn"
                 ),
             },
-            {**prov, "device": raw["device"], "wall_time_s": raw.get("wall_time_s"),
-             "note": "speed measured by benchmarks/train_speed.py in its own run"},
+            {
+                **prov,
+                "device": raw["device"],
+                "wall_time_s": raw.get("wall_time_s"),
+                "note": "speed measured by benchmarks/train_speed.py in its own run",
+            },
         )
 
     # the ensemble itself, in half precision if that is harmless on the test set

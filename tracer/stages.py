@@ -469,15 +469,32 @@ def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, An
     training = json.loads((results_dir / "training.json").read_text())
     frame = pd.read_parquet(results_dir / "gemnet_t.parquet")
     test = frame[frame["set"] == "test"]
-    fig = parity(test["y_true"], test["mean"], sigma=test["std"],
-                 title=f"GemNet-T ensemble, gpu profile ({acc['provenance']['device']})")
+    fig = parity(
+        test["y_true"],
+        test["mean"],
+        sigma=test["std"],
+        title=f"GemNet-T ensemble, gpu profile ({acc['provenance']['device']})",
+    )
     save_figure(fig, "parity_gemnet_t", results_dir)
     speed_table = pd.DataFrame(
-        [{"model": name, "params": m["params"], "batch": m["batch_size"],
-          "s/epoch": m["s_per_epoch"], "train structures/s": m["train_structures_per_s"],
-          "infer structures/s": m["infer_structures_per_s"], "peak GiB": m["peak_mem_gib"]}
-         for name, m in speed["models"].items()]
+        [
+            {
+                "model": name,
+                "params": m["params"],
+                "batch": m["batch_size"],
+                "s/epoch": m["s_per_epoch"],
+                "train structures/s": m["train_structures_per_s"],
+                "infer structures/s": m["infer_structures_per_s"],
+                "peak GiB": m["peak_mem_gib"],
+            }
+            for name, m in speed["models"].items()
+        ]
     )
     members = pd.DataFrame(training["members"].values())
-    return {"accuracy": accuracy_table(acc["models"]), "speed": speed_table,
-            "speed_device": speed["device"], "members": members, "test": test}
+    return {
+        "accuracy": accuracy_table(acc["models"]),
+        "speed": speed_table,
+        "speed_device": speed["device"],
+        "members": members,
+        "test": test,
+    }

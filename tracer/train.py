@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from tracer import __version__
-from tracer.dataset import GraphDataset, batches_by_size
+from tracer.dataset import GraphDataset, StaticShape, batches_by_size, plan_static_shape
 from tracer.models.gemnet import (
     GemNetT,
     GemNetTConfig,
@@ -39,6 +39,7 @@ from tracer.models.gemnet import (
     fit_scale_factors,
 )
 from tracer.normalization import TargetScaler
+from tracer.steps import CudaGraphStep, EagerStep, WeightAverage, weighted_loss
 
 CHECKPOINT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ class TrainConfig:
         loader_workers: processes that cut batches (and their triplets) on the CPU while the
             GPU trains, with pinned asynchronous copies; 0 cuts them in the training process
             on the training device.
+        ema_decay: keep an exponential moving average of the weights with this decay and
+            validate, select and save the averaged model (``None``: the raw weights).
+        cuda_graphs: on CUDA, pad every batch to one static shape and replay each step from a
+            CUDA graph (:class:`tracer.steps.CudaGraphStep`); ignored on the CPU.
     """
 
     max_epochs: int = 100
@@ -81,6 +86,8 @@ class TrainConfig:
     precision: Literal["fp32", "tf32"] = "fp32"
     eval_batch_size: int = 64
     loader_workers: int = 0
+    ema_decay: float | None = None
+    cuda_graphs: bool = False
 
 
 @dataclass
@@ -108,13 +115,16 @@ def data_fingerprint(data: GraphDataset, split: dict[str, Sequence[str]]) -> str
 
 
 class _CollateWithTargets:
-    """Picklable collate for DataLoader workers: (batch, targets) of a list of indices."""
+    """Picklable collate for DataLoader workers: ``(batch, targets, weights)`` of a list of
+    indices, padded to ``shape`` when one is given (else ``weights`` is None)."""
 
-    def __init__(self, data: GraphDataset) -> None:
-        self.data = data
+    def __init__(self, data: GraphDataset, shape: StaticShape | None = None) -> None:
+        self.data, self.shape = data, shape
 
-    def __call__(self, indices: np.ndarray) -> tuple[Any, torch.Tensor]:
-        return self.data.collate(indices), self.data.targets(indices)
+    def __call__(self, indices: np.ndarray) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
+        if self.shape is not None:
+            return self.data.collate_padded(indices, self.shape)
+        return self.data.collate(indices), self.data.targets(indices), None
 
 
 def batch_stream(
@@ -124,15 +134,19 @@ def batch_stream(
     *,
     workers: int,
     device: torch.device,
-) -> Iterator[tuple[Any, torch.Tensor]]:
-    """``(GraphBatch, targets)`` on ``device`` for each index array, in order.
+    shape: StaticShape | None = None,
+) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor | None]]:
+    """``(GraphBatch, targets, weights)`` on ``device`` for each index array, in order.
 
-    With ``workers`` > 0 the batches are cut from the CPU copy ``data`` in DataLoader processes
-    and copied asynchronously from pinned memory; else they are cut from ``data_dev`` here.
+    With ``shape``, batches are padded to it (:func:`tracer.dataset.pad_batch`) and ``weights``
+    marks the real structures; else ``weights`` is None. With ``workers`` > 0 the batches are
+    cut from the CPU copy ``data`` in DataLoader processes and copied asynchronously from
+    pinned memory; else they are cut from ``data_dev`` here.
     """
     if workers <= 0:
+        cut = _CollateWithTargets(data_dev, shape)
         for b in batches:
-            yield data_dev.collate(b), data_dev.targets(b)
+            yield cut(b)
         return
     from torch.utils.data import DataLoader
 
@@ -141,12 +155,16 @@ def batch_stream(
         batch_size=None,
         shuffle=False,
         num_workers=workers,
-        collate_fn=_CollateWithTargets(data),
+        collate_fn=_CollateWithTargets(data, shape),
         pin_memory=device.type == "cuda",
         prefetch_factor=4,
     )
-    for batch, y in loader:
-        yield batch.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for batch, y, w in loader:
+        yield (
+            batch.to(device, non_blocking=True),
+            y.to(device, non_blocking=True),
+            None if w is None else w.to(device, non_blocking=True),
+        )
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -163,6 +181,38 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, final: float) -
     span = max(total_steps - warmup_steps, 1)
     progress = min((step - warmup_steps) / span, 1.0)
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA). For CUDA graphs it is capturable, with the learning rate a device
+    tensor that schedules update in place; its base rate stays a float, so a schedule never
+    reads the device."""
+    graphed = config.cuda_graphs and device.type == "cuda"
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=torch.tensor(config.lr, device=device) if graphed else config.lr,
+        weight_decay=config.weight_decay,
+        fused=device.type == "cuda",
+        capturable=graphed,
+    )
+    for group in optimizer.param_groups:
+        group["initial_lr"] = config.lr
+    return optimizer
+
+
+def make_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    device: torch.device,
+    ema: WeightAverage | None = None,
+) -> EagerStep:
+    """The training step the trainer uses: replayed from a CUDA graph when ``cuda_graphs`` is
+    set and ``device`` is CUDA (batches must then be padded), else eager."""
+    kind = CudaGraphStep if config.cuda_graphs and device.type == "cuda" else EagerStep
+    return kind(model, optimizer, weighted_loss(config.loss), grad_clip=config.grad_clip, ema=ema)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -238,23 +288,21 @@ def train_member(
     y_val = data.target[torch.as_tensor(val_idx)].numpy()
     num_edges = data.num_edges().numpy()
 
-    torch.manual_seed(seed)
-    model = GemNetT(model_config)
-    n_batches = len(
-        batches_by_size(
+    def epoch_batches(epoch: int) -> list[np.ndarray]:
+        return batches_by_size(
             train_idx,
             num_edges,
             batch_size=train_config.batch_size,
             max_edges=train_config.max_edges_per_batch,
-            shuffle=False,
+            shuffle=True,
+            rng=np.random.default_rng([seed, epoch + 1]),
         )
-    )
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=train_config.lr,
-        weight_decay=train_config.weight_decay,
-        fused=dev.type == "cuda",
-    )
+
+    torch.manual_seed(seed)
+    model = GemNetT(model_config).to(dev)
+    n_batches = len(epoch_batches(0))
+    graphed = train_config.cuda_graphs and dev.type == "cuda"
+    optimizer = make_optimizer(model, train_config, dev)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: lr_factor(
@@ -282,12 +330,13 @@ def train_member(
         ckpt = None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        optimizer.load_state_dict(ckpt["optimizer"])  # state goes to the parameters' device
+        for group in optimizer.param_groups:
+            lr = float(group["lr"])
+            group["lr"] = torch.tensor(lr, device=dev) if graphed else lr
         schedule.load_state_dict(ckpt["schedule"])
         state = TrainState(**ckpt["state"])
         best_weights = ckpt["best_weights"]
-    model.to(dev)
-    _optimizer_to(optimizer, dev)
     data_dev = data.to(dev)  # batches are cut on the device
     if ckpt is None:
         rng = np.random.default_rng([seed, 0])
@@ -295,27 +344,30 @@ def train_member(
             train_idx, num_edges, batch_size=train_config.batch_size, shuffle=True, rng=rng
         )[: train_config.scale_fit_batches]
         fit_scale_factors(model, [data_dev.collate(b) for b in fit_batches])
-    loss_fn = nn.L1Loss() if train_config.loss == "l1" else nn.MSELoss()
+    ema = None
+    if train_config.ema_decay is not None:
+        ema = WeightAverage(model, train_config.ema_decay)
+        if ckpt is not None:
+            ema.load_state_dict(ckpt["ema"])
+    eval_model = model if ema is None else ema.model
+    step = make_step(model, optimizer, train_config, dev, ema)
+    shape = None
+    if graphed:  # one shape that holds every batch of every epoch
+        shape = plan_static_shape(
+            data, (b for e in range(train_config.max_epochs) for b in epoch_batches(e))
+        )
 
     while state.epoch < train_config.max_epochs and not state.stopped_early:
         epoch = state.epoch
         t0 = time.perf_counter()
         model.train()
-        rng = np.random.default_rng([seed, epoch + 1])
-        batches = batches_by_size(
-            train_idx,
-            num_edges,
-            batch_size=train_config.batch_size,
-            max_edges=train_config.max_edges_per_batch,
-            shuffle=True,
-            rng=rng,
-        )
+        batches = epoch_batches(epoch)
         total = torch.zeros((), dtype=torch.float64, device=dev)  # no per-step host sync
         count = 0
         stream = batch_stream(
-            data, data_dev, batches, workers=train_config.loader_workers, device=dev
+            data, data_dev, batches, workers=train_config.loader_workers, device=dev, shape=shape
         )
-        for b, (batch, y_raw) in tqdm(
+        for b, (batch, y_raw, weight) in tqdm(
             zip(batches, stream, strict=True),
             total=len(batches),
             desc=f"member {seed} epoch {epoch}",
@@ -323,20 +375,16 @@ def train_member(
             disable=not progress,
         ):
             y = ((y_raw - scaler.mean) / scaler.std).to(torch.float32)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(batch), y)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-            optimizer.step()
+            loss = step(batch, y, None if weight is None else weight.to(torch.float32))
             schedule.step()
-            total += loss.detach().double() * len(b)
+            total += loss.double() * len(b)
             count += len(b)
         total = float(total)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         pred_val = scaler.inverse(
             predict_normalised(
-                model, data_dev, val_idx, batch_size=train_config.eval_batch_size, device=dev
+                eval_model, data_dev, val_idx, batch_size=train_config.eval_batch_size, device=dev
             )
         )
         val_mae = float(np.mean(np.abs(pred_val - y_val)))
@@ -345,14 +393,14 @@ def train_member(
         improved = val_mae < state.best_val_mae
         if improved:
             state.best_val_mae, state.best_epoch, state.bad_epochs = val_mae, epoch, 0
-            best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best_weights = {k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()}
         else:
             state.bad_epochs += 1
         metrics = {
             "epoch": epoch,
             "train_loss": total / max(count, 1),
             "val_mae": val_mae,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": float(optimizer.param_groups[0]["lr"]),
             "epoch_time_s": epoch_time,
             "wall_time_s": state.train_time_s,
         }
@@ -370,6 +418,7 @@ def train_member(
                 "schedule": schedule.state_dict(),
                 "state": asdict(state),
                 "best_weights": best_weights,
+                "ema": None if ema is None else ema.state_dict(),
             },
             last,
         )
@@ -388,6 +437,9 @@ def train_member(
         "train_time_s": state.train_time_s,
         "device": _device_name(dev),
         "num_params": sum(p.numel() for p in model.parameters()),
+        "ema_decay": train_config.ema_decay,
+        "cuda_graphs": graphed,
+        "static_shape": None if shape is None else asdict(shape),
     }
     member = {
         "version": CHECKPOINT_VERSION,
@@ -421,19 +473,14 @@ def load_member(
     return model, TargetScaler(mean=s["mean"], std=s["std"], n_train=s["n_train"]), record
 
 
-def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    for st in optimizer.state.values():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor) and k != "step":
-                st[k] = v.to(device)
-
-
 def _optimizer_state_cpu(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     sd = copy.deepcopy(optimizer.state_dict())
     for st in sd["state"].values():
         for k, v in st.items():
             if isinstance(v, torch.Tensor):
                 st[k] = v.cpu()
+    for group in sd["param_groups"]:
+        group["lr"] = float(group["lr"])
     return sd
 
 

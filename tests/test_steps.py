@@ -1,0 +1,135 @@
+"""Training steps: padded and unpadded batches train alike; the CUDA graph replays the eager step;
+the weight average follows its formula."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from tracer.dataset import graphs_from_arrays, plan_static_shape
+from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
+from tracer.steps import CudaGraphStep, EagerStep, WeightAverage, weighted_loss
+
+CFG = GemNetTConfig(
+    num_radial=8, num_blocks=1, emb_size_atom=16, emb_size_edge=16, emb_size_trip=8,
+    emb_size_bil_trip=8, emb_size_cbf=8, emb_size_rbf=8, num_atom=1, cutoff=5.0, max_neighbors=8,
+)  # fmt: skip
+PLANS = [np.array([0, 3, 5]), np.array([1, 2, 4, 6]), np.array([6, 0]), np.array([2, 5])]
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Seven small jittered crystals of 1 to 8 atoms (tensors only: this module also runs on a
+    GPU machine without pymatgen, ``pytest --noconftest tests/test_steps.py``)."""
+    rng = np.random.default_rng(0)
+    arrays = []
+    for n in (1, 2, 3, 4, 5, 6, 8):
+        side = 2.6 * n ** (1 / 3) + 0.5
+        cell = np.diag([side, side * 1.1, side * 0.95]) + rng.normal(0, 0.1, (3, 3))
+        grid = np.array([(i, j, k) for i in range(2) for j in range(2) for k in range(2)])[:n]
+        frac = (grid + 0.25 + rng.normal(0, 0.03, (n, 3))) / 2.0
+        z = torch.as_tensor(rng.integers(1, 40, n))
+        arrays.append((z, torch.as_tensor(frac @ cell), torch.as_tensor(cell)))
+    ids = [f"s{i}" for i in range(len(arrays))]
+    targets = [float(-0.3 * i) for i in range(len(ids))]
+    return graphs_from_arrays(ids, arrays, targets, cutoff=5.0, max_neighbors=8)
+
+
+def _model(data, device="cpu", dtype=torch.float64):
+    torch.manual_seed(0)
+    model = GemNetT(CFG).to(device=device, dtype=dtype)
+    fit_scale_factors(model, [data.to(device).collate(PLANS[0])])
+    return model
+
+
+def _optimizer(model, **kw):
+    return torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-5, **kw)
+
+
+def test_weighted_loss_matches_plain_loss():
+    pred, y = torch.tensor([1.0, 2.0, 5.0]), torch.tensor([0.0, 4.0, 0.0])
+    w = torch.tensor([1.0, 1.0, 0.0])
+    assert weighted_loss("l1")(pred, y, None) == pytest.approx(8 / 3)
+    assert weighted_loss("l1")(pred, y, w) == pytest.approx(1.5)
+    assert weighted_loss("mse")(pred, y, w) == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="unknown loss"):
+        weighted_loss("huber")
+
+
+def test_weight_average_follows_its_formula():
+    model = torch.nn.Linear(2, 1)
+    ema = WeightAverage(model, decay=0.9)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update()  # n = 0: decay min(0.9, 1/10) = 0.1
+    torch.testing.assert_close(ema.model.weight, 0.1 * start + 0.9 * (start + 1.0))
+    for _ in range(20):
+        ema.update()
+    assert float(ema.num_updates) == 21
+    state = ema.state_dict()
+    other = WeightAverage(model, decay=0.9)
+    other.load_state_dict(state)
+    torch.testing.assert_close(other.model.weight, ema.model.weight)
+    assert float(other.num_updates) == 21
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_padded_steps_train_like_unpadded_steps(data):
+    shape = plan_static_shape(data, PLANS, round_to=8)
+    runs = []
+    for padded in (False, True):
+        model = _model(data)
+        ema = WeightAverage(model, 0.99)
+        step = EagerStep(model, _optimizer(model), weighted_loss("l1"), grad_clip=1.0, ema=ema)
+        losses = []
+        for plan in PLANS:
+            if padded:
+                batch, y, w = data.collate_padded(plan, shape)
+                losses.append(float(step(batch, y, w)))
+            else:
+                losses.append(float(step(data.collate(plan), data.targets(plan))))
+        runs.append((losses, model.state_dict(), ema.model.state_dict()))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-9)
+    for a, b in ((runs[0][1], runs[1][1]), (runs[0][2], runs[1][2])):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-8, atol=1e-10)
+
+
+def test_cuda_graph_step_needs_a_capturable_optimiser(data):
+    model = _model(data, dtype=torch.float32)
+    with pytest.raises(ValueError, match="capturable"):
+        CudaGraphStep(model, _optimizer(model), weighted_loss("l1"), grad_clip=1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_replay_matches_eager_steps(data):
+    dev = torch.device("cuda")
+    shape = plan_static_shape(data, PLANS, round_to=8)
+    data_dev = data.to(dev)
+    plans = PLANS * 3  # warm-up, capture, then replays
+    results = []
+    for graphed in (False, True):
+        model = _model(data, dev)
+        ema = WeightAverage(model, 0.99)
+        lr = torch.tensor(1e-2, dtype=torch.float64, device=dev) if graphed else 1e-2
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True, capturable=graphed)
+        kind = CudaGraphStep if graphed else EagerStep
+        step = kind(model, opt, weighted_loss("l1"), grad_clip=1.0, ema=ema)
+        losses = []
+        for i, plan in enumerate(plans):
+            for g in opt.param_groups:  # a schedule changes the rate between replays
+                if graphed:
+                    g["lr"].fill_(1e-2 / (1 + i))
+                else:
+                    g["lr"] = 1e-2 / (1 + i)
+            batch, y, w = data_dev.collate_padded(plan, shape)
+            losses.append(float(step(batch, y, w)))
+        results.append((losses, copy.deepcopy(model.state_dict()), ema.model.state_dict()))
+    assert step.graph is not None
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-7)
+    for a, b in ((results[0][1], results[1][1]), (results[0][2], results[1][2])):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-8)
