@@ -32,7 +32,12 @@ import numpy as np
 import torch
 
 from tracer.config import load_params
-from tracer.dataset import batches_by_size, load_structure_tensors, plan_static_shape
+from tracer.dataset import (
+    PaddedBatcher,
+    batches_by_size,
+    load_structure_tensors,
+    plan_static_shape,
+)
 from tracer.launch import build_graphs
 from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
 from tracer.provenance import device_name
@@ -112,15 +117,30 @@ def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs):
     ]
     graphed = isinstance(step, CudaGraphStep)
     shape = plan_static_shape(data, (b for p in plans for b in p)) if graphed else None
+    batcher = PaddedBatcher(data_dev, shape) if shape and tc.loader_workers <= 0 else None
 
     def epoch_batches(epoch):  # as the trainer cuts them (tracer.train.batch_stream)
         stream = batch_stream(
-            data, data_dev, plans[epoch], workers=tc.loader_workers, device=dev, shape=shape
+            data,
+            data_dev,
+            plans[epoch],
+            workers=tc.loader_workers,
+            device=dev,
+            shape=shape,
+            batcher=batcher,
         )
         for batch, y, w in stream:
             yield batch, y.float(), None if w is None else w.float()
 
     times, peak = _time_epochs(model, step, epoch_batches, dev, epochs)
+    replay_ms = None
+    if graphed:  # the device's own time per step: the recorded step alone, on one static batch
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(50):
+            step.graph.replay()
+        _sync(dev)
+        replay_ms = (time.perf_counter() - t0) / 50 * 1e3
     eval_bs = params["train"]["eval_batch_size"]
     infer = _inference_rate(
         model,
@@ -137,6 +157,8 @@ def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs):
         "cuda_graphs": graphed,
         "ema_decay": tc.ema_decay,
         "static_shape": None if shape is None else shape.__dict__,
+        "replay_ms_per_step": replay_ms,
+        "steps_per_epoch": len(plans[0]),
     }
 
 

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from tracer.dataset import GraphDataset, batches_by_size, plan_static_shape, structures_to_graphs
+from tracer.dataset import (
+    GraphDataset,
+    PaddedBatcher,
+    batches_by_size,
+    plan_static_shape,
+    structures_to_graphs,
+)
 from tracer.graphs import radius_graph_pbc
 from tracer.models.gemnet import GemNetT, GemNetTConfig
 
@@ -115,3 +121,20 @@ def test_pad_batch_refuses_a_batch_too_large(flla_structures):
     shape = plan_static_shape(data, [np.array([0])], round_to=2)
     with pytest.raises(ValueError, match="does not fit"):
         data.collate_padded(np.array([0, 1, 2, 3]), shape)
+
+
+def test_padded_batcher_equals_collate_padded(flla_structures):
+    data = _small_graphs(flla_structures)
+    plans = [np.array([6, 0, 3]), np.array([1, 2, 4, 5]), np.array([5])]
+    shape = plan_static_shape(data, plans, round_to=16)
+    batcher = PaddedBatcher(data, shape)
+    for plan in plans:
+        fast, y_fast, w_fast = batcher(plan)
+        ref, y_ref, w_ref = data.collate_padded(plan, shape)
+        for name in ("z", "pos", "cell", "atom_batch", "source", "target", "offset", "reverse"):
+            assert torch.equal(getattr(fast, name), getattr(ref, name)), name
+        assert torch.equal(fast.atom_counts, ref.atom_counts)
+        for name in ("edge_in", "edge_out", "slot"):
+            assert torch.equal(getattr(fast.triplets, name), getattr(ref.triplets, name)), name
+        assert fast.k_max == ref.k_max and fast.num_structures == ref.num_structures
+        assert torch.equal(y_fast, y_ref) and torch.equal(w_fast, w_ref)

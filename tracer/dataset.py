@@ -253,9 +253,82 @@ def pad_batch(
     return padded, y_pad, weight
 
 
-def _ranges(starts: Tensor, lengths: Tensor) -> Tensor:
-    """Concatenation of ``arange(s, s + n)`` for every (s, n)."""
-    total = int(lengths.sum())
+class PaddedBatcher:
+    """Cuts padded batches (:func:`pad_batch`) on the dataset's device without synchronising it.
+
+    :meth:`GraphDataset.collate` derives sizes and triplets on the device, and each derived size
+    waits for the device to finish its queued work; while a GPU replays a recorded step, that
+    wait would serialise the two. Here the triplets of every structure are derived once (local
+    edge indices, int32) and the sizes of a batch come from host arrays, so cutting a batch only
+    queues gathers. The result equals ``data.collate_padded(indices, shape)`` exactly.
+    """
+
+    def __init__(self, data: GraphDataset, shape: StaticShape) -> None:
+        self.data, self.shape = data, shape
+        self.n_atoms = data.num_atoms().cpu().numpy()
+        self.n_edges = data.num_edges().cpu().numpy()
+        self.n_trip, _ = data.triplet_counts()
+        self.atom_ptr = data.atom_ptr.cpu().numpy()
+        self.edge_ptr = data.edge_ptr.cpu().numpy()
+        self.trip_ptr = np.concatenate([[0], np.cumsum(self.n_trip)])
+        dev = data.z.device
+        owner = torch.repeat_interleave(
+            torch.arange(len(data), device=dev), data.num_edges().to(dev)
+        )
+        edge_start = data.edge_ptr.to(dev)[owner]  # first edge of each edge's structure
+        target = data.target_atom.long() + data.atom_ptr.to(dev)[owner]
+        trip = triplets(target, int(self.atom_ptr[-1]))  # whole dataset at once, sorted by edge
+        self.trip_in = (trip.edge_in - edge_start[trip.edge_in]).to(torch.int32)
+        self.trip_out = (trip.edge_out - edge_start[trip.edge_out]).to(torch.int32)
+        self.trip_slot = trip.slot.to(torch.int32)
+
+    def __call__(self, indices: Sequence[int] | np.ndarray) -> tuple[GraphBatch, Tensor, Tensor]:
+        """``(batch, targets, weights)`` of the given structures, padded to the shape."""
+        d, idx = self.data, np.asarray(indices, dtype=np.int64)
+        na, ne, nt = self.n_atoms[idx], self.n_edges[idx], self.n_trip[idx]
+        n, e, t = int(na.sum()), int(ne.sum()), int(nt.sum())
+        shifts = [np.cumsum(c) - c for c in (na, ne)]
+        host = np.stack(
+            [idx, self.atom_ptr[idx], self.edge_ptr[idx], self.trip_ptr[idx], na, ne, nt, *shifts]
+        )
+        dev = d.z.device
+        i, a0, e0, t0, na_d, ne_d, nt_d, atom_shift, edge_shift = torch.from_numpy(host).to(
+            dev, non_blocking=True
+        )
+        atom_sel = _ranges(a0, na_d, n)
+        edge_sel = _ranges(e0, ne_d, e)
+        trip_sel = _ranges(t0, nt_d, t)
+        per_edge_atoms = torch.repeat_interleave(atom_shift, ne_d, output_size=e)
+        per_trip_edges = torch.repeat_interleave(edge_shift, nt_d, output_size=t)
+        batch = GraphBatch(
+            z=d.z[atom_sel].long(),
+            pos=d.pos[atom_sel],
+            cell=d.cell[i],
+            atom_batch=torch.repeat_interleave(
+                torch.arange(len(idx), device=dev), na_d, output_size=n
+            ),
+            source=d.source[edge_sel].long() + per_edge_atoms,
+            target=d.target_atom[edge_sel].long() + per_edge_atoms,
+            offset=d.offset[edge_sel].long(),
+            reverse=d.reverse[edge_sel].long()
+            + torch.repeat_interleave(edge_shift, ne_d, output_size=e),
+            num_structures=len(idx),
+            atom_counts=na_d,
+            triplets=Triplets(
+                edge_in=self.trip_in[trip_sel].long() + per_trip_edges,
+                edge_out=self.trip_out[trip_sel].long() + per_trip_edges,
+                slot=self.trip_slot[trip_sel].long(),
+            ),
+            k_max=self.shape.k_max,
+        )
+        return pad_batch(batch, d.target[i], self.shape)
+
+
+def _ranges(starts: Tensor, lengths: Tensor, total: int | None = None) -> Tensor:
+    """Concatenation of ``arange(s, s + n)`` for every (s, n); ``total`` (the sum of the
+    lengths) given by the caller spares a device synchronisation."""
+    if total is None:
+        total = int(lengths.sum())
     if total == 0:
         return torch.zeros(0, dtype=torch.long, device=starts.device)
     first = torch.cumsum(lengths, 0) - lengths

@@ -31,7 +31,13 @@ import torch
 from torch import nn
 
 from tracer import __version__
-from tracer.dataset import GraphDataset, StaticShape, batches_by_size, plan_static_shape
+from tracer.dataset import (
+    GraphDataset,
+    PaddedBatcher,
+    StaticShape,
+    batches_by_size,
+    plan_static_shape,
+)
 from tracer.models.gemnet import (
     GemNetT,
     GemNetTConfig,
@@ -135,16 +141,18 @@ def batch_stream(
     workers: int,
     device: torch.device,
     shape: StaticShape | None = None,
+    batcher: PaddedBatcher | None = None,
 ) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor | None]]:
     """``(GraphBatch, targets, weights)`` on ``device`` for each index array, in order.
 
     With ``shape``, batches are padded to it (:func:`tracer.dataset.pad_batch`) and ``weights``
     marks the real structures; else ``weights`` is None. With ``workers`` > 0 the batches are
     cut from the CPU copy ``data`` in DataLoader processes and copied asynchronously from
-    pinned memory; else they are cut from ``data_dev`` here.
+    pinned memory; else they are cut from ``data_dev`` here (by ``batcher`` when given, which
+    must pad to ``shape``).
     """
     if workers <= 0:
-        cut = _CollateWithTargets(data_dev, shape)
+        cut = batcher or _CollateWithTargets(data_dev, shape)
         for b in batches:
             yield cut(b)
         return
@@ -351,11 +359,12 @@ def train_member(
             ema.load_state_dict(ckpt["ema"])
     eval_model = model if ema is None else ema.model
     step = make_step(model, optimizer, train_config, dev, ema)
-    shape = None
+    shape, batcher = None, None
     if graphed:  # one shape that holds every batch of every epoch
         shape = plan_static_shape(
             data, (b for e in range(train_config.max_epochs) for b in epoch_batches(e))
         )
+        batcher = PaddedBatcher(data_dev, shape) if train_config.loader_workers <= 0 else None
 
     while state.epoch < train_config.max_epochs and not state.stopped_early:
         epoch = state.epoch
@@ -365,7 +374,13 @@ def train_member(
         total = torch.zeros((), dtype=torch.float64, device=dev)  # no per-step host sync
         count = 0
         stream = batch_stream(
-            data, data_dev, batches, workers=train_config.loader_workers, device=dev, shape=shape
+            data,
+            data_dev,
+            batches,
+            workers=train_config.loader_workers,
+            device=dev,
+            shape=shape,
+            batcher=batcher,
         )
         for b, (batch, y_raw, weight) in tqdm(
             zip(batches, stream, strict=True),

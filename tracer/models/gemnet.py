@@ -288,13 +288,9 @@ def spherical_harmonics_m0(cos_theta: Tensor, num_spherical: int) -> Tensor:
     polys = [torch.ones_like(x), x]
     for n in range(1, num_spherical - 1):
         polys.append(((2 * n + 1) * x * polys[n] - n * polys[n - 1]) / (n + 1))
-    out = torch.stack(polys[:num_spherical], dim=1)
-    norms = torch.tensor(
-        [math.sqrt((2 * l + 1) / (4 * math.pi)) for l in range(num_spherical)],  # noqa: E741
-        dtype=x.dtype,
-        device=x.device,
-    )
-    return out * norms
+    norms = [math.sqrt((2 * l + 1) / (4 * math.pi)) for l in range(num_spherical)]  # noqa: E741
+    # scaled by Python floats: no host-to-device copy (the step may be recorded as a CUDA graph)
+    return torch.stack([p * c for p, c in zip(polys, norms, strict=False)], dim=1)
 
 
 class EfficientDownProjection(nn.Module):
