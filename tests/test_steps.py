@@ -112,9 +112,9 @@ def test_cuda_graph_replay_matches_eager_steps(data):
     plans = PLANS * 3  # warm-up, capture, then replays
     results = []
     for graphed in (False, True):
-        model = _model(data, dev)
+        model = _model(data, dev, dtype=torch.float32)  # as trained (fused AdamW, float32 rate)
         ema = WeightAverage(model, 0.99)
-        lr = torch.tensor(1e-2, dtype=torch.float64, device=dev) if graphed else 1e-2
+        lr = torch.tensor(1e-2, device=dev) if graphed else 1e-2
         opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True, capturable=graphed)
         kind = CudaGraphStep if graphed else EagerStep
         step = kind(model, opt, weighted_loss("l1"), grad_clip=1.0, ema=ema)
@@ -129,7 +129,7 @@ def test_cuda_graph_replay_matches_eager_steps(data):
             losses.append(float(step(batch, y, w)))
         results.append((losses, copy.deepcopy(model.state_dict()), ema.model.state_dict()))
     assert step.graph is not None
-    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-7)
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4)
     for a, b in ((results[0][1], results[1][1]), (results[0][2], results[1][2])):
         for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-8)
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)

@@ -284,6 +284,8 @@ def train_member(
         )
     check_atomic_numbers(data.z, model_config.num_elements)
     dev = pick_device(device)
+    if dev.type == "cuda":  # streams and CUDA graphs belong to the current device
+        torch.cuda.set_device(dev)
     if train_config.precision == "tf32" and dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
