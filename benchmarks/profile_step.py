@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from tracer.config import load_params
-from tracer.dataset import batches_by_size
+from tracer.dataset import PaddedBatcher, batches_by_size, plan_static_shape
 from tracer.launch import build_graphs
 from tracer.models.gemnet import GemNetT, GemNetTConfig
 
@@ -26,6 +26,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--compile", action="store_true", help="torch.compile(dynamic=True) the model")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument(
+        "--padded", action="store_true", help="pad batches to one static shape, as CUDA graphs do"
+    )
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     p = load_params(args.params)
@@ -42,10 +45,12 @@ def main() -> None:
             np.arange(len(data)), ne, batch_size=bs, shuffle=True, rng=np.random.default_rng(0)
         )
 
+        batcher = PaddedBatcher(d, plan_static_shape(data, batches)) if args.padded else None
+
         def step(b: np.ndarray) -> None:
-            g = d.collate(b)
+            g, _, w = batcher(b) if batcher else (d.collate(b), None, None)
             opt.zero_grad(set_to_none=True)
-            loss = model(g).square().mean()
+            loss = model(g).square().mean() if w is None else (model(g).square() * w).mean()
             loss.backward()
             opt.step()
 
@@ -69,7 +74,11 @@ def main() -> None:
                     step(b)
                 torch.cuda.synchronize() if dev.type == "cuda" else None
             key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
-            print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=50))
+            print(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60))
+            if dev.type == "cuda":
+                kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+                busy = sum(e.device_time for e in kernels) / 5 / 1e3
+                print(f"{len(kernels) / 5:.0f} kernels and {busy:.1f} ms of kernel time per step")
 
 
 if __name__ == "__main__":
