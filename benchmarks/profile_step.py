@@ -47,7 +47,7 @@ def main() -> None:
 
         batcher = PaddedBatcher(d, plan_static_shape(data, batches)) if args.padded else None
 
-        def step(b: np.ndarray) -> None:
+        def step(b: np.ndarray, batcher: PaddedBatcher | None = batcher) -> None:
             g, _, w = batcher(b) if batcher else (d.collate(b), None, None)
             opt.zero_grad(set_to_none=True)
             loss = model(g).square().mean() if w is None else (model(g).square() * w).mean()
