@@ -168,8 +168,12 @@ def plan_static_shape(
     batch_plans: Iterator[np.ndarray] | Sequence[np.ndarray],
     *,
     round_to: int = 64,
+    spare_edges: int = 512,
 ) -> StaticShape:
-    """The smallest :class:`StaticShape` (rounded up) that holds every batch of the plans."""
+    """The smallest :class:`StaticShape` (rounded up) that holds every batch of the plans, with
+    at least ``spare_edges`` padding edges in every batch: the padding triplets of a small batch
+    (hundreds of thousands) then spread over that many edges instead of piling onto two, which
+    would serialise the scatter-adds of the backward pass on a GPU."""
     n_atoms = data.num_atoms().cpu().numpy()
     n_edges = data.num_edges().cpu().numpy()
     n_trip, k_max = data.triplet_counts()
@@ -186,7 +190,7 @@ def plan_static_shape(
     return StaticShape(
         structures=int(most[0]) + 1,
         atoms=up(int(most[1]) + 2),
-        edges=up(int(most[2]) + 2),  # round_to is even, so the padding edges come in pairs
+        edges=up(int(most[2]) + max(spare_edges, 2)),  # round_to is even: edges come in pairs
         triplets=up(max(int(most[3]), 1)),
         k_max=max(int(most[4]), 1),
     )

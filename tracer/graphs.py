@@ -162,7 +162,7 @@ def edge_vectors(
         shift = off @ cell_per_edge
     else:
         shift = torch.bmm(off[:, None, :], cell_per_edge).squeeze(1)
-    return pos[graph_source] + shift - pos[graph_target]
+    return pos.index_select(0, graph_source) + shift - pos.index_select(0, graph_target)
 
 
 @dataclass
@@ -209,8 +209,8 @@ def triplet_cosines(vectors: Tensor, trip: Triplets, eps: float = 1e-12) -> Tens
 
     Clamped to [-1, 1]; finite (with finite gradients) for collinear edges.
     """
-    a = vectors[trip.edge_out]
-    b = vectors[trip.edge_in]
+    a = vectors.index_select(0, trip.edge_out)
+    b = vectors.index_select(0, trip.edge_in)
     dot = (a * b).sum(-1)
     norm = torch.sqrt((a * a).sum(-1) * (b * b).sum(-1) + eps)
     return (dot / norm).clamp(-1.0, 1.0)

@@ -20,6 +20,11 @@ The architecture follows the paper and the reference implementation in fairchem
 (``fairchem.core.models.gemnet``); this is an independent implementation in plain torch
 (periodic graph and triplets from :mod:`tracer.graphs`), not a copy. Scale factors that keep
 activations at unit variance are fitted on training batches (:func:`fit_scale_factors`).
+
+Gathers along the edge and triplet axes use :func:`torch.index_select`, whose backward is a
+scatter-add; the backward of advanced indexing (``x[idx]``) on CUDA sorts the indices and sums
+duplicates serially, which took 9 of the 26 ms of kernel time of a padded batch-32 step on an
+H100 (``benchmarks/profile_step.py --padded``).
 """
 
 from __future__ import annotations
@@ -340,7 +345,7 @@ class EdgeEmbedding(nn.Module):
         self.dense = Dense(2 * atom_features + edge_features, out_features, activation=True)
 
     def forward(self, h: Tensor, m: Tensor, source: Tensor, target: Tensor) -> Tensor:
-        return self.dense(torch.cat([h[source], h[target], m], dim=-1))
+        return self.dense(torch.cat([h.index_select(0, source), h.index_select(0, target), m], -1))
 
 
 class AtomUpdateBlock(nn.Module):
@@ -414,10 +419,10 @@ class TripletInteraction(nn.Module):
     ) -> Tensor:
         x_ba = self.dense_ba(m)
         x_ba = self.scale_rbf(x_ba * self.mlp_rbf(rbf3), ref=x_ba)
-        x_ba = self.down(x_ba)[trip.edge_in]  # [T, trip]
+        x_ba = self.down(x_ba).index_select(0, trip.edge_in)  # [T, trip]
         x = self.scale_cbf_sum(self.bilinear(cbf3, x_ba, trip, k_max), ref=x_ba)
         # the same sum serves edge c→a and, swapped, its reverse a→c
-        return (self.up_ca(x) + self.up_ac(x)[reverse]) * (1.0 / math.sqrt(2.0))
+        return (self.up_ca(x) + self.up_ac(x).index_select(0, reverse)) * (1.0 / math.sqrt(2.0))
 
 
 class InteractionBlock(nn.Module):
@@ -511,7 +516,7 @@ class GemNetT(nn.Module):
         """Per-structure outputs ``[B]``. Atomic numbers must lie in 1..num_elements (checked
         where data enters, not here, to keep the forward pass free of device syncs)."""
         dtype = self.atom_emb.weight.dtype  # geometry follows the model's precision
-        cell_e = g.cell.to(dtype)[g.atom_batch[g.target]]
+        cell_e = g.cell.to(dtype).index_select(0, g.atom_batch.index_select(0, g.target))
         vec = edge_vectors(g.pos.to(dtype), cell_e, g.source, g.target, g.offset)
         dist = torch.linalg.norm(vec, dim=-1)
         trip = g.triplets if g.triplets is not None else triplets(g.target, g.num_atoms)
