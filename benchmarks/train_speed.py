@@ -36,7 +36,7 @@ from tracer.dataset import (
     PaddedBatcher,
     batches_by_size,
     load_structure_tensors,
-    plan_static_shape,
+    plan_static_shapes,
 )
 from tracer.launch import build_graphs
 from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
@@ -103,6 +103,7 @@ def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs):
     cfg = GemNetTConfig.from_params(params["gemnet"], params["graph"])
     tc = TrainConfig(**{**params["train"], "cuda_graphs": cuda_graphs})
     bs = tc.batch_size
+    tc.apply_precision()
     torch.manual_seed(0)
     model = GemNetT(cfg).to(dev)
     data_dev = data.to(dev)
@@ -116,8 +117,10 @@ def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs):
         for e in range(epochs + 1)
     ]
     graphed = isinstance(step, CudaGraphStep)
-    shape = plan_static_shape(data, (b for p in plans for b in p)) if graphed else None
-    batcher = PaddedBatcher(data_dev, shape) if shape and tc.loader_workers <= 0 else None
+    shapes = None
+    if graphed:
+        shapes = plan_static_shapes(data, (b for p in plans for b in p), buckets=tc.shape_buckets)
+    batcher = PaddedBatcher(data_dev, shapes) if shapes and tc.loader_workers <= 0 else None
 
     def epoch_batches(epoch):  # as the trainer cuts them (tracer.train.batch_stream)
         stream = batch_stream(
@@ -126,7 +129,7 @@ def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs):
             plans[epoch],
             workers=tc.loader_workers,
             device=dev,
-            shape=shape,
+            shapes=shapes,
             batcher=batcher,
         )
         for batch, y, w in stream:
@@ -134,13 +137,15 @@ def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs):
 
     times, peak = _time_epochs(model, step, epoch_batches, dev, epochs)
     replay_ms = None
-    if graphed:  # the device's own time per step: the recorded step alone, on one static batch
-        _sync(dev)
-        t0 = time.perf_counter()
-        for _ in range(50):
-            step.graph.replay()
-        _sync(dev)
-        replay_ms = (time.perf_counter() - t0) / 50 * 1e3
+    if graphed:  # the device's own time per step: each recorded step alone, on its static batch
+        replay_ms = []
+        for graph in step.graphs.values():
+            _sync(dev)
+            t0 = time.perf_counter()
+            for _ in range(50):
+                graph.replay()
+            _sync(dev)
+            replay_ms.append((time.perf_counter() - t0) / 50 * 1e3)
     eval_bs = params["train"]["eval_batch_size"]
     infer = _inference_rate(
         model,
@@ -156,8 +161,10 @@ def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs):
         "loader_workers": tc.loader_workers,
         "cuda_graphs": graphed,
         "ema_decay": tc.ema_decay,
-        "static_shape": None if shape is None else shape.__dict__,
-        "replay_ms_per_step": replay_ms,
+        "static_shapes": None if shapes is None else [s.__dict__ for s in shapes],
+        "replay_ms_per_step_by_shape": replay_ms,
+        "max_neighbors": params["graph"]["max_neighbors"],
+        "precision": tc.precision,
         "steps_per_epoch": len(plans[0]),
     }
 
@@ -211,6 +218,23 @@ def time_alignn(payload, train_idx, dev, epochs, workers):
     return {**_summary(model, bs, times, peak, infer, n), "graph_build_s": graph_time}
 
 
+def _variant(spec: str, params: dict) -> tuple[str, dict]:
+    """``NAME:section.key=value,...`` -> (name, params with those values; YAML-typed)."""
+    import copy
+
+    import yaml
+
+    name, _, sets = spec.partition(":")
+    out = copy.deepcopy(params)
+    for item in filter(None, sets.split(",")):
+        key, _, value = item.partition("=")
+        section, _, field = key.partition(".")
+        if section not in out or field not in out[section]:
+            raise SystemExit(f"--variant {spec!r}: unknown setting {key!r}")
+        out[section][field] = yaml.safe_load(value)
+    return name, out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--structures", required=True)
@@ -221,6 +245,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--skip-alignn", action="store_true")
     ap.add_argument("--limit", type=int, help="time on the first N training ids only (smoke test)")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:SECTION.KEY=VALUE,...",
+        help="also time GemNet-T with these settings changed (repeatable), "
+        "e.g. nb12:graph.max_neighbors=12,train.shape_buckets=4",
+    )
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
@@ -229,34 +261,38 @@ def main() -> None:
     payload = load_structure_tensors(args.structures)
     where = {rid: i for i, rid in enumerate(payload["ids"])}
     train_pos = np.array([where[i] for i in split["train"]])[: args.limit]
-
-    t0 = time.perf_counter()
-    data = build_graphs(
-        args.structures,
-        GemNetTConfig.from_params(params["gemnet"], params["graph"]),
-        workers=args.workers,
-    )
-    gem_graph_s = time.perf_counter() - t0
     out = {
         "device": device_name(),
         "n_train": len(train_pos),
         "timed_epochs": args.epochs,
         "models": {},
     }
-    # the trainer's path ("gemnet_t": CUDA graphs on a GPU) and, on a GPU, eager steps beside it
-    variants = {"gemnet_t": dev.type == "cuda"}
+    # the trainer's path ("gemnet_t": CUDA graphs on a GPU), on a GPU eager steps beside it,
+    # then the variants (graphed on a GPU)
+    runs = [("gemnet_t", params, dev.type == "cuda")]
     if dev.type == "cuda":
-        variants["gemnet_t_eager"] = False
-    for name, graphed in variants.items():
-        out["models"][name] = time_gemnet(
-            data, train_pos, params, dev, args.epochs, cuda_graphs=graphed
-        )
-        out["models"][name]["graph_build_s"] = gem_graph_s
+        runs.append(("gemnet_t_eager", params, False))
+    for spec in args.variant:
+        name, p = _variant(spec, params)
+        runs.append((f"gemnet_t_{name}", p, dev.type == "cuda" and p["train"]["cuda_graphs"]))
+    graphs: dict[tuple, tuple] = {}
+    for name, p, graphed in runs:
+        cfg = GemNetTConfig.from_params(p["gemnet"], p["graph"])
+        key = (cfg.cutoff, cfg.max_neighbors)
+        if key not in graphs:
+            t0 = time.perf_counter()
+            data = build_graphs(args.structures, cfg, workers=args.workers)
+            graphs[key] = (data, time.perf_counter() - t0)
+        data, graph_s = graphs[key]
+        out["models"][name] = time_gemnet(data, train_pos, p, dev, args.epochs, cuda_graphs=graphed)
+        out["models"][name]["graph_build_s"] = graph_s
         print(name, json.dumps(out["models"][name], indent=1), flush=True)
     if not args.skip_alignn:
         out["models"]["alignn"] = time_alignn(payload, train_pos, dev, args.epochs, args.workers)
         a = out["models"]["alignn"]
-        for name in variants:
+        for name in out["models"]:
+            if name == "alignn":
+                continue
             ratio = out["models"][name]["s_per_epoch"] / a["s_per_epoch"]
             out[f"epoch_time_ratio_{name}_over_alignn"] = ratio
         if "gemnet_t" in out["models"]:  # the trainer's path on this device

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,9 @@ from tracer.dataset import (
     GraphDataset,
     PaddedBatcher,
     batches_by_size,
+    fitting_shape,
     plan_static_shape,
+    plan_static_shapes,
     structures_to_graphs,
 )
 from tracer.graphs import radius_graph_pbc
@@ -119,18 +123,19 @@ def test_padded_batch_gives_identical_outputs_loss_and_gradients(flla_structures
 def test_pad_batch_refuses_a_batch_too_large(flla_structures):
     data = _small_graphs(flla_structures)
     shape = plan_static_shape(data, [np.array([0])], round_to=2)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match="fits none"):
         data.collate_padded(np.array([0, 1, 2, 3]), shape)
 
 
 def test_padded_batcher_equals_collate_padded(flla_structures):
     data = _small_graphs(flla_structures)
     plans = [np.array([6, 0, 3]), np.array([1, 2, 4, 5]), np.array([5])]
-    shape = plan_static_shape(data, plans, round_to=16)
-    batcher = PaddedBatcher(data, shape)
+    shapes = plan_static_shapes(data, plans, buckets=3, round_to=16)
+    assert len(shapes) > 1  # batches land in different shapes
+    batcher = PaddedBatcher(data, shapes)
     for plan in plans:
         fast, y_fast, w_fast = batcher(plan)
-        ref, y_ref, w_ref = data.collate_padded(plan, shape)
+        ref, y_ref, w_ref = data.collate_padded(plan, shapes)
         for name in ("z", "pos", "cell", "atom_batch", "source", "target", "offset", "reverse"):
             assert torch.equal(getattr(fast, name), getattr(ref, name)), name
         assert torch.equal(fast.atom_counts, ref.atom_counts)
@@ -138,3 +143,37 @@ def test_padded_batcher_equals_collate_padded(flla_structures):
             assert torch.equal(getattr(fast.triplets, name), getattr(ref.triplets, name)), name
         assert fast.k_max == ref.k_max and fast.num_structures == ref.num_structures
         assert torch.equal(y_fast, y_ref) and torch.equal(w_fast, w_ref)
+
+
+def test_bucketed_shapes_grow_hold_every_batch_and_pad_less(flla_structures):
+    data = _small_graphs(flla_structures)
+    rng = np.random.default_rng(0)
+    plans = [rng.choice(len(data), size=int(rng.integers(1, 5)), replace=False) for _ in range(40)]
+    (one,) = plan_static_shapes(data, plans, buckets=1, round_to=8)
+    assert one == plan_static_shape(data, plans, round_to=8)
+    shapes = plan_static_shapes(data, plans, buckets=4, round_to=8)
+    assert 1 < len(shapes) <= 4 and shapes[-1] == one
+    for small, large in itertools.pairwise(shapes):
+        assert all(a <= b for a, b in zip(small.__dict__.values(), large.__dict__.values()))
+        assert small != large
+    n_trip, _ = data.triplet_counts()
+    padded_trip = {"one": 0, "buckets": 0}
+    for plan in plans:
+        batch, _, w = data.collate_padded(plan, shapes)
+        assert int(w.sum()) == len(plan)
+        assert batch.triplets.num_triplets in {s.triplets for s in shapes}
+        padded_trip["buckets"] += batch.triplets.num_triplets
+        padded_trip["one"] += one.triplets
+    assert padded_trip["buckets"] < padded_trip["one"]
+    with pytest.raises(ValueError, match="buckets"):
+        plan_static_shapes(data, plans, buckets=0)
+
+
+def test_fitting_shape_takes_the_first_that_holds_the_batch(flla_structures):
+    data = _small_graphs(flla_structures)
+    shapes = plan_static_shapes(data, [np.array([0]), np.arange(len(data))], buckets=2)
+    sizes = {"structures": 1, "atoms": 1, "edges": 2, "triplets": 0, "k_max": 1}
+    assert fitting_shape(shapes, **sizes) == shapes[0]
+    assert fitting_shape(shapes, **{**sizes, "structures": shapes[0].structures}) == shapes[1]
+    with pytest.raises(ValueError, match="fits none"):
+        fitting_shape(shapes, **{**sizes, "triplets": shapes[-1].triplets + 1})

@@ -120,10 +120,11 @@ class GraphDataset:
         )
 
     def collate_padded(
-        self, indices: Sequence[int] | np.ndarray, shape: StaticShape
+        self, indices: Sequence[int] | np.ndarray, shapes: Shapes
     ) -> tuple[GraphBatch, Tensor, Tensor]:
-        """:meth:`collate` then :func:`pad_batch` to ``shape``, with the targets (eV/atom)."""
-        return pad_batch(self.collate(indices), self.targets(indices), shape)
+        """:meth:`collate` then :func:`pad_batch` to the first of ``shapes`` that holds the
+        batch, with the targets (eV/atom)."""
+        return pad_batch(self.collate(indices), self.targets(indices), shapes)
 
     def targets(self, indices: Sequence[int] | np.ndarray) -> Tensor:
         return self.target[
@@ -163,6 +164,59 @@ class StaticShape:
     k_max: int
 
 
+def plan_static_shapes(
+    data: GraphDataset,
+    batch_plans: Iterator[np.ndarray] | Sequence[np.ndarray],
+    *,
+    buckets: int = 1,
+    round_to: int = 64,
+    spare_edges: int = 512,
+) -> tuple[StaticShape, ...]:
+    """Up to ``buckets`` :class:`StaticShape` s, smallest first, the last holding every batch of
+    the plans; :func:`pad_batch` pads each batch to the first that holds it.
+
+    Batches are ranked by their triplet count (most of a GemNet-T step's work); shape ``k`` is
+    the smallest (rounded up) that holds every batch up to quantile ``(k + 1) / buckets`` of
+    that ranking, so shapes grow in every size and one graph per shape replays each bucket.
+    Every shape leaves at least ``spare_edges`` padding edges: the padding triplets of a small
+    batch (hundreds of thousands) then spread over that many edges instead of piling onto two,
+    which would serialise the scatter-adds of the backward pass on a GPU.
+    """
+    if buckets < 1:
+        raise ValueError(f"buckets must be >= 1, got {buckets}")
+    n_atoms = data.num_atoms().cpu().numpy()
+    n_edges = data.num_edges().cpu().numpy()
+    n_trip, k_max = data.triplet_counts()
+    sizes = np.array(
+        [
+            [len(b), n_atoms[b].sum(), n_edges[b].sum(), n_trip[b].sum(), k_max[b].max()]
+            for b in batch_plans
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 5)
+    if not len(sizes):
+        raise ValueError("no batches to plan a static shape for")
+    sizes = sizes[np.argsort(sizes[:, 3], kind="stable")]
+    most = np.maximum.accumulate(sizes, axis=0)  # row i: elementwise max of batches 0..i
+
+    def up(n: int) -> int:
+        return int(-(-n // round_to) * round_to)
+
+    shapes: list[StaticShape] = []
+    for k in range(1, buckets + 1):
+        m = most[-(-len(sizes) * k // buckets) - 1]
+        shape = StaticShape(
+            structures=int(m[0]) + 1,
+            atoms=up(int(m[1]) + 2),
+            edges=up(int(m[2]) + max(spare_edges, 2)),  # round_to is even: edges come in pairs
+            triplets=up(max(int(m[3]), 1)),
+            k_max=max(int(m[4]), 1),
+        )
+        if not shapes or shape != shapes[-1]:
+            shapes.append(shape)
+    return tuple(shapes)
+
+
 def plan_static_shape(
     data: GraphDataset,
     batch_plans: Iterator[np.ndarray] | Sequence[np.ndarray],
@@ -170,36 +224,40 @@ def plan_static_shape(
     round_to: int = 64,
     spare_edges: int = 512,
 ) -> StaticShape:
-    """The smallest :class:`StaticShape` (rounded up) that holds every batch of the plans, with
-    at least ``spare_edges`` padding edges in every batch: the padding triplets of a small batch
-    (hundreds of thousands) then spread over that many edges instead of piling onto two, which
-    would serialise the scatter-adds of the backward pass on a GPU."""
-    n_atoms = data.num_atoms().cpu().numpy()
-    n_edges = data.num_edges().cpu().numpy()
-    n_trip, k_max = data.triplet_counts()
-    most = np.zeros(5, dtype=np.int64)
-    for b in batch_plans:
-        sizes = [len(b), n_atoms[b].sum(), n_edges[b].sum(), n_trip[b].sum(), k_max[b].max()]
-        most = np.maximum(most, sizes)
-    if not most[0]:
-        raise ValueError("no batches to plan a static shape for")
+    """The one smallest :class:`StaticShape` that holds every batch (:func:`plan_static_shapes`
+    with one bucket)."""
+    (shape,) = plan_static_shapes(data, batch_plans, round_to=round_to, spare_edges=spare_edges)
+    return shape
 
-    def up(n: int) -> int:
-        return int(-(-n // round_to) * round_to)
 
-    return StaticShape(
-        structures=int(most[0]) + 1,
-        atoms=up(int(most[1]) + 2),
-        edges=up(int(most[2]) + max(spare_edges, 2)),  # round_to is even: edges come in pairs
-        triplets=up(max(int(most[3]), 1)),
-        k_max=max(int(most[4]), 1),
+Shapes = StaticShape | Sequence[StaticShape]
+
+
+def fitting_shape(
+    shapes: Shapes, *, structures: int, atoms: int, edges: int, triplets: int, k_max: int
+) -> StaticShape:
+    """The first of ``shapes`` that holds a batch of these sizes (room for the padding
+    structure, two padding atoms and a pair of padding edges); ValueError when none does."""
+    for shape in [shapes] if isinstance(shapes, StaticShape) else shapes:
+        pad_e = shape.edges - edges
+        if (
+            shape.structures > structures
+            and shape.atoms - atoms >= 2
+            and pad_e >= 2
+            and pad_e % 2 == 0
+            and shape.triplets >= triplets
+            and shape.k_max >= k_max
+        ):
+            return shape
+    raise ValueError(
+        f"batch ({structures} structures, {atoms} atoms, {edges} edges, {triplets} triplets, "
+        f"k_max {k_max}) fits none of {shapes}"
     )
 
 
-def pad_batch(
-    batch: GraphBatch, y: Tensor, shape: StaticShape
-) -> tuple[GraphBatch, Tensor, Tensor]:
-    """Pad a batch (and its targets ``y``) to ``shape``; returns ``(batch, y, weight)``.
+def pad_batch(batch: GraphBatch, y: Tensor, shapes: Shapes) -> tuple[GraphBatch, Tensor, Tensor]:
+    """Pad a batch (and its targets ``y``) to the first of ``shapes`` that holds it
+    (:func:`fitting_shape`); returns ``(batch, y, weight)``.
 
     The padding cannot change the real structures' outputs: padding atoms (hydrogen) belong to
     one extra structure ``B`` and are joined only to each other, by pairs of mutually reverse
@@ -211,17 +269,13 @@ def pad_batch(
         raise ValueError("pad_batch needs a batch from GraphDataset.collate")
     b, n, e = batch.num_structures, batch.num_atoms, int(batch.source.numel())
     t = int(batch.triplets.edge_in.numel())
+    shape = fitting_shape(shapes, structures=b, atoms=n, edges=e, triplets=t, k_max=batch.k_max)
     pad_s, pad_n, pad_e, pad_t = (
         shape.structures - b,
         shape.atoms - n,
         shape.edges - e,
         shape.triplets - t,
     )
-    if pad_s < 1 or pad_n < 2 or pad_e < 2 or pad_e % 2 or pad_t < 0 or batch.k_max > shape.k_max:
-        raise ValueError(
-            f"batch ({b} structures, {n} atoms, {e} edges, {t} triplets, k_max {batch.k_max}) "
-            f"does not fit {shape}"
-        )
     dev = batch.z.device
     lng = {"dtype": torch.long, "device": dev}
     pos_pad = batch.pos.new_zeros(pad_n, 3)
@@ -264,14 +318,14 @@ class PaddedBatcher:
     waits for the device to finish its queued work; while a GPU replays a recorded step, that
     wait would serialise the two. Here the triplets of every structure are derived once (local
     edge indices, int32) and the sizes of a batch come from host arrays, so cutting a batch only
-    queues gathers. The result equals ``data.collate_padded(indices, shape)`` exactly.
+    queues gathers. The result equals ``data.collate_padded(indices, shapes)`` exactly.
     """
 
-    def __init__(self, data: GraphDataset, shape: StaticShape) -> None:
-        self.data, self.shape = data, shape
+    def __init__(self, data: GraphDataset, shapes: Shapes) -> None:
+        self.data, self.shapes = data, shapes
         self.n_atoms = data.num_atoms().cpu().numpy()
         self.n_edges = data.num_edges().cpu().numpy()
-        self.n_trip, _ = data.triplet_counts()
+        self.n_trip, self.k_max = data.triplet_counts()
         self.atom_ptr = data.atom_ptr.cpu().numpy()
         self.edge_ptr = data.edge_ptr.cpu().numpy()
         self.trip_ptr = np.concatenate([[0], np.cumsum(self.n_trip)])
@@ -287,7 +341,8 @@ class PaddedBatcher:
         self.trip_slot = trip.slot.to(torch.int32)
 
     def __call__(self, indices: Sequence[int] | np.ndarray) -> tuple[GraphBatch, Tensor, Tensor]:
-        """``(batch, targets, weights)`` of the given structures, padded to the shape."""
+        """``(batch, targets, weights)`` of the given structures, padded to the first shape
+        that holds them."""
         d, idx = self.data, np.asarray(indices, dtype=np.int64)
         na, ne, nt = self.n_atoms[idx], self.n_edges[idx], self.n_trip[idx]
         n, e, t = int(na.sum()), int(ne.sum()), int(nt.sum())
@@ -323,9 +378,9 @@ class PaddedBatcher:
                 edge_out=self.trip_out[trip_sel].long() + per_trip_edges,
                 slot=self.trip_slot[trip_sel].long(),
             ),
-            k_max=self.shape.k_max,
+            k_max=int(self.k_max[idx].max()),
         )
-        return pad_batch(batch, d.target[i], self.shape)
+        return pad_batch(batch, d.target[i], self.shapes)
 
 
 def _ranges(starts: Tensor, lengths: Tensor, total: int | None = None) -> Tensor:

@@ -3,9 +3,10 @@
 A GemNet-T step on a small batch is bound by kernel launches, not by the GPU: one step launches
 well over a thousand small kernels. :class:`CudaGraphStep` records the whole step (forward,
 weighted loss, backward, gradient clipping, the fused AdamW update and the EMA update) once as a
-CUDA graph and then replays it, so a step costs one launch. A graph replays fixed shapes, so its
-batches are padded to one :class:`tracer.dataset.StaticShape` (:func:`tracer.dataset.pad_batch`,
-whose padding provably leaves the loss and gradients of the real structures unchanged).
+CUDA graph and then replays it, so a step costs one launch. A graph replays fixed shapes, so
+batches are padded to one of a few :class:`tracer.dataset.StaticShape` s
+(:func:`tracer.dataset.pad_batch`, whose padding provably leaves the loss and gradients of the
+real structures unchanged), and one graph is recorded per shape.
 
 :class:`EagerStep` does the same arithmetic eagerly (CPU, or CUDA without graphs); the trainer
 picks one of them (``train.cuda_graphs``). :class:`WeightAverage` keeps an exponential moving
@@ -109,14 +110,37 @@ class EagerStep:
         return self._compute(batch, y, weight)
 
 
-class CudaGraphStep(EagerStep):
-    """:class:`EagerStep` recorded as a CUDA graph after ``warmup`` eager steps, then replayed.
+def _static_inputs(batch: GraphBatch, y: Tensor, weight: Tensor) -> list[Tensor]:
+    """Every tensor a recorded step reads from its batch, in a fixed order."""
+    if batch.atom_counts is None or batch.triplets is None or batch.k_max is None:
+        raise ValueError("padded batches carry their atom counts, triplets and static k_max")
+    return [
+        batch.z,
+        batch.pos,
+        batch.cell,
+        batch.atom_batch,
+        batch.source,
+        batch.target,
+        batch.offset,
+        batch.reverse,
+        batch.atom_counts,
+        batch.triplets.edge_in,
+        batch.triplets.edge_out,
+        batch.triplets.slot,
+        y,
+        weight,
+    ]
 
-    Every batch must be padded to the same shape (:func:`tracer.dataset.pad_batch`) and come with
-    its weights. The warm-up steps are ordinary training steps on real batches (run on a side
-    stream, as capture requires); the step that records the graph then replays it, so no batch
-    is skipped or repeated. The optimiser must be capturable (AdamW ``capturable=True``) with a
-    tensor learning rate, which a schedule updates in place.
+
+class CudaGraphStep(EagerStep):
+    """:class:`EagerStep` recorded as a CUDA graph per batch shape, then replayed.
+
+    Batches must be padded (:func:`tracer.dataset.pad_batch`) and come with their weights; each
+    distinct padded shape gets its own static input buffers and graph. The first ``warmup``
+    steps are ordinary eager training steps on real batches (on a side stream, as capture
+    requires); after them, the first batch of a new shape records its graph and replays it, so
+    no batch is skipped or repeated. The optimiser must be capturable (AdamW
+    ``capturable=True``) with a tensor learning rate, which a schedule updates in place.
     """
 
     def __init__(
@@ -136,44 +160,40 @@ class CudaGraphStep(EagerStep):
             raise ValueError("CUDA-graph steps need a tensor learning rate")
         self.warmup = warmup
         self.steps = 0
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self._static: tuple[GraphBatch, Tensor, Tensor] | None = None
-        self._loss: Tensor | None = None
+        self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
+        self._static: dict[tuple, tuple[GraphBatch, Tensor, Tensor]] = {}
+        self._loss: dict[tuple, Tensor] = {}
+
+    @staticmethod
+    def _key(batch: GraphBatch, y: Tensor, weight: Tensor) -> tuple:
+        shapes = tuple(tuple(t.shape) for t in _static_inputs(batch, y, weight))
+        return (*shapes, batch.num_structures, batch.k_max)
 
     def _load(
         self, batch: GraphBatch, y: Tensor, weight: Tensor
-    ) -> tuple[GraphBatch, Tensor, Tensor]:
-        if self._static is None:
-            self._static = (batch._map(lambda t: t.clone()), y.clone(), weight.clone())
-            return self._static
-        sb, sy, sw = self._static
-        pairs = [(sb.z, batch.z), (sb.pos, batch.pos), (sb.cell, batch.cell)]
-        pairs += [(sb.atom_batch, batch.atom_batch), (sb.source, batch.source)]
-        pairs += [(sb.target, batch.target), (sb.offset, batch.offset)]
-        pairs += [(sb.reverse, batch.reverse), (sy, y), (sw, weight)]
-        if sb.atom_counts is None or batch.atom_counts is None:
-            raise ValueError("padded batches carry their atom counts")
-        pairs.append((sb.atom_counts, batch.atom_counts))
-        if sb.triplets is None or batch.triplets is None or sb.k_max != batch.k_max:
-            raise ValueError("padded batches carry their triplets and the static k_max")
-        pairs += [(sb.triplets.edge_in, batch.triplets.edge_in)]
-        pairs += [(sb.triplets.edge_out, batch.triplets.edge_out)]
-        pairs += [(sb.triplets.slot, batch.triplets.slot)]
-        for dst, src in pairs:
-            if dst.shape != src.shape:
-                raise ValueError(f"batch shape {tuple(src.shape)} differs from {tuple(dst.shape)}")
-            dst.copy_(src, non_blocking=True)
-        return self._static
+    ) -> tuple[tuple, tuple[GraphBatch, Tensor, Tensor]]:
+        key = self._key(batch, y, weight)
+        if key not in self._static:
+            self._static[key] = (batch._map(lambda t: t.clone()), y.clone(), weight.clone())
+        else:
+            static = _static_inputs(*self._static[key])
+            for dst, src in zip(static, _static_inputs(batch, y, weight), strict=True):
+                dst.copy_(src, non_blocking=True)
+        return key, self._static[key]
+
+    @property
+    def graph(self) -> torch.cuda.CUDAGraph | None:
+        """The most recently recorded graph (None before the first)."""
+        return next(reversed(self.graphs.values()), None)
 
     def __call__(self, batch: GraphBatch, y: Tensor, weight: Tensor | None = None) -> Tensor:
         if weight is None:
             raise ValueError("CUDA-graph steps need padded batches with weights")
-        sb, sy, sw = self._load(batch, y, weight)
+        key, (sb, sy, sw) = self._load(batch, y, weight)
         self.steps += 1
-        if self.graph is not None:
-            self.graph.replay()
-            assert self._loss is not None
-            return self._loss
+        if key in self.graphs:
+            self.graphs[key].replay()
+            return self._loss[key]
         if self.steps <= self.warmup:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -184,7 +204,7 @@ class CudaGraphStep(EagerStep):
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._loss = self._compute(sb, sy, sw)
-        self.graph = graph
+            self._loss[key] = self._compute(sb, sy, sw)
+        self.graphs[key] = graph
         graph.replay()
-        return self._loss
+        return self._loss[key]

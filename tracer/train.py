@@ -34,9 +34,9 @@ from tracer import __version__
 from tracer.dataset import (
     GraphDataset,
     PaddedBatcher,
-    StaticShape,
+    Shapes,
     batches_by_size,
-    plan_static_shape,
+    plan_static_shapes,
 )
 from tracer.models.gemnet import (
     GemNetT,
@@ -74,8 +74,11 @@ class TrainConfig:
             on the training device.
         ema_decay: keep an exponential moving average of the weights with this decay and
             validate, select and save the averaged model (``None``: the raw weights).
-        cuda_graphs: on CUDA, pad every batch to one static shape and replay each step from a
-            CUDA graph (:class:`tracer.steps.CudaGraphStep`); ignored on the CPU.
+        cuda_graphs: on CUDA, pad every batch to one of ``shape_buckets`` static shapes and
+            replay each step from that shape's CUDA graph (:class:`tracer.steps.CudaGraphStep`);
+            ignored on the CPU.
+        shape_buckets: how many static shapes (and graphs) the batches of a CUDA-graph run are
+            padded to (:func:`tracer.dataset.plan_static_shapes`); more buckets, less padding.
     """
 
     max_epochs: int = 100
@@ -94,6 +97,17 @@ class TrainConfig:
     loader_workers: int = 0
     ema_decay: float | None = None
     cuda_graphs: bool = False
+    shape_buckets: int = 1
+
+    def apply_precision(self) -> None:
+        """Set this process's CUDA matmul/cuDNN TF32 switches to ``precision``."""
+        tf32 = self.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+    def graphed_on(self, device: torch.device) -> bool:
+        """Whether steps on ``device`` are replayed from CUDA graphs (CUDA and ``cuda_graphs``)."""
+        return self.cuda_graphs and device.type == "cuda"
 
 
 @dataclass
@@ -122,14 +136,15 @@ def data_fingerprint(data: GraphDataset, split: dict[str, Sequence[str]]) -> str
 
 class _CollateWithTargets:
     """Picklable collate for DataLoader workers: ``(batch, targets, weights)`` of a list of
-    indices, padded to ``shape`` when one is given (else ``weights`` is None)."""
+    indices, padded to the first of ``shapes`` that holds them when given (else ``weights`` is
+    None)."""
 
-    def __init__(self, data: GraphDataset, shape: StaticShape | None = None) -> None:
-        self.data, self.shape = data, shape
+    def __init__(self, data: GraphDataset, shapes: Shapes | None = None) -> None:
+        self.data, self.shapes = data, shapes
 
     def __call__(self, indices: np.ndarray) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
-        if self.shape is not None:
-            return self.data.collate_padded(indices, self.shape)
+        if self.shapes is not None:
+            return self.data.collate_padded(indices, self.shapes)
         return self.data.collate(indices), self.data.targets(indices), None
 
 
@@ -140,19 +155,19 @@ def batch_stream(
     *,
     workers: int,
     device: torch.device,
-    shape: StaticShape | None = None,
+    shapes: Shapes | None = None,
     batcher: PaddedBatcher | None = None,
 ) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor | None]]:
     """``(GraphBatch, targets, weights)`` on ``device`` for each index array, in order.
 
-    With ``shape``, batches are padded to it (:func:`tracer.dataset.pad_batch`) and ``weights``
+    With ``shapes``, batches are padded to them (:func:`tracer.dataset.pad_batch`) and ``weights``
     marks the real structures; else ``weights`` is None. With ``workers`` > 0 the batches are
     cut from the CPU copy ``data`` in DataLoader processes and copied asynchronously from
     pinned memory; else they are cut from ``data_dev`` here (by ``batcher`` when given, which
-    must pad to ``shape``).
+    must pad to ``shapes``).
     """
     if workers <= 0:
-        cut = batcher or _CollateWithTargets(data_dev, shape)
+        cut = batcher or _CollateWithTargets(data_dev, shapes)
         for b in batches:
             yield cut(b)
         return
@@ -163,7 +178,7 @@ def batch_stream(
         batch_size=None,
         shuffle=False,
         num_workers=workers,
-        collate_fn=_CollateWithTargets(data, shape),
+        collate_fn=_CollateWithTargets(data, shapes),
         pin_memory=device.type == "cuda",
         prefetch_factor=4,
     )
@@ -197,7 +212,7 @@ def make_optimizer(
     """AdamW (fused on CUDA). For CUDA graphs it is capturable, with the learning rate a device
     tensor that schedules update in place; its base rate stays a float, so a schedule never
     reads the device."""
-    graphed = config.cuda_graphs and device.type == "cuda"
+    graphed = config.graphed_on(device)
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=torch.tensor(config.lr, device=device) if graphed else config.lr,
@@ -219,7 +234,7 @@ def make_step(
 ) -> EagerStep:
     """The training step the trainer uses: replayed from a CUDA graph when ``cuda_graphs`` is
     set and ``device`` is CUDA (batches must then be padded), else eager."""
-    kind = CudaGraphStep if config.cuda_graphs and device.type == "cuda" else EagerStep
+    kind = CudaGraphStep if config.graphed_on(device) else EagerStep
     return kind(model, optimizer, weighted_loss(config.loss), grad_clip=config.grad_clip, ema=ema)
 
 
@@ -286,9 +301,7 @@ def train_member(
     dev = pick_device(device)
     if dev.type == "cuda":  # streams and CUDA graphs belong to the current device
         torch.cuda.set_device(dev)
-    if train_config.precision == "tf32" and dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    train_config.apply_precision()
     work_dir, member_path = Path(work_dir), Path(member_path)
     work_dir.mkdir(parents=True, exist_ok=True)
     train_idx = data.index_of(split["train"])
@@ -311,7 +324,7 @@ def train_member(
     torch.manual_seed(seed)
     model = GemNetT(model_config).to(dev)
     n_batches = len(epoch_batches(0))
-    graphed = train_config.cuda_graphs and dev.type == "cuda"
+    graphed = train_config.graphed_on(dev)
     optimizer = make_optimizer(model, train_config, dev)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -361,12 +374,14 @@ def train_member(
             ema.load_state_dict(ckpt["ema"])
     eval_model = model if ema is None else ema.model
     step = make_step(model, optimizer, train_config, dev, ema)
-    shape, batcher = None, None
-    if graphed:  # one shape that holds every batch of every epoch
-        shape = plan_static_shape(
-            data, (b for e in range(train_config.max_epochs) for b in epoch_batches(e))
+    shapes, batcher = None, None
+    if graphed:  # a few shapes that together hold every batch of every epoch
+        shapes = plan_static_shapes(
+            data,
+            (b for e in range(train_config.max_epochs) for b in epoch_batches(e)),
+            buckets=train_config.shape_buckets,
         )
-        batcher = PaddedBatcher(data_dev, shape) if train_config.loader_workers <= 0 else None
+        batcher = PaddedBatcher(data_dev, shapes) if train_config.loader_workers <= 0 else None
 
     while state.epoch < train_config.max_epochs and not state.stopped_early:
         epoch = state.epoch
@@ -381,7 +396,7 @@ def train_member(
             batches,
             workers=train_config.loader_workers,
             device=dev,
-            shape=shape,
+            shapes=shapes,
             batcher=batcher,
         )
         for b, (batch, y_raw, weight) in tqdm(
@@ -456,7 +471,7 @@ def train_member(
         "num_params": sum(p.numel() for p in model.parameters()),
         "ema_decay": train_config.ema_decay,
         "cuda_graphs": graphed,
-        "static_shape": None if shape is None else asdict(shape),
+        "static_shapes": None if shapes is None else [asdict(s) for s in shapes],
     }
     member = {
         "version": CHECKPOINT_VERSION,
