@@ -165,6 +165,7 @@ def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs):
         "replay_ms_per_step_by_shape": replay_ms,
         "max_neighbors": params["graph"]["max_neighbors"],
         "precision": tc.precision,
+        "shape_buckets": tc.shape_buckets if graphed else None,
         "steps_per_epoch": len(plans[0]),
     }
 

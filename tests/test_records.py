@@ -6,7 +6,11 @@ import torch
 from test_train import train_small_members
 
 from tracer.ensemble import predict_members
-from tracer.records import half_precision_member, summaries_from_histories
+from tracer.records import (
+    half_precision_member,
+    speed_models_for_profile,
+    summaries_from_histories,
+)
 
 
 def test_half_precision_member_loads_and_predicts_close(tmp_path, flla_table):
@@ -36,3 +40,30 @@ def test_training_summaries_rebuilt_from_histories(tmp_path, flla_table):
     assert out["members"]["7"]["best_epoch"] == 1  # epoch 0 made worse: epoch 1 is the best
     with pytest.raises(FileNotFoundError, match="history"):
         summaries_from_histories(tmp_path / "nothing", wall_time_s=1.0, parallel=1)
+
+
+def test_speed_record_keys_the_profile_timing_as_gemnet_t():
+    def timing(nb, bs, prec, graphed, n_shapes):
+        shapes = [{"atoms": i} for i in range(n_shapes)] if graphed else None
+        settings = {"max_neighbors": nb, "batch_size": bs, "precision": prec}
+        return {**settings, "cuda_graphs": graphed, "static_shapes": shapes, "s_per_epoch": nb / 10}
+
+    raw = {
+        "gemnet_t": timing(30, 32, "fp32", True, 4),
+        "gemnet_t_eager": timing(30, 32, "fp32", False, 0),
+        "gemnet_t_nb12_tf32": timing(12, 32, "tf32", True, 4),
+        "alignn": {"batch_size": 64, "s_per_epoch": 1.5},
+    }
+    params = {
+        "graph": {"max_neighbors": 12},
+        "train": {"batch_size": 32, "precision": "tf32", "cuda_graphs": True, "shape_buckets": 4},
+    }
+    out = speed_models_for_profile(raw, params)
+    assert out["gemnet_t"]["timed_as"] == "gemnet_t_nb12_tf32"
+    assert out["gemnet_t"]["s_per_epoch"] == 1.2
+    assert out["gemnet_t_nb30_b32_fp32_graphs4"]["timed_as"] == "gemnet_t"
+    assert out["gemnet_t_nb30_b32_fp32_eager"]["timed_as"] == "gemnet_t_eager"
+    assert out["alignn"] == raw["alignn"]
+    params["train"]["shape_buckets"] = 8
+    with pytest.raises(ValueError, match="profile's settings"):
+        speed_models_for_profile(raw, params)

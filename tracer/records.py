@@ -74,6 +74,47 @@ def summaries_from_histories(run_dir: str | Path, *, wall_time_s: float, paralle
     return {"members": members, "wall_time_s": wall_time_s, "parallel": parallel}
 
 
+def _speed_settings(m: dict[str, Any]) -> tuple:
+    shapes = m.get("static_shapes")
+    buckets = m.get("shape_buckets", len(shapes) if shapes else None)
+    return (m.get("max_neighbors"), m["batch_size"], m.get("precision"), m["cuda_graphs"], buckets)
+
+
+def speed_models_for_profile(raw_models: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The timings of a ``train_speed.py`` run keyed for the record: ``gemnet_t`` is the one
+    entry timed with the profile's settings (neighbours, batch size, precision, CUDA graphs
+    and their shape buckets), every other GemNet-T entry is named by its settings, and the
+    other models keep their names. ValueError when no entry matches the profile."""
+    t = params["train"]
+    want = (
+        params["graph"]["max_neighbors"],
+        t["batch_size"],
+        t["precision"],
+        bool(t["cuda_graphs"]),
+        t["shape_buckets"] if t["cuda_graphs"] else None,
+    )
+    out: dict[str, Any] = {}
+    match = None
+    for name, m in raw_models.items():
+        if not name.startswith("gemnet_t"):
+            out[name] = m
+            continue
+        settings = _speed_settings(m)
+        if settings == want and match is None:
+            match = name
+            out["gemnet_t"] = {**m, "timed_as": name}
+            continue
+        nb, bs, prec, graphed, buckets = settings
+        mode = f"graphs{buckets}" if graphed else "eager"
+        out[f"gemnet_t_nb{nb}_b{bs}_{prec}_{mode}"] = {**m, "timed_as": name}
+    if match is None:
+        raise ValueError(
+            f"speed.json has no GemNet-T timing with the profile's settings "
+            f"(max_neighbors, batch_size, precision, cuda_graphs, shape_buckets) = {want}"
+        )
+    return out
+
+
 def record_gpu_run(
     run_dir: str | Path,
     *,
@@ -133,6 +174,7 @@ def record_gpu_run(
     speed_src = run_dir / "speed.json"
     if speed_src.exists():
         raw = json.loads(speed_src.read_text())
+        named = speed_models_for_profile(raw["models"], params)
         models = {
             name: {
                 "params": m["params"],
@@ -144,9 +186,12 @@ def record_gpu_run(
                 "train_structures_per_s": m["train_structures_per_s"],
                 "epoch_times_s": m["epoch_times_s"],
                 "graph_build_s": m["graph_build_s"],
+                **{k: m[k] for k in ("max_neighbors", "precision", "cuda_graphs") if k in m},
+                "timed_as": m.get("timed_as", name),
             }
-            for name, m in raw["models"].items()
+            for name, m in named.items()
         }
+        alignn_s = models.get("alignn", {}).get("s_per_epoch")
         write_metrics(
             out_dir / "speed.json",
             {
@@ -154,8 +199,8 @@ def record_gpu_run(
                 "n_train": raw["n_train"],
                 "timed_epochs": raw["timed_epochs"],
                 "models": models,
-                "epoch_time_ratio_gemnet_over_alignn": raw.get(
-                    "epoch_time_ratio_gemnet_over_alignn"
+                "epoch_time_ratio_gemnet_over_alignn": (
+                    models["gemnet_t"]["s_per_epoch"] / alignn_s if alignn_s else None
                 ),
             },
             {
