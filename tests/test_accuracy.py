@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from tracer.accuracy import accuracy_table, bootstrap_ci, evaluate, point_metrics
+from tracer.accuracy import (
+    PUBLISHED_ACCURACY,
+    accuracy_table,
+    bootstrap_ci,
+    evaluate,
+    point_metrics,
+    table1,
+)
 
 
 def test_point_metrics_by_hand():
@@ -36,3 +43,16 @@ def test_bad_inputs():
 def test_table_rows():
     t = accuracy_table({"dummy": evaluate([0.0, 1.0, 2.0], [1.0, 1.0, 1.0], n_resamples=50)})
     assert list(t.model) == ["dummy"] and t.MAE.iloc[0] == pytest.approx(2 / 3)
+
+
+def test_table1_labels_every_row_with_its_source():
+    ours = accuracy_table(
+        {"dummy": evaluate([0.0, 1.0, 2.0], [1.0, 1.0, 1.0], n_resamples=50)}, "this run"
+    )
+    table = table1([ours, ours.iloc[:0]])
+    assert list(table.columns[:2]) == ["source", "model"]
+    assert table.source.notna().all() and table.source.iloc[0] == "this run"
+    assert len(table) == 1 + len(PUBLISHED_ACCURACY)
+    published = table.iloc[1:]
+    assert not published.source.str.contains("FLLA", case=False).any()  # labelled, not ours
+    assert len(table1([ours], published=False)) == 1

@@ -52,11 +52,19 @@ def tiny_run(tmp_path_factory, flla_csv):
 
 def test_tiny_pipeline_runs_every_stage(tiny_run):
     work, _, first = tiny_run
-    for stage in ("data", "split", "dummy", "graphs", "train@0", "train@1", "predict", "accuracy"):
+    stages = ("data", "split", "dummy", "graphs", "train@0", "train@1", "predict", "accuracy")
+    for stage in (*stages, "baseline@schnet", "baseline@cgcnn"):
         assert f"Running stage '{stage}'" in first
     acc = json.loads((work / "metrics" / "accuracy.json").read_text())
-    assert acc["dataset"] == "flla" and acc["n_test"] == 12
-    assert set(acc["models"]) == {"dummy", "gemnet_t_ensemble", "gemnet_t_single"}
+    assert acc["dataset"] == "flla" and acc["n_test"] == 12 and acc["profile"] == "tiny"
+    assert set(acc["models"]) == {
+        "dummy", "schnet", "cgcnn", "gemnet_t_ensemble", "gemnet_t_single"
+    }  # fmt: skip
+    table = pd.read_csv(work / "paper_figures" / "table1_accuracy.csv")
+    ours = table[table.source.str.startswith("this run: tiny profile, flla test (12)")]
+    assert list(ours.model) == list(acc["models"])
+    assert not table.source.str.contains("committed gpu").any()  # its test set is FLLA's full one
+    assert table.source.str.contains("Matbench").any()
     for key in ("git_commit", "params_sha256", "dataset_sha256", "split_sha256", "device"):
         assert acc["provenance"][key]
     split = json.loads((work / "data" / "splits" / "flla.json").read_text())
@@ -71,6 +79,8 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
         "04_graphs",
         "05_train_member_0",
         "06_predict",
+        "07_baseline_schnet",
+        "07_baseline_cgcnn",
         "20_accuracy",
     ):
         assert (work / "notebooks" / "executed" / f"{nb}.ipynb").exists()

@@ -64,9 +64,13 @@ def profile_path(name: str, root: str | Path = ".") -> Path:
 
 def active_profile(root: str | Path = ".") -> str | None:
     """Name of the profile whose values equal ``params.yaml``, or ``None`` for custom settings."""
-    root = Path(root)
-    current = params_sha256(load_params(root / PARAMS_FILE))
-    for path in sorted((root / PROFILES_DIR).glob("*.yaml")):
+    return matching_profile(load_params(Path(root) / PARAMS_FILE), root)
+
+
+def matching_profile(params: dict[str, Any], root: str | Path = ".") -> str | None:
+    """Name of the profile (under ``root``) whose values equal ``params``, else ``None``."""
+    current = params_sha256(params)
+    for path in sorted((Path(root) / PROFILES_DIR).glob("*.yaml")):
         if params_sha256(load_params(path)) == current:
             return path.stem
     return None

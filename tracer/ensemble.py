@@ -34,7 +34,8 @@ def predict_members(
 ) -> pd.DataFrame:
     """Predictions (eV/atom) of each member for the given structures.
 
-    Returns a frame with one column ``member_<seed>`` per member plus ``mean`` and ``std``
+    Returns a frame with one column ``member_<seed>`` per member (its training seed) plus
+    ``mean`` and ``std``
     (ensemble spread, ddof = 0), rows in the order of ``indices``.
     """
     if not member_paths:
@@ -51,7 +52,7 @@ def predict_members(
                 f"/ max_neighbors {data.max_neighbors}"
             )
         out = predict_normalised(model, data, indices, batch_size=batch_size, device=dev)
-        cols[f"member_{member_seed(path)}"] = scaler.inverse(out)
+        cols[f"member_{record['summary']['seed']}"] = scaler.inverse(out)
         del model
         if dev.type == "cuda":
             torch.cuda.empty_cache()

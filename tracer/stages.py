@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tracer.accuracy import accuracy_table, evaluate
+from tracer.accuracy import accuracy_table, evaluate, table1
+from tracer.config import matching_profile
 from tracer.models.dummy import MeanPredictor
 from tracer.provenance import Timer, provenance, write_metrics
 from tracer.sources import load_source, raw_sha256
@@ -84,6 +85,16 @@ class Paths:
 
     def live(self, seed: int) -> Path:
         return self.root / "dvclive" / self.dataset / f"member_{seed}"
+
+    def baseline(self, kind: str) -> Path:
+        """Model file of a Table 1 baseline (outside ``models/<dataset>``, the ensemble's)."""
+        return self.root / "models" / "baselines" / self.dataset / f"{kind}.pt"
+
+    def baseline_work(self, kind: str) -> Path:
+        return self.root / "checkpoints" / self.dataset / f"baseline_{kind}"
+
+    def baseline_live(self, kind: str) -> Path:
+        return self.root / "dvclive" / self.dataset / f"baseline_{kind}"
 
     @property
     def metrics(self) -> Path:
@@ -269,29 +280,26 @@ def run_graphs_stage(
 # --------------------------------------------------------------------------------------------
 # train: one ensemble member per seed (resumable), logged with dvclive
 # --------------------------------------------------------------------------------------------
-def run_train_stage(
+def _train_logged(
     *,
-    dataset_name: str,
+    data: Any,
+    split: dict[str, Any],
     seed: int,
-    gemnet: dict[str, Any],
-    graph: dict[str, Any],
-    train: dict[str, Any],
-    device: str = "auto",
-    root: str | Path = ".",
+    model_config: Any,
+    train_config: Any,
+    work: Path,
+    model_path: Path,
+    live_dir: Path,
+    device: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Train (or resume) member ``seed``; log each epoch with dvclive; return summary + curve."""
+    """:func:`tracer.train.train_member` with each epoch logged by dvclive into ``live_dir``
+    (resumed along with the training); returns the summary and the per-epoch history."""
     from dvclive import Live
-    from tracer.dataset import GraphDataset
-    from tracer.models.gemnet import GemNetTConfig
-    from tracer.train import TrainConfig, train_member
+    from tracer.train import train_member
 
-    paths = Paths(dataset_name, Path(root))
-    work = paths.member_work(seed)
     resuming = (work / "last.pt").exists()
-    data = GraphDataset.load(paths.graphs)
-    split = load_split(paths.split)
     with Live(
-        str(paths.live(seed)), resume=resuming, report=None, save_dvc_exp=False, dvcyaml=None
+        str(live_dir), resume=resuming, report=None, save_dvc_exp=False, dvcyaml=None
     ) as live:
 
         def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
@@ -303,15 +311,99 @@ def run_train_stage(
             data=data,
             split=split,
             seed=seed,
-            model_config=GemNetTConfig.from_params(gemnet, graph),
-            train_config=TrainConfig(**train),
+            model_config=model_config,
+            train_config=train_config,
             work_dir=work,
-            member_path=paths.member(seed),
+            member_path=model_path,
             device=device,
             progress=True,
             on_epoch_end=log_epoch,
         )
     history = pd.DataFrame(json.loads((work / "history.json").read_text()))
+    return summary, history
+
+
+def run_train_stage(
+    *,
+    dataset_name: str,
+    seed: int,
+    gemnet: dict[str, Any],
+    graph: dict[str, Any],
+    train: dict[str, Any],
+    device: str = "auto",
+    root: str | Path = ".",
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Train (or resume) member ``seed``; log each epoch with dvclive; return summary + curve."""
+    from tracer.dataset import GraphDataset
+    from tracer.models.gemnet import GemNetTConfig
+    from tracer.train import TrainConfig
+
+    paths = Paths(dataset_name, Path(root))
+    return _train_logged(
+        data=GraphDataset.load(paths.graphs),
+        split=load_split(paths.split),
+        seed=seed,
+        model_config=GemNetTConfig.from_params(gemnet, graph),
+        train_config=TrainConfig(**train),
+        work=paths.member_work(seed),
+        model_path=paths.member(seed),
+        live_dir=paths.live(seed),
+        device=device,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# baseline: one Table 1 baseline (SchNet, CGCNN) on the ensemble's split, with its own graphs
+# --------------------------------------------------------------------------------------------
+def run_baseline_stage(
+    *,
+    params: dict[str, Any],
+    dataset_name: str,
+    kind: str,
+    baselines: dict[str, Any],
+    train: dict[str, Any],
+    device: str = "auto",
+    root: str | Path = ".",
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Train baseline ``kind`` with the shared trainer (``train`` overridden by
+    ``baselines.train``) on graphs built with its own cutoff and neighbour cap; write its
+    model file and its validation/test predictions (``results/<dataset>/<kind>.parquet``,
+    ``y_pred`` in eV/atom)."""
+    from tracer.dataset import structures_to_graphs
+    from tracer.ensemble import ensemble_predictions
+    from tracer.models.baselines import config_from_dict
+    from tracer.train import TrainConfig
+
+    if kind not in baselines["models"]:
+        raise ValueError(f"{kind!r} is not among baselines.models {baselines['models']}")
+    paths = Paths(dataset_name, Path(root))
+    config = config_from_dict(kind, baselines[kind])
+    split = load_split(paths.split)
+    table = read_table(paths.table)
+    data = structures_to_graphs(
+        list(table["id"]),
+        list(table["structure"]),
+        list(table["target"]),
+        cutoff=config.cutoff,
+        max_neighbors=config.max_neighbors,
+        unit=str(table["target_unit"].iloc[0]),
+        progress=True,
+    )
+    summary, history = _train_logged(
+        data=data,
+        split=split,
+        seed=int(baselines["seed"]),
+        model_config=config,
+        train_config=TrainConfig(**{**train, **baselines["train"]}),
+        work=paths.baseline_work(kind),
+        model_path=paths.baseline(kind),
+        live_dir=paths.baseline_live(kind),
+        device=device,
+    )
+    frame = ensemble_predictions([paths.baseline(kind)], data, split, device=device)
+    out = frame[["id", "set", "y_true"]].assign(y_pred=frame["mean"])
+    paths.results.mkdir(parents=True, exist_ok=True)
+    out.to_parquet(paths.predictions(kind), index=False)
     return summary, history
 
 
@@ -419,8 +511,11 @@ def run_accuracy_stage(
     models: list[str],
     n_bootstrap: int,
     root: str | Path = ".",
+    gpu_results_dir: str = "results/gpu",
 ) -> dict[str, Any]:
-    """Score each model's test predictions, write ``metrics/accuracy.json`` and Table 1."""
+    """Score each model's test predictions, write ``metrics/accuracy.json`` and Table 1: this
+    run's rows, the committed gpu run's rows (same test set only) and published numbers, each
+    row labelled with its source."""
     from tracer.figures import save_table
 
     paths = Paths(dataset_name, Path(root))
@@ -435,10 +530,23 @@ def run_accuracy_stage(
                 results[model] = evaluate(test["y_true"], test["y_pred"], n_resamples=n_bootstrap)
             else:  # an ensemble: score the mean, and every member with the same code
                 results.update(ensemble_accuracy(model, test, n_resamples=n_bootstrap))
-        table = accuracy_table(results)
+        profile = matching_profile(params, root) or "custom"
+        parts = [
+            accuracy_table(
+                results, f"this run: {profile} profile, {dataset_name} test ({len(test_ids)})"
+            )
+        ]
+        gpu = Path(root) / gpu_results_dir / "accuracy.json"
+        if gpu.exists():  # the committed gpu-profile run, when it scored the same test set
+            recorded = json.loads(gpu.read_text())
+            if recorded["dataset"] == dataset_name and recorded["n_test"] == len(test_ids):
+                source = f"committed gpu profile run ({gpu_results_dir}), same test set"
+                parts.append(accuracy_table(recorded["models"], source))
+        table = table1(parts)
         save_table(table, "table1_accuracy", paths.figures)
     metrics = {
         "dataset": dataset_name,
+        "profile": profile,
         "n_test": len(test_ids),
         "unit": "eV/atom",
         "models": results,

@@ -38,12 +38,8 @@ from tracer.dataset import (
     batches_by_size,
     plan_static_shapes,
 )
-from tracer.models.gemnet import (
-    GemNetT,
-    GemNetTConfig,
-    check_atomic_numbers,
-    fit_scale_factors,
-)
+from tracer.models.baselines import CONFIGS, ModelConfig, build_model, config_from_dict
+from tracer.models.gemnet import GemNetT, check_atomic_numbers, fit_scale_factors
 from tracer.normalization import TargetScaler
 from tracer.steps import CudaGraphStep, EagerStep, WeightAverage, weighted_loss
 
@@ -267,7 +263,7 @@ def train_member(
     data: GraphDataset,
     split: dict[str, Sequence[str]],
     seed: int,
-    model_config: GemNetTConfig,
+    model_config: ModelConfig,
     train_config: TrainConfig,
     work_dir: str | Path,
     member_path: str | Path,
@@ -275,7 +271,8 @@ def train_member(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) one ensemble member; write ``member_path``; return its summary.
+    """Train (or resume) one model (an ensemble member, or a baseline of another ``kind``);
+    write ``member_path``; return its summary.
 
     Args:
         data: graph dataset of all structures (targets in eV/atom).
@@ -322,7 +319,10 @@ def train_member(
         )
 
     torch.manual_seed(seed)
-    model = GemNetT(model_config).to(dev)
+    if train_config.graphed_on(dev) and model_config.kind != "gemnet_t":
+        # padded batches: CGCNN's batch norm would see the padding atoms
+        raise ValueError(f"CUDA-graph training is for GemNet-T only, not {model_config.kind}")
+    model = build_model(model_config).to(dev)
     n_batches = len(epoch_batches(0))
     graphed = train_config.graphed_on(dev)
     optimizer = make_optimizer(model, train_config, dev)
@@ -340,7 +340,7 @@ def train_member(
     last = work_dir / "last.pt"
     identity = {
         "seed": seed,
-        "model": model_config.to_dict(),
+        "model": {"kind": model_config.kind, **model_config.to_dict()},
         "train": asdict(train_config),
         "data": data_fingerprint(data, split),
         "tracer_version": __version__,
@@ -361,7 +361,7 @@ def train_member(
         state = TrainState(**ckpt["state"])
         best_weights = ckpt["best_weights"]
     data_dev = data.to(dev)  # batches are cut on the device
-    if ckpt is None:
+    if ckpt is None and isinstance(model, GemNetT):
         rng = np.random.default_rng([seed, 0])
         fit_batches = batches_by_size(
             train_idx, num_edges, batch_size=train_config.batch_size, shuffle=True, rng=rng
@@ -476,7 +476,7 @@ def train_member(
     member = {
         "version": CHECKPOINT_VERSION,
         "tracer_version": __version__,
-        "kind": "gemnet_t",
+        "kind": model_config.kind,
         "model_config": model_config.to_dict(),
         "train_config": asdict(train_config),
         "scaler": scaler.to_dict(),
@@ -493,12 +493,13 @@ def train_member(
 
 def load_member(
     path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[GemNetT, TargetScaler, dict[str, Any]]:
-    """Load a member file: the model (eval mode), its target scaler and the whole record."""
+) -> tuple[nn.Module, TargetScaler, dict[str, Any]]:
+    """Load a member (or baseline) file: the model (eval mode), its target scaler and the
+    whole record."""
     record = torch.load(Path(path), map_location="cpu", weights_only=False)
-    if record.get("kind") != "gemnet_t":
-        raise ValueError(f"{path} is not a GemNet-T member file")
-    model = GemNetT(GemNetTConfig(**record["model_config"]))
+    if record.get("kind") not in CONFIGS:
+        raise ValueError(f"{path} is not a TRACER model file (kind {record.get('kind')!r})")
+    model = build_model(config_from_dict(record["kind"], record["model_config"]))
     model.load_state_dict(record["state_dict"])
     model.to(device).eval()
     s = record["scaler"]

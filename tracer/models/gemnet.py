@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +52,7 @@ class GemNetTConfig:
     profiles set (``params.yaml: gemnet``).
     """
 
+    kind: ClassVar[str] = "gemnet_t"
     num_spherical: int = 7
     num_radial: int = 128
     num_blocks: int = 3
@@ -138,6 +139,20 @@ class GraphBatch:
     @property
     def num_atoms(self) -> int:
         return int(self.z.numel())
+
+    def edge_vectors(self, dtype: torch.dtype) -> Tensor:
+        """Edge vectors ``[E, 3]`` (Å) from source (in its image) to target, in ``dtype``."""
+        cell_e = self.cell.to(dtype).index_select(0, self.atom_batch.index_select(0, self.target))
+        return edge_vectors(self.pos.to(dtype), cell_e, self.source, self.target, self.offset)
+
+    def structure_mean(self, per_atom: Tensor) -> Tensor:
+        """Per-structure mean ``[B, ...]`` of a per-atom quantity ``[N, ...]``."""
+        shape = (self.num_structures, *per_atom.shape[1:])
+        total = per_atom.new_zeros(shape).index_add_(0, self.atom_batch, per_atom)
+        counts = self.atom_counts
+        if counts is None:
+            counts = torch.bincount(self.atom_batch, minlength=self.num_structures)
+        return total / counts.to(total.dtype).reshape(-1, *[1] * (per_atom.dim() - 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,9 +530,7 @@ class GemNetT(nn.Module):
     def forward(self, g: GraphBatch) -> Tensor:
         """Per-structure outputs ``[B]``. Atomic numbers must lie in 1..num_elements (checked
         where data enters, not here, to keep the forward pass free of device syncs)."""
-        dtype = self.atom_emb.weight.dtype  # geometry follows the model's precision
-        cell_e = g.cell.to(dtype).index_select(0, g.atom_batch.index_select(0, g.target))
-        vec = edge_vectors(g.pos.to(dtype), cell_e, g.source, g.target, g.offset)
+        vec = g.edge_vectors(self.atom_emb.weight.dtype)  # geometry follows the model's precision
         dist = torch.linalg.norm(vec, dim=-1)
         trip = g.triplets if g.triplets is not None else triplets(g.target, g.num_atoms)
         k_max = g.k_max if g.k_max is not None else max_triplets_per_edge(trip)
@@ -535,11 +548,7 @@ class GemNetT(nn.Module):
         for block, out in zip(self.int_blocks, self.out_blocks[1:], strict=True):
             h, m = block(h, m, rbf3, cbf3, trip, k_max, rbf_h, g)
             e_atom = e_atom + out(m, rbf_out, g.target, g.num_atoms)
-        total = e_atom.new_zeros(g.num_structures).index_add_(0, g.atom_batch, e_atom[:, 0])
-        counts = g.atom_counts
-        if counts is None:
-            counts = torch.bincount(g.atom_batch, minlength=g.num_structures)
-        return total / counts.to(total.dtype)
+        return g.structure_mean(e_atom[:, 0])
 
     @property
     def num_params(self) -> int:
