@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tracer.alignn_train import RECIPES, alignn_graphs
 from tracer.config import load_params
 from tracer.dataset import (
     PaddedBatcher,
@@ -170,25 +169,12 @@ def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs):
     }
 
 
-def _alignn_graph_job(args):
-    from tracer.models.alignn import alignn_graph
-
-    torch.set_num_threads(1)
-    z, pos, cell = (torch.from_numpy(a) for a in args)
-    g, lg = alignn_graph(z, pos, cell, cutoff=5.0, three_body_cutoff=3.5, max_neighbors=12)
-    return pickle.dumps((g, lg))  # plain bytes: tensors would travel as file descriptors
-
-
 def time_alignn(payload, train_idx, dev, epochs, workers):
     from tracer.models.alignn import alignn_batch, make_alignn, move_batch
 
-    jobs = [
-        (payload["z"][i].numpy(), payload["pos"][i].numpy(), payload["cell"][i].numpy())
-        for i in train_idx
-    ]
-    t0 = time.perf_counter()
-    with ProcessPoolExecutor(workers) as pool:
-        graphs = [pickle.loads(b) for b in pool.map(_alignn_graph_job, jobs, chunksize=32)]
+    arrays = [(payload["z"][i], payload["pos"][i], payload["cell"][i]) for i in train_idx]
+    t0 = time.perf_counter()  # graphs at ALIGNN's TrainingConfig defaults
+    graphs = alignn_graphs(arrays, RECIPES["defaults"], workers=workers)
     graph_time = time.perf_counter() - t0
     cells = torch.stack([payload["cell"][i].float() for i in train_idx])
     y_all = torch.tensor([payload["targets"][i] for i in train_idx], dtype=torch.float32)

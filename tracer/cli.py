@@ -124,6 +124,26 @@ def _cmd_train_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_alignn(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.alignn_train import RECIPES, run_alignn
+    from tracer.splits import load_split
+
+    summary = run_alignn(
+        args.structures,
+        load_split(args.split),
+        RECIPES[args.recipe],
+        args.out,
+        seed=args.seed,
+        device=args.device,
+        workers=args.workers,
+        epochs=args.epochs,
+    )
+    print(json.dumps({k: summary[k] for k in ("best_epoch", "best_val_mae", "train_time_s")}))
+    return 0
+
+
 def _cmd_record_gpu_run(args: argparse.Namespace) -> int:
     import json
 
@@ -187,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, help="members trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.set_defaults(func=_cmd_train_ensemble)
+
+    p = sub.add_parser(
+        "train-alignn", help="train the ALIGNN baseline (alignn package) on a split, no DVC"
+    )
+    p.add_argument("--structures", required=True, help="file from export-structures")
+    p.add_argument("--split", required=True, help="split JSON")
+    p.add_argument("--recipe", choices=["defaults", "paper"], default="defaults")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=1, help="processes building graphs")
+    p.add_argument("--epochs", type=int, help="override the recipe's 300 epochs")
+    p.set_defaults(func=_cmd_train_alignn)
 
     p = sub.add_parser(
         "record-gpu-run", help="score a train-ensemble output folder into results/gpu/"

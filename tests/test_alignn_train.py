@@ -1,0 +1,57 @@
+"""ALIGNN baseline training (a small ALIGNN on CPU): recipes, file outputs, time to reach."""
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tracer.alignn_train import RECIPES, AlignnRecipe, run_alignn, time_to_reach
+from tracer.dataset import save_structure_tensors
+
+pytest.importorskip("alignn")
+SMALL = {"alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16, "embedding_features": 16}
+
+
+def test_recipes_are_alignn_defaults_and_the_papers():
+    from alignn.config import TrainingConfig
+
+    d, p = RECIPES["defaults"], RECIPES["paper"]
+    cfg = TrainingConfig()
+    assert (d.cutoff, d.max_neighbors, d.lr, d.weight_decay, d.batch_size, d.epochs) == (
+        cfg.cutoff, cfg.max_neighbors, cfg.learning_rate, cfg.weight_decay, cfg.batch_size,
+        cfg.epochs,
+    )  # fmt: skip
+    assert (p.cutoff, p.lr, p.weight_decay, p.epochs) == (8.0, 1e-3, 1e-5, 300)
+
+
+def test_run_alignn_trains_chooses_on_validation_and_writes_predictions(tmp_path, flla_table):
+    rows = flla_table.iloc[:20]
+    ids, targets = list(rows.id), list(rows.target)
+    path = save_structure_tensors(tmp_path / "s.pt", ids, list(rows.structure), targets, "eV/atom")
+    split = {"train": ids[:12], "val": ids[12:16], "test": ids[16:]}
+    recipe = AlignnRecipe("smoke", batch_size=4, lr=1e-3)
+    summary = run_alignn(path, split, recipe, tmp_path / "out", device="cpu", epochs=3, **SMALL)
+    hist = summary["history"]
+    assert [h["epoch"] for h in hist] == [0, 1, 2]
+    assert summary["best_val_mae"] == min(h["val_mae"] for h in hist)
+    assert all(b["wall_time_s"] > a["wall_time_s"] for a, b in itertools.pairwise(hist))
+    frame = pd.read_parquet(tmp_path / "out" / "alignn_smoke.parquet")
+    assert list(frame.id) == split["val"] + split["test"]
+    assert np.allclose(frame.y_true, targets[12:])
+    val = frame[frame.set == "val"]
+    assert np.abs(val.y_pred - val.y_true).mean() == pytest.approx(summary["best_val_mae"])
+    saved = torch.load(tmp_path / "out" / "alignn_smoke.pt", weights_only=False)
+    assert saved["kind"] == "alignn" and saved["state_dict"]
+    assert json.loads((tmp_path / "out" / "alignn_smoke.json").read_text())["recipe"]["lr"] == 1e-3
+    with pytest.raises(KeyError, match="split ids"):
+        run_alignn(path, {**split, "test": ["nope"]}, recipe, tmp_path / "x", epochs=1, **SMALL)
+
+
+def test_time_to_reach():
+    hist = [{"val_mae": 0.3, "wall_time_s": 1.0}, {"val_mae": 0.1, "wall_time_s": 2.5}]
+    assert time_to_reach(hist, 0.2) == 2.5
+    assert time_to_reach(hist, 0.3) == 1.0
+    assert time_to_reach(hist, 0.05) is None
