@@ -38,6 +38,7 @@ from tracer.dataset import (
     plan_static_shapes,
 )
 from tracer.launch import build_graphs
+from tracer.models.baselines import build_model, config_from_dict
 from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
 from tracer.provenance import device_name
 from tracer.splits import load_split
@@ -97,18 +98,28 @@ def _summary(model, bs, times, peak, infer, n):
     }
 
 
-def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs):
-    """One GemNet-T member's epochs with the trainer's own step (tracer.train.make_step)."""
-    cfg = GemNetTConfig.from_params(params["gemnet"], params["graph"])
-    tc = TrainConfig(**{**params["train"], "cuda_graphs": cuda_graphs})
+def model_settings(params, kind):
+    """(model config, train settings) of GemNet-T or a baseline, as the pipeline has them."""
+    if kind == "gemnet_t":
+        return GemNetTConfig.from_params(params["gemnet"], params["graph"]), params["train"]
+    base = params["baselines"]
+    return config_from_dict(kind, base[kind]), {**params["train"], **base["train"]}
+
+
+def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs, kind="gemnet_t"):
+    """One member's epochs (GemNet-T, or a baseline ``kind``) with the trainer's own step
+    (tracer.train.make_step)."""
+    cfg, train = model_settings(params, kind)
+    tc = TrainConfig(**{**train, "cuda_graphs": cuda_graphs})
     bs = tc.batch_size
     tc.apply_precision()
     torch.manual_seed(0)
-    model = GemNetT(cfg).to(dev)
+    model = build_model(cfg).to(dev)
     data_dev = data.to(dev)
     edges = data.num_edges().numpy()
-    fit = batches_by_size(train_idx, edges, batch_size=bs, shuffle=False)[:4]
-    fit_scale_factors(model, [data_dev.collate(b) for b in fit])
+    if isinstance(model, GemNetT):
+        fit = batches_by_size(train_idx, edges, batch_size=bs, shuffle=False)[:4]
+        fit_scale_factors(model, [data_dev.collate(b) for b in fit])
     ema = WeightAverage(model, tc.ema_decay) if tc.ema_decay else None
     step = make_step(model, make_optimizer(model, tc, dev), tc, dev, ema)
     plans = [
@@ -231,6 +242,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--skip-alignn", action="store_true")
+    ap.add_argument("--baselines", action="store_true", help="also time SchNet and CGCNN")
     ap.add_argument("--limit", type=int, help="time on the first N training ids only (smoke test)")
     ap.add_argument(
         "--variant",
@@ -259,19 +271,25 @@ def main() -> None:
     runs = [("gemnet_t", params, dev.type == "cuda")]
     if dev.type == "cuda":
         runs.append(("gemnet_t_eager", params, False))
+    runs = [(name, p, graphed, "gemnet_t") for name, p, graphed in runs]
     for spec in args.variant:
         name, p = _variant(spec, params)
-        runs.append((f"gemnet_t_{name}", p, dev.type == "cuda" and p["train"]["cuda_graphs"]))
+        graphed = dev.type == "cuda" and p["train"]["cuda_graphs"]
+        runs.append((f"gemnet_t_{name}", p, graphed, "gemnet_t"))
+    if args.baselines:  # SchNet and CGCNN as the pipeline trains them (eager steps)
+        runs += [(kind, params, False, kind) for kind in params["baselines"]["models"]]
     graphs: dict[tuple, tuple] = {}
-    for name, p, graphed in runs:
-        cfg = GemNetTConfig.from_params(p["gemnet"], p["graph"])
+    for name, p, graphed, kind in runs:
+        cfg, _ = model_settings(p, kind)
         key = (cfg.cutoff, cfg.max_neighbors)
         if key not in graphs:
             t0 = time.perf_counter()
             data = build_graphs(args.structures, cfg, workers=args.workers)
             graphs[key] = (data, time.perf_counter() - t0)
         data, graph_s = graphs[key]
-        out["models"][name] = time_gemnet(data, train_pos, p, dev, args.epochs, cuda_graphs=graphed)
+        out["models"][name] = time_gemnet(
+            data, train_pos, p, dev, args.epochs, cuda_graphs=graphed, kind=kind
+        )
         out["models"][name]["graph_build_s"] = graph_s
         print(name, json.dumps(out["models"][name], indent=1), flush=True)
     if not args.skip_alignn:

@@ -19,12 +19,13 @@ from typing import Any
 import torch
 
 from tracer.dataset import GraphDataset, graphs_from_arrays, load_structure_tensors
+from tracer.models.baselines import ModelConfig
 from tracer.models.gemnet import GemNetTConfig
 from tracer.train import TrainConfig, train_member
 
 
 def build_graphs(
-    structures_path: str | Path, model_config: GemNetTConfig, *, workers: int
+    structures_path: str | Path, model_config: ModelConfig, *, workers: int
 ) -> GraphDataset:
     """Graph dataset of a structure-tensor file with the model's cutoff and neighbour cap."""
     payload = load_structure_tensors(structures_path)
