@@ -31,3 +31,17 @@ def test_parity_reports_mae(tmp_path):
     assert len(fig.axes) == 2  # colour bar for σ
     save_figure(fig, "parity", tmp_path)
     assert (tmp_path / "parity.png").exists()
+
+
+def test_learning_curves_draws_one_line_per_run():
+    from tracer.figures import learning_curves
+
+    runs = {
+        "gemnet_t seed 0": pd.DataFrame({"wall_time_s": [1.0, 2.0], "val_mae": [0.5, 0.2]}),
+        "schnet": pd.DataFrame({"wall_time_s": [0.5, 1.0], "val_mae": [0.6, 0.4]}),
+    }
+    fig = learning_curves(runs)
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == list(runs)
+    assert list(ax.get_lines()[1].get_ydata()) == [0.6, 0.4]
+    assert ax.get_xscale() == "log" and "wall time" in ax.get_xlabel()

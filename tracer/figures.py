@@ -122,3 +122,22 @@ def parity(
     if title:
         ax.set_title(title)
     return fig
+
+
+def learning_curves(
+    histories: Mapping[str, pd.DataFrame], *, unit: str = "eV/atom", title: str | None = None
+) -> Figure:
+    """Validation MAE against training wall time (s), one line per run (``epoch``-ordered
+    frames with ``wall_time_s`` and ``val_mae``); log–log axes."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for name, h in histories.items():
+        ax.plot(h["wall_time_s"], h["val_mae"], label=name, linewidth=1.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training wall time (s)")
+    ax.set_ylabel(f"validation MAE ({unit})")
+    ax.legend(frameon=False, fontsize="small")
+    if title:
+        ax.set_title(title)
+    return fig

@@ -544,6 +544,7 @@ def run_accuracy_stage(
                 parts.append(accuracy_table(recorded["models"], source))
         table = table1(parts)
         save_table(table, "table1_accuracy", paths.figures)
+        figures = accuracy_figures(paths, models, test_ids)
     metrics = {
         "dataset": dataset_name,
         "profile": profile,
@@ -561,7 +562,38 @@ def run_accuracy_stage(
             wall_time_s=timer.elapsed_s,
         ),
     )
-    return {"metrics": metrics, "table": table}
+    return {"metrics": metrics, "table": table, "figures": figures}
+
+
+def accuracy_figures(paths: Paths, models: list[str], test_ids: list[str]) -> list[Path]:
+    """A test-set parity plot per trained model (``paper_figures/parity_<model>``; GemNet-T's
+    ensemble mean coloured by its σ) and validation MAE against training wall time for every
+    trained run (``paper_figures/learning_curves``), read from the model files' histories."""
+    import torch
+
+    from tracer.figures import learning_curves, parity, save_figure
+
+    written: list[Path] = []
+    histories: dict[str, pd.DataFrame] = {}
+    for model in models:
+        if model == "dummy":
+            continue
+        frame = pd.read_parquet(paths.predictions(model))
+        test = frame[frame["set"] == "test"].set_index("id").loc[test_ids]
+        ensemble = "y_pred" not in test
+        pred = test["mean"] if ensemble else test["y_pred"]
+        label = f"{model} (ensemble mean)" if ensemble else model
+        fig = parity(test["y_true"], pred, sigma=test["std"] if ensemble else None, title=label)
+        written += save_figure(fig, f"parity_{model}", paths.figures)
+        files = sorted(paths.models.glob("member_*.pt")) if ensemble else [paths.baseline(model)]
+        for f in files:
+            record = torch.load(f, map_location="cpu", weights_only=False)
+            name = f"{model} seed {record['summary']['seed']}" if ensemble else model
+            histories[name] = pd.DataFrame(record["history"])
+    if histories:
+        fig = learning_curves(histories, title=f"{paths.dataset}: validation MAE vs wall time")
+        written += save_figure(fig, "learning_curves", paths.figures)
+    return written
 
 
 # --------------------------------------------------------------------------------------------
