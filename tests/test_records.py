@@ -1,15 +1,18 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from test_train import train_small_members
 
 from tracer.ensemble import predict_members
 from tracer.records import (
+    baseline_results,
     half_precision_member,
     speed_models_for_profile,
     summaries_from_histories,
+    times_to_alignn_best,
 )
 
 
@@ -67,3 +70,37 @@ def test_speed_record_keys_the_profile_timing_as_gemnet_t():
     params["train"]["shape_buckets"] = 8
     with pytest.raises(ValueError, match="profile's settings"):
         speed_models_for_profile(raw, params)
+
+
+def _predictions(path, ids, y, pred):
+    sets = ["val"] * 2 + ["test"] * (len(ids) - 2)
+    frame = pd.DataFrame({"id": ids, "set": sets, "y_true": y, "y_pred": pred})
+    frame.to_parquet(path, index=False)
+
+
+def test_baselines_of_a_gpu_run_are_scored_and_alignn_recipe_chosen_on_validation(tmp_path):
+    ids = [f"m{i}" for i in range(6)]
+    y = np.array([0.0, 1.0, -1.0, -2.0, 0.5, 1.5])
+    _predictions(tmp_path / "schnet.parquet", ids, y, y + 0.1)
+    # the paper recipe is better on validation, worse on test: validation decides
+    for recipe, val_mae, err in (("defaults", 0.3, 0.05), ("paper", 0.2, 0.4)):
+        _predictions(tmp_path / f"alignn_{recipe}.parquet", ids, y, y + err)
+        history = [{"epoch": 0, "val_mae": 0.5, "wall_time_s": 10.0},
+                   {"epoch": 1, "val_mae": val_mae, "wall_time_s": 20.0}]  # fmt: skip
+        summary = {"best_val_mae": val_mae, "best_epoch": 1, "history": history}
+        (tmp_path / f"alignn_{recipe}.json").write_text(json.dumps(summary))
+    results, alignn = baseline_results(tmp_path, ids[2:], n_resamples=20)
+    assert set(results) == {"schnet", "alignn"}
+    assert results["schnet"]["mae"] == pytest.approx(0.1)
+    assert results["alignn"]["recipe"] == "paper" and results["alignn"]["mae"] == pytest.approx(0.4)
+    assert results["alignn"]["recipes"]["defaults"]["test_mae"] == pytest.approx(0.05)
+    for seed, curve in (("0", [0.4, 0.19]), ("1", [0.3, 0.25])):
+        work = tmp_path / "work" / f"member_{seed}"
+        work.mkdir(parents=True)
+        rows = [{"val_mae": v, "wall_time_s": 3.0 * (k + 1)} for k, v in enumerate(curve)]
+        (work / "history.json").write_text(json.dumps(rows))
+    reach = times_to_alignn_best(tmp_path, alignn)
+    assert reach["alignn"] == 20.0 and reach["alignn_best_val_mae"] == 0.2
+    assert reach["gemnet_t_members"] == {"0": 6.0, "1": None}
+    assert reach["gemnet_t"] is None  # not every member reached it
+    assert baseline_results(tmp_path / "none", ids, n_resamples=5) == ({}, None)

@@ -124,6 +124,25 @@ def _cmd_train_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_baseline(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.config import load_params
+    from tracer.launch import train_baseline
+    from tracer.splits import load_split
+
+    summary = train_baseline(
+        args.structures,
+        load_split(args.split),
+        args.model,
+        load_params(args.params),
+        args.out,
+        workers=args.workers,
+    )
+    print(json.dumps({k: summary[k] for k in ("best_epoch", "best_val_mae", "train_time_s")}))
+    return 0
+
+
 def _cmd_train_alignn(args: argparse.Namespace) -> int:
     import json
 
@@ -207,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, help="members trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.set_defaults(func=_cmd_train_ensemble)
+
+    p = sub.add_parser(
+        "train-baseline", help="train SchNet or CGCNN (params baselines) on a split, no DVC"
+    )
+    p.add_argument("--model", choices=["schnet", "cgcnn"], required=True)
+    p.add_argument("--structures", required=True, help="file from export-structures")
+    p.add_argument("--split", required=True, help="split JSON")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=1, help="processes building graphs")
+    p.set_defaults(func=_cmd_train_baseline)
 
     p = sub.add_parser(
         "train-alignn", help="train the ALIGNN baseline (alignn package) on a split, no DVC"

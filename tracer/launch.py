@@ -106,3 +106,42 @@ def train_ensemble(
     }
     (out_dir / "training.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def train_baseline(
+    structures_path: str | Path,
+    split: dict[str, Any],
+    kind: str,
+    params: dict[str, Any],
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Train baseline ``kind`` (``params["baselines"]``) as the ``baseline`` stage does, from a
+    structure-tensor file; write ``<kind>.pt`` and ``<kind>.parquet`` (id, set, y_true, y_pred
+    in eV/atom for val and test) into ``out_dir`` and return the training summary."""
+    from tracer.ensemble import ensemble_predictions
+    from tracer.models.baselines import config_from_dict
+
+    base = params["baselines"]
+    config = config_from_dict(kind, base[kind])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_graphs(structures_path, config, workers=workers)
+    summary = train_member(
+        data=data,
+        split=split,
+        seed=int(base["seed"]),
+        model_config=config,
+        train_config=TrainConfig(**{**params["train"], **base["train"]}),
+        work_dir=out / "work" / kind,
+        member_path=out / f"{kind}.pt",
+        device=device,
+        progress=False,
+    )
+    frame = ensemble_predictions([out / f"{kind}.pt"], data, split, device=device)
+    frame[["id", "set", "y_true"]].assign(y_pred=frame["mean"]).to_parquet(
+        out / f"{kind}.parquet", index=False
+    )
+    return summary

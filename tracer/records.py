@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pandas as pd
 import torch
 
 from tracer.accuracy import accuracy_table, evaluate
+from tracer.alignn_train import time_to_reach
 from tracer.config import load_params
 from tracer.ensemble import member_seed
 from tracer.models.dummy import MeanPredictor
@@ -115,6 +117,67 @@ def speed_models_for_profile(raw_models: dict[str, Any], params: dict[str, Any])
     return out
 
 
+def baseline_results(
+    run_dir: str | Path, test_ids: Sequence[str], *, n_resamples: int
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Test accuracy of the baselines a GPU run folder holds, and ALIGNN's training record.
+
+    ``<kind>.parquet`` (``tracer train-baseline``: SchNet, CGCNN) is scored as ``<kind>``.
+    ALIGNN was trained with up to two recipes (``tracer train-alignn``: ``alignn_<recipe>``
+    ``.parquet`` and ``.json``); the recipe with the lower best validation MAE is ``alignn``
+    (chosen on validation only), and every recipe's validation and test MAE is listed under
+    ``alignn.recipes``. Returns ``(results, alignn summary or None)``."""
+    run_dir = Path(run_dir)
+
+    def scored(path: Path) -> dict[str, Any]:
+        frame = pd.read_parquet(path)
+        test = frame[frame["set"] == "test"].set_index("id").loc[list(test_ids)]
+        return evaluate(test["y_true"], test["y_pred"], n_resamples=n_resamples)
+
+    results: dict[str, Any] = {}
+    for kind in ("schnet", "cgcnn"):
+        if (run_dir / f"{kind}.parquet").exists():
+            results[kind] = scored(run_dir / f"{kind}.parquet")
+    summaries = {
+        p.stem.removeprefix("alignn_"): json.loads(p.read_text())
+        for p in sorted(run_dir.glob("alignn_*.json"))
+    }
+    if not summaries:
+        return results, None
+    best = min(summaries, key=lambda r: summaries[r]["best_val_mae"])
+    recipes = {}
+    for recipe, summary in summaries.items():
+        metrics = scored(run_dir / f"alignn_{recipe}.parquet")
+        recipes[recipe] = {"best_val_mae": summary["best_val_mae"], "test_mae": metrics["mae"]}
+        if recipe == best:
+            results["alignn"] = {**metrics, "recipe": recipe}
+    results["alignn"]["recipes"] = recipes
+    return results, summaries[best]
+
+
+def times_to_alignn_best(run_dir: str | Path, alignn: dict[str, Any]) -> dict[str, Any]:
+    """Training wall time (s) to ALIGNN's best validation MAE: ALIGNN's own (to its best
+    epoch) and each GemNet-T member's (``work/member_<seed>/history.json`` or
+    ``history_<seed>.json``; None for a member that never reaches it), with their median."""
+    run_dir = Path(run_dir)
+    target = float(alignn["best_val_mae"])
+    best_row = alignn["history"][alignn["best_epoch"]]
+    paths = sorted(run_dir.glob("work/member_*/history.json")) or sorted(
+        run_dir.glob("history_*.json")
+    )
+    members = {}
+    for path in paths:
+        seed = path.parent.name if path.name == "history.json" else path.stem
+        members[seed.split("_")[-1]] = time_to_reach(json.loads(path.read_text()), target)
+    reached = [t for t in members.values() if t is not None]
+    return {
+        "alignn_best_val_mae": target,
+        "alignn": float(best_row["wall_time_s"]),
+        "gemnet_t_members": members,
+        "gemnet_t": float(np.median(reached)) if len(reached) == len(members) and reached else None,
+    }
+
+
 def record_gpu_run(
     run_dir: str | Path,
     *,
@@ -147,6 +210,8 @@ def record_gpu_run(
     dummy = MeanPredictor().fit(y["train"]).predict(len(test_ids))
     results = {"dummy": evaluate(y["test"], dummy, n_resamples=n_bootstrap)}
     results.update(ensemble_accuracy("gemnet_t", test, n_resamples=n_bootstrap))
+    baselines, alignn = baseline_results(run_dir, test_ids, n_resamples=n_bootstrap)
+    results.update(baselines)
     prov = provenance(
         params=params,
         dataset_sha256=split["dataset_sha256"],
@@ -175,11 +240,12 @@ def record_gpu_run(
     if speed_src.exists():
         raw = json.loads(speed_src.read_text())
         named = speed_models_for_profile(raw["models"], params)
+        reach = times_to_alignn_best(run_dir, alignn) if alignn else None
         models = {
             name: {
                 "params": m["params"],
                 "s_per_epoch": m["s_per_epoch"],
-                "time_to_alignn_best_val_s": None,  # needs ALIGNN trained to its best (Table 1)
+                "time_to_alignn_best_val_s": reach.get(name) if reach else None,
                 "infer_structures_per_s": m["infer_structures_per_s"],
                 "peak_mem_gib": m["peak_mem_gib"],
                 "batch_size": m["batch_size"],
@@ -199,6 +265,7 @@ def record_gpu_run(
                 "n_train": raw["n_train"],
                 "timed_epochs": raw["timed_epochs"],
                 "models": models,
+                "time_to_alignn_best_val_s": reach,  # from the training run's histories
                 "epoch_time_ratio_gemnet_over_alignn": (
                     models["gemnet_t"]["s_per_epoch"] / alignn_s if alignn_s else None
                 ),
