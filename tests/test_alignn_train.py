@@ -55,3 +55,33 @@ def test_time_to_reach():
     assert time_to_reach(hist, 0.2) == 2.5
     assert time_to_reach(hist, 0.3) == 1.0
     assert time_to_reach(hist, 0.05) is None
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, flla_table):
+    from tracer.alignn_train import alignn_graphs, train_alignn
+    from tracer.dataset import structure_tensors
+
+    rows = flla_table.iloc[:12]
+    recipe = AlignnRecipe("smoke", batch_size=4, lr=1e-3)
+    arrays = [structure_tensors(s) for s in rows.structure]
+    graphs = alignn_graphs(arrays, recipe)
+    cells = torch.stack([a[2] for a in arrays])
+    split_idx = {"train": np.arange(8), "val": np.arange(8, 10), "test": np.arange(10, 12)}
+    args = (graphs, cells, np.asarray(rows.target), split_idx, recipe)
+    whole = train_alignn(*args, epochs=3, **SMALL)
+
+    class KilledError(Exception):
+        pass
+
+    def kill_after_first(epoch, _row):
+        if epoch == 0:
+            raise KilledError
+
+    ckpt = tmp_path / "last.pt"
+    with pytest.raises(KilledError):
+        train_alignn(*args, epochs=3, resume_path=ckpt, on_epoch_end=kill_after_first, **SMALL)
+    resumed = train_alignn(*args, epochs=3, resume_path=ckpt, **SMALL)
+    assert [h["val_mae"] for h in resumed["history"]] == [h["val_mae"] for h in whole["history"]]
+    for k, v in whole["state_dict"].items():
+        assert torch.equal(v, resumed["state_dict"][k]), k
+    np.testing.assert_array_equal(resumed["predictions"]["test"], whole["predictions"]["test"])

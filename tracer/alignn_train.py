@@ -108,6 +108,7 @@ def train_alignn(
     seed: int = 0,
     device: str | torch.device = "cpu",
     epochs: int | None = None,
+    resume_path: str | Path | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     **model_overrides: Any,
 ) -> dict[str, Any]:
@@ -117,6 +118,9 @@ def train_alignn(
         graphs, cells, targets: per structure (cells ``[S, 3, 3]`` Å, targets eV/atom).
         split_idx: positions of the ``train``, ``val`` and (optionally) ``test`` structures.
         epochs: override the recipe's epoch count (smoke tests).
+        resume_path: a checkpoint written after every epoch (model, optimiser, schedule,
+            shuffling state, history, best weights); a run that finds one of the same recipe
+            and epoch count goes on from it, its wall times continuing the recorded ones.
         model_overrides: passed to :func:`tracer.models.alignn.make_alignn` (smoke tests).
 
     Returns the recipe, per-epoch history (``epoch``, ``train_loss``, ``val_mae``, ``lr``,
@@ -149,8 +153,19 @@ def train_alignn(
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"val_mae": float("inf"), "epoch": -1, "state": None}
-    t0 = time.perf_counter()
-    for epoch in range(n_epochs):
+    identity = {"recipe": asdict(recipe), "epochs": n_epochs, "seed": seed}
+    resume = Path(resume_path) if resume_path is not None else None
+    if resume is not None and resume.exists():
+        ckpt = torch.load(resume, map_location="cpu", weights_only=False)
+        if ckpt["identity"] == identity:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            schedule.load_state_dict(ckpt["schedule"])
+            rng.bit_generator.state = ckpt["rng"]
+            history, best = ckpt["history"], ckpt["best"]
+    done = history[-1]["wall_time_s"] if history else 0.0
+    t0 = time.perf_counter() - done
+    for epoch in range(len(history), n_epochs):
         model.train()
         order = rng.permutation(train_idx)
         total = torch.zeros((), device=dev)
@@ -177,6 +192,19 @@ def train_alignn(
         if val_mae < best["val_mae"]:
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best = {"val_mae": val_mae, "epoch": epoch, "state": state}
+        if resume is not None:
+            resume.parent.mkdir(parents=True, exist_ok=True)
+            ckpt = {
+                "identity": identity,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "rng": rng.bit_generator.state,
+                "history": history,
+                "best": best,
+            }
+            torch.save(ckpt, resume.with_suffix(".tmp"))
+            resume.with_suffix(".tmp").replace(resume)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     model.load_state_dict(best["state"])
@@ -224,7 +252,8 @@ def run_alignn(
     (:func:`tracer.dataset.save_structure_tensors`) and a split; write into ``out_dir``
     ``alignn_<recipe>.parquet`` (id, set, y_true, y_pred in eV/atom for val and test),
     ``alignn_<recipe>.json`` (recipe, history, best epoch; no weights) and
-    ``alignn_<recipe>.pt`` (the best weights with that summary)."""
+    ``alignn_<recipe>.pt`` (the best weights with that summary); ``alignn_<recipe>.last.pt``
+    is the per-epoch resume point (a killed run given the same arguments goes on from it)."""
     import json
 
     import pandas as pd
@@ -254,6 +283,7 @@ def run_alignn(
         seed=seed,
         device=pick_device(device),
         epochs=epochs,
+        resume_path=Path(out_dir) / f"alignn_{recipe.name}.last.pt",
         **model_overrides,
     )
     out = Path(out_dir)
