@@ -157,13 +157,17 @@ def baseline_results(
 
 def times_to_alignn_best(run_dir: str | Path, alignn: dict[str, Any]) -> dict[str, Any]:
     """Training wall time (s) to ALIGNN's best validation MAE: ALIGNN's own (to its best
-    epoch) and each GemNet-T member's (``work/member_<seed>/history.json`` or
-    ``history_<seed>.json``; None for a member that never reaches it), with their median."""
+    epoch) and each GemNet-T member's (None for a member that never reaches it), with their
+    median. Members trained alone on a card (``alone/work/member_<seed>/history.json``, see
+    ``benchmarks/gpu_table1.sh``) are used when present, else the run's own members
+    (``work/member_<seed>/history.json`` or ``history_<seed>.json``)."""
     run_dir = Path(run_dir)
     target = float(alignn["best_val_mae"])
     best_row = alignn["history"][alignn["best_epoch"]]
-    paths = sorted(run_dir.glob("work/member_*/history.json")) or sorted(
-        run_dir.glob("history_*.json")
+    paths = (
+        sorted(run_dir.glob("alone/work/member_*/history.json"))
+        or sorted(run_dir.glob("work/member_*/history.json"))
+        or sorted(run_dir.glob("history_*.json"))
     )
     members = {}
     for path in paths:
