@@ -141,3 +141,65 @@ def learning_curves(
     if title:
         ax.set_title(title)
     return fig
+
+
+def uncertainty_panels(curves: Mapping[str, Mapping[str, list[float]]], *,
+                       unit: str = "eV/atom", title: str | None = None) -> Figure:  # fmt: skip
+    """Three panels from :func:`tracer.uncertainty.uncertainty_report`'s ``curves``: RMSE per
+    equal-count σ bin against the bin's mean σ (a calibrated σ lies on the diagonal), the
+    sparsification curve with its oracle, and the calibration (reliability) curve of the
+    central intervals before and after recalibration."""
+    set_style()
+    fig, axes = plt.subplots(1, 3, figsize=(12.0, 3.6))
+    b = curves["binned"]
+    ax = axes[0]
+    top = max(max(b["rmse"]), max(b["mean_sigma"])) * 1.05
+    ax.plot([0, top], [0, top], color="0.6", linewidth=1)
+    ax.plot(b["mean_sigma"], b["rmse"], "o-", label="RMSE per σ bin")
+    ax.plot(b["mean_sigma"], b["mae"], "s--", label="MAE per σ bin")
+    ax.set_xlabel(f"mean ensemble σ in bin ({unit})")
+    ax.set_ylabel(f"error ({unit})")
+    ax.legend(frameon=False, fontsize="small")
+    s = curves["sparsification"]
+    ax = axes[1]
+    ax.plot(s["fractions"], s["model"], label="remove largest σ first")
+    ax.plot(s["fractions"], s["oracle"], label="oracle (largest error first)")
+    ax.axhline(s["model"][0], color="0.6", linewidth=1, label="random (expected)")
+    ax.set_xlabel("fraction removed")
+    ax.set_ylabel(f"MAE of the rest ({unit})")
+    ax.legend(frameon=False, fontsize="small")
+    c = curves["calibration"]
+    ax = axes[2]
+    ax.plot([0, 1], [0, 1], color="0.6", linewidth=1)
+    ax.plot(c["expected"], c["observed"], "o-", markersize=3, label="ensemble σ")
+    ax.plot(c["expected"], c["observed_recal"], "s-", markersize=3, label="σ recalibrated")
+    ax.set_xlabel("expected proportion in interval")
+    ax.set_ylabel("observed proportion")
+    ax.legend(frameon=False, fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def failure_groups(report: Mapping[str, Mapping[str, Mapping[str, float | int | None]]], *,
+                   unit: str = "eV/atom") -> Figure:  # fmt: skip
+    """Test MAE beside mean ensemble σ for every group of :func:`tracer.failures.
+    failure_report` (one panel per grouping; group sizes under the bars)."""
+    set_style()
+    groupings = ("by_natoms", "by_nelements", "by_energy", "by_chemistry")
+    titles = ("atoms in the cell", "elements", f"formation energy ({unit})", "chemistry class")
+    fig, axes = plt.subplots(1, 4, figsize=(15.0, 3.8), gridspec_kw={"width_ratios": [6, 5, 5, 5]})
+    for ax, key, title in zip(axes, groupings, titles, strict=True):
+        groups = {k: v for k, v in report[key].items() if v["n"]}
+        x = np.arange(len(groups))
+        ax.bar(x - 0.2, [g["mae"] for g in groups.values()], 0.4, label="MAE")
+        ax.bar(x + 0.2, [g["mean_sigma"] for g in groups.values()], 0.4, label="mean σ")
+        ax.set_xticks(x, [f"{k}\n(n={g['n']})" for k, g in groups.items()], fontsize="x-small",
+                      rotation=30 if key == "by_chemistry" else 0, ha="right" if key ==
+                      "by_chemistry" else "center")  # fmt: skip
+        ax.set_title(title)
+    axes[0].set_ylabel(unit)
+    axes[0].legend(frameon=False, fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -597,6 +597,148 @@ def accuracy_figures(paths: Paths, models: list[str], test_ids: list[str]) -> li
 
 
 # --------------------------------------------------------------------------------------------
+# uncertainty: how well the ensemble σ ranks and calibrates the test errors
+# --------------------------------------------------------------------------------------------
+def uncertainty_from_predictions(
+    predictions: str | Path,
+    *,
+    metrics_path: str | Path,
+    figures_dir: str | Path,
+    settings: dict[str, Any],
+    params: dict[str, Any],
+    title: str,
+    split: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`tracer.uncertainty.uncertainty_report` of an ensemble prediction table (val and
+    test rows with ``mean``, ``std``, ``y_true``): writes the metrics file (curves included)
+    and ``uncertainty.{png,pdf}`` into ``figures_dir``."""
+    from tracer.figures import save_figure, uncertainty_panels
+    from tracer.uncertainty import uncertainty_report
+
+    with Timer() as timer:
+        frame = pd.read_parquet(predictions)
+        sets = {name: frame[frame["set"] == name] for name in ("val", "test")}
+        for name, rows in sets.items():
+            if rows.empty:
+                raise ValueError(f"{predictions}: no {name} rows (recalibration needs both)")
+        val, test = ((r["mean"], r["std"], r["y_true"]) for r in sets.values())
+        report = uncertainty_report(
+            val,
+            test,
+            top_fraction=float(settings["top_fraction"]),
+            confidence=float(settings["confidence"]),
+            sigma_floor=float(settings["sigma_floor_ev_per_atom"]),
+            n_bins=int(settings["n_bins"]),
+        )
+        save_figure(uncertainty_panels(report["curves"], title=title), "uncertainty", figures_dir)
+    write_metrics(
+        Path(metrics_path),
+        {"unit": "eV/atom", "predictions": str(predictions), **report},
+        provenance(
+            params=params,
+            dataset_sha256=split["dataset_sha256"] if split else None,
+            split_sha256=split["split_sha256"] if split else None,
+            wall_time_s=timer.elapsed_s,
+        ),
+    )
+    return report
+
+
+def run_uncertainty_stage(
+    *, params: dict[str, Any], dataset_name: str, settings: dict[str, Any], root: str | Path = "."
+) -> dict[str, Any]:
+    """``metrics/uncertainty.json`` and ``paper_figures/uncertainty.{png,pdf}`` of this run's
+    GemNet-T ensemble (recalibration fitted on the validation rows only)."""
+    paths = Paths(dataset_name, Path(root))
+    return uncertainty_from_predictions(
+        paths.predictions("gemnet_t"),
+        metrics_path=paths.metrics / "uncertainty.json",
+        figures_dir=paths.figures,
+        settings=settings,
+        params=params,
+        title=f"{dataset_name} test set: GemNet-T ensemble σ",
+        split=load_split(paths.split),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# failures: where the model fails, and whether σ says so
+# --------------------------------------------------------------------------------------------
+def failures_from_predictions(
+    predictions: str | Path,
+    table: pd.DataFrame,
+    *,
+    metrics_path: str | Path,
+    figures_dir: str | Path,
+    n_worst: int,
+    params: dict[str, Any],
+    split: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`tracer.failures.failure_report` of an ensemble's test rows (compositions from the
+    canonical ``table``, with structures): writes the metrics file, ``failures.{png,pdf}``,
+    ``worst_predictions.{csv,md}`` and the worst structures as CIF files in
+    ``figures_dir/worst_structures/``."""
+    from pymatgen.core import Composition
+
+    from tracer.failures import failure_report
+    from tracer.figures import failure_groups, save_figure, save_table
+
+    figures_dir = Path(figures_dir)
+    with Timer() as timer:
+        frame = pd.read_parquet(predictions)
+        test = frame[frame["set"] == "test"][["id", "y_true", "mean", "std"]]
+        by_id = table.set_index("id")
+        missing = sorted(set(test["id"]) - set(by_id.index))
+        if missing:
+            raise KeyError(f"{len(missing)} predicted ids not in the table, e.g. {missing[0]}")
+        rows = by_id.loc[test["id"]]
+        test = test.assign(
+            formula=rows["formula"].to_numpy(),
+            n_atoms=rows["n_atoms"].to_numpy(),
+            composition=[
+                {str(el): float(x) for el, x in Composition(f).fractional_composition.items()}
+                for f in rows["formula"]
+            ],
+        )
+        report = failure_report(test, n_worst=n_worst)
+        save_figure(failure_groups(report), "failures", figures_dir)
+        save_table(pd.DataFrame(report["worst"]), "worst_predictions", figures_dir)
+        cif_dir = figures_dir / "worst_structures"
+        cif_dir.mkdir(parents=True, exist_ok=True)
+        for stale in cif_dir.glob("*.cif"):  # this stage's own output from an earlier run
+            stale.unlink()
+        for w in report["worst"]:
+            by_id.loc[w["id"], "structure"].to(filename=str(cif_dir / f"{w['id']}.cif"))
+    write_metrics(
+        Path(metrics_path),
+        {"unit": "eV/atom", "predictions": str(predictions), **report},
+        provenance(
+            params=params,
+            dataset_sha256=split["dataset_sha256"] if split else None,
+            split_sha256=split["split_sha256"] if split else None,
+            wall_time_s=timer.elapsed_s,
+        ),
+    )
+    return report
+
+
+def run_failures_stage(
+    *, params: dict[str, Any], dataset_name: str, n_worst: int, root: str | Path = "."
+) -> dict[str, Any]:
+    """``metrics/failures.json`` and the failure figures of this run's GemNet-T ensemble."""
+    paths = Paths(dataset_name, Path(root))
+    return failures_from_predictions(
+        paths.predictions("gemnet_t"),
+        read_table(paths.table),
+        metrics_path=paths.metrics / "failures.json",
+        figures_dir=paths.figures,
+        n_worst=n_worst,
+        params=params,
+        split=load_split(paths.split),
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # gpu_results: the committed gpu-profile run, tabulated and plotted for reading
 # --------------------------------------------------------------------------------------------
 def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, Any]:

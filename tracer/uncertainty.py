@@ -162,6 +162,7 @@ def uncertainty_report(
     z_iso = stats.norm.ppf(0.5 + nominal / 2) if nominal < 1.0 else math.inf
     q = conformal_quantile(vm, vs_f, vy, confidence)
     sparse = sparsification(ts, abs_err)
+    exp_grid = np.linspace(0.0, 1.0, 21)
     return {
         "n_test": int(ty.size),
         "n_val": int(vy.size),
@@ -183,6 +184,15 @@ def uncertainty_report(
         "conformal_coverage95": float(np.mean(abs_err <= q * ts_f)),
         "conformal_mean_halfwidth": float(np.mean(q * ts_f)),
         "curves": {
+            "calibration": {
+                "expected": exp_grid.tolist(),
+                "observed": mc.get_proportion_lists_vectorized(
+                    tm, ts_f, ty, num_bins=len(exp_grid), prop_type="interval"
+                )[1].tolist(),
+                "observed_recal": mc.get_proportion_lists_vectorized(
+                    tm, ts_f * scale, ty, num_bins=len(exp_grid), prop_type="interval"
+                )[1].tolist(),
+            },
             "sparsification": {k: np.asarray(v).tolist() for k, v in sparse.items()
                                if k != "ause"},
             "binned": {k: v.tolist() for k, v in binned_errors(ts, abs_err, n_bins).items()},
