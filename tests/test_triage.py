@@ -1,0 +1,43 @@
+"""Triage simulation against hand counts and the hypergeometric law of random checks."""
+
+import math
+
+import numpy as np
+import pytest
+
+from tracer.triage import scaled_budgets, triage_rows, yield_curves
+
+
+def test_scaled_budgets():
+    assert scaled_budgets(3604) == [50, 100, 150, 200, 250, 300]
+    assert scaled_budgets(395) == [5, 11, 16, 22, 27, 33]
+    assert scaled_budgets(10) == [1, 1, 1, 1, 1, 1]
+
+
+def test_yields_by_hand():
+    err = np.array([0.30, 0.05, 0.12, 0.01, 0.25, 0.02])  # > 0.10: three; > 0.20: two
+    sigma = np.array([0.9, 0.8, 0.1, 0.2, 0.7, 0.3])  # σ order: 0, 1, 4, 5, 3, 2
+    rows = {(r["budget"], r["threshold"]): r for r in
+            triage_rows(err, sigma, [1, 2, 3], [0.10, 0.20], n_trials=20000)}  # fmt: skip
+    assert rows[(1, 0.10)]["uncertainty_yield"] == 1.0  # structure 0
+    assert rows[(2, 0.10)]["uncertainty_yield"] == 0.5  # 0 bad, 1 good
+    assert rows[(3, 0.10)]["uncertainty_yield"] == pytest.approx(2 / 3)  # + 4 bad
+    assert rows[(3, 0.10)]["oracle_yield"] == 1.0 and rows[(3, 0.20)]["oracle_yield"] == 2 / 3
+    assert rows[(3, 0.20)]["n_bad"] == 2
+    for (b, _t), r in rows.items():  # random checks: hypergeometric mean and std of the fraction
+        n, k = 6, r["n_bad"]
+        p = k / n
+        std = math.sqrt(p * (1 - p) / b * (n - b) / (n - 1))
+        assert r["random_yield_mean"] == pytest.approx(p, abs=0.01)
+        assert r["random_yield_std"] == pytest.approx(std, abs=0.01)
+    with pytest.raises(ValueError, match="budgets"):
+        triage_rows(err, sigma, [7], [0.1])
+
+
+def test_yield_curves_recall_reaches_one():
+    err = np.array([0.3, 0.0, 0.2, 0.0])
+    c = yield_curves(err, np.array([0.1, 0.2, 0.3, 0.0]), 0.1)  # σ order 2, 1, 0, 3
+    np.testing.assert_allclose(c["uncertainty_yield"], [1.0, 0.5, 2 / 3, 0.5])
+    np.testing.assert_allclose(c["uncertainty_recall"], [0.5, 0.5, 1.0, 1.0])
+    np.testing.assert_allclose(c["oracle_recall"], [0.5, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(c["random_recall"], [0.25, 0.5, 0.75, 1.0])
