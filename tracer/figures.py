@@ -203,3 +203,29 @@ def failure_groups(report: Mapping[str, Mapping[str, Mapping[str, float | int | 
     axes[0].legend(frameon=False, fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def triage_curves(curves: Mapping[float, Mapping[str, np.ndarray]], *, n_test: int,
+                  unit: str = "eV/atom") -> Figure:  # fmt: skip
+    """Yield and recall against the fraction of the test set checked, per |error| threshold
+    (:func:`tracer.triage.yield_curves`): σ-ranked (solid), oracle (dotted), random (dashed)."""
+    set_style()
+    fig, (ax_y, ax_r) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    colours = sns.color_palette(PALETTE, len(curves))
+    for colour, (t, c) in zip(colours, curves.items(), strict=True):
+        frac = np.asarray(c["budget"]) / n_test
+        ax_y.plot(frac, c["uncertainty_yield"], color=colour, label=f"|error| > {t:g} {unit}")
+        ax_y.plot(frac, c["oracle_yield"], color=colour, linestyle=":")
+        ax_y.plot(frac, c["random_yield"], color=colour, linestyle="--")
+        ax_r.plot(frac, c["uncertainty_recall"], color=colour)
+        ax_r.plot(frac, c["oracle_recall"], color=colour, linestyle=":")
+        ax_r.plot(frac, c["random_recall"], color=colour, linestyle="--")
+    ax_y.set_xlabel("fraction of test set sent to DFT")
+    ax_y.set_ylabel("yield (bad predictions per check)")
+    ax_y.set_xscale("log")
+    ax_y.legend(frameon=False, fontsize="small", title="σ-ranked (solid), oracle (dotted), "
+                "random (dashed)", title_fontsize="x-small")  # fmt: skip
+    ax_r.set_xlabel("fraction of test set sent to DFT")
+    ax_r.set_ylabel("recall (bad predictions caught)")
+    fig.tight_layout()
+    return fig

@@ -739,6 +739,134 @@ def run_failures_stage(
 
 
 # --------------------------------------------------------------------------------------------
+# triage and flags: budgeted DFT checks, and chemistry flags added to the uncertainty rule
+# --------------------------------------------------------------------------------------------
+def _test_rows(predictions: str | Path) -> pd.DataFrame:
+    frame = pd.read_parquet(predictions)
+    test = frame[frame["set"] == "test"].reset_index(drop=True)
+    if test.empty:
+        raise ValueError(f"{predictions}: no test rows")
+    return test.assign(abs_error=(test["mean"] - test["y_true"]).abs())
+
+
+def triage_from_predictions(
+    predictions: str | Path,
+    *,
+    metrics_path: str | Path,
+    figures_dir: str | Path,
+    settings: dict[str, Any],
+    params: dict[str, Any],
+    split: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`tracer.triage.triage_report` of an ensemble's test rows: the metrics file,
+    ``triage_table.{csv,md}`` (ours beside the paper's) and ``triage.{png,pdf}``."""
+    from tracer.figures import save_figure, save_table, triage_curves
+    from tracer.triage import triage_report, yield_curves
+
+    with Timer() as timer:
+        test = _test_rows(predictions)
+        report = triage_report(
+            test["abs_error"],
+            test["std"],
+            budgets=settings["budgets"],
+            thresholds=settings["thresholds_ev"],
+            n_trials=int(settings["n_trials"]),
+            seed=int(settings["seed"]),
+        )
+        save_table(pd.DataFrame(report["rows"]), "triage_table", figures_dir)
+        curves = {t: yield_curves(test["abs_error"], test["std"], t)
+                  for t in settings["thresholds_ev"]}  # fmt: skip
+        save_figure(triage_curves(curves, n_test=len(test)), "triage", figures_dir)
+    write_metrics(
+        Path(metrics_path),
+        {"unit": "eV/atom", "predictions": str(predictions), **report},
+        provenance(
+            params=params,
+            dataset_sha256=split["dataset_sha256"] if split else None,
+            split_sha256=split["split_sha256"] if split else None,
+            wall_time_s=timer.elapsed_s,
+        ),
+    )
+    return report
+
+
+def flags_from_predictions(
+    predictions: str | Path,
+    table: pd.DataFrame,
+    *,
+    metrics_path: str | Path,
+    figures_dir: str | Path,
+    settings: dict[str, Any],
+    params: dict[str, Any],
+    split: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`tracer.flags.flag_report` of an ensemble's test rows (elements from the
+    canonical ``table``'s formulas): the metrics file and ``flags_grid.{csv,md}``."""
+    from pymatgen.core import Composition
+
+    from tracer.figures import save_table
+    from tracer.flags import flag_report
+
+    with Timer() as timer:
+        test = _test_rows(predictions)
+        formulas = table.set_index("id").loc[test["id"], "formula"]
+        elements = [{str(el) for el in Composition(f).elements} for f in formulas]
+        report = flag_report(
+            test["abs_error"],
+            test["std"],
+            test["mean"],
+            elements,
+            k_fraction=float(settings["k_fraction"]),
+            degeneracy_window_ev=float(settings["degeneracy_window_ev"]),
+            n_trials=int(settings["n_trials"]),
+            seed=int(settings["seed"]),
+        )
+        save_table(pd.DataFrame(report["grid"]), "flags_grid", figures_dir)
+    write_metrics(
+        Path(metrics_path),
+        {"unit": "eV/atom", "predictions": str(predictions), **report},
+        provenance(
+            params=params,
+            dataset_sha256=split["dataset_sha256"] if split else None,
+            split_sha256=split["split_sha256"] if split else None,
+            wall_time_s=timer.elapsed_s,
+        ),
+    )
+    return report
+
+
+def run_triage_stage(
+    *, params: dict[str, Any], dataset_name: str, settings: dict[str, Any], root: str | Path = "."
+) -> dict[str, Any]:
+    """``metrics/triage.json`` and the triage table and figure of this run's ensemble."""
+    paths = Paths(dataset_name, Path(root))
+    return triage_from_predictions(
+        paths.predictions("gemnet_t"),
+        metrics_path=paths.metrics / "triage.json",
+        figures_dir=paths.figures,
+        settings=settings,
+        params=params,
+        split=load_split(paths.split),
+    )
+
+
+def run_flags_stage(
+    *, params: dict[str, Any], dataset_name: str, settings: dict[str, Any], root: str | Path = "."
+) -> dict[str, Any]:
+    """``metrics/flags.json`` and the grid table of this run's ensemble."""
+    paths = Paths(dataset_name, Path(root))
+    return flags_from_predictions(
+        paths.predictions("gemnet_t"),
+        read_table(paths.table, structures=False),
+        metrics_path=paths.metrics / "flags.json",
+        figures_dir=paths.figures,
+        settings=settings,
+        params=params,
+        split=load_split(paths.split),
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # gpu_results: the committed gpu-profile run, tabulated and plotted for reading
 # --------------------------------------------------------------------------------------------
 def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, Any]:

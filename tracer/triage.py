@@ -96,3 +96,60 @@ def yield_curves(abs_error: Any, sigma: Any, threshold: float) -> dict[str, np.n
         "oracle_recall": oracle / denom,
         "random_recall": b / n,
     }
+
+
+# The paper's table (its test set of 3,604): (budget, threshold) -> (σ-ranked yield, random
+# mean, random std). Shown beside ours; not an input to anything.
+PAPER_TABLE: dict[tuple[int, float], tuple[float, float, float]] = {
+    (50, 0.10): (0.340, 0.076, 0.036),
+    (50, 0.15): (0.260, 0.042, 0.028),
+    (50, 0.20): (0.080, 0.025, 0.022),
+    (100, 0.10): (0.250, 0.078, 0.026),
+    (150, 0.10): (0.220, 0.078, 0.021),
+    (200, 0.10): (0.200, 0.078, 0.019),
+    (300, 0.10): (0.200, 0.078, 0.015),
+    (300, 0.20): (0.037, 0.026, 0.009),
+}
+
+
+def triage_report(
+    abs_error: Any,
+    sigma: Any,
+    *,
+    budgets: Sequence[int] = PAPER_BUDGETS,
+    thresholds: Sequence[float] = PAPER_THRESHOLDS_EV,
+    n_trials: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`triage_rows` at the paper's budgets scaled to this test set, each row with the
+    paper budget it stands for and the paper's values where its table has that row, and
+    whether every row beats random by 3 random standard deviations and the smallest budget
+    reaches half the oracle's yield."""
+    n = int(np.asarray(abs_error).size)
+    ours = scaled_budgets(n, budgets)
+    rows = triage_rows(abs_error, sigma, sorted(set(ours)), thresholds, n_trials=n_trials,
+                       seed=seed)  # fmt: skip
+    by_key = {(r["budget"], r["threshold"]): r for r in rows}
+    table = []
+    for paper_b, b in zip(budgets, ours, strict=True):
+        for t in thresholds:
+            paper = PAPER_TABLE.get((paper_b, t))
+            table.append({
+                "paper_budget": paper_b, **by_key[(b, float(t))],
+                "paper_uncertainty_yield": paper[0] if paper else None,
+                "paper_random_yield_mean": paper[1] if paper else None,
+                "paper_random_yield_std": paper[2] if paper else None,
+            })  # fmt: skip
+    smallest = min(ours)
+    return {
+        "n_test": n,
+        "n_trials": n_trials,
+        "rows": table,
+        "beats_random_by_3_std_everywhere": all(
+            r["margin_in_random_std"] is not None and r["margin_in_random_std"] >= 3 for r in rows
+        ),
+        "smallest_budget_half_oracle": all(
+            r["uncertainty_yield"] >= 0.5 * r["oracle_yield"] for r in rows
+            if r["budget"] == smallest
+        ),
+    }  # fmt: skip
