@@ -223,8 +223,8 @@ def triage_curves(curves: Mapping[float, Mapping[str, np.ndarray]], *, n_test: i
     ax_y.set_xlabel("fraction of test set sent to DFT")
     ax_y.set_ylabel("yield (bad predictions per check)")
     ax_y.set_xscale("log")
-    ax_y.legend(frameon=False, fontsize="small", title="σ-ranked (solid), oracle (dotted), "
-                "random (dashed)", title_fontsize="x-small")  # fmt: skip
+    ax_y.legend(frameon=False, fontsize="small", loc="lower left", title="σ-ranked (solid), "
+                "oracle (dotted), random (dashed)", title_fontsize="x-small")  # fmt: skip
     ax_r.set_xlabel("fraction of test set sent to DFT")
     ax_r.set_ylabel("recall (bad predictions caught)")
     fig.tight_layout()

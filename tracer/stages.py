@@ -908,3 +908,38 @@ def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, An
         "members": members,
         "test": test,
     }
+
+
+def gpu_reliability(
+    params: dict[str, Any],
+    dataset_name: str,
+    results_dir: str | Path = "results/gpu",
+    root: str | Path = ".",
+) -> dict[str, Any]:
+    """The reliability analyses (uncertainty, failures, triage, flags) of the committed
+    ``gpu`` run's predictions, with the same code and settings as this pipeline's stages;
+    metrics files, tables and figures are written next to the run's files."""
+    paths = Paths(dataset_name, Path(root))
+    results_dir = Path(root) / results_dir
+    predictions = results_dir / "gemnet_t.parquet"
+    table = read_table(paths.table)
+    split = load_split(paths.split)
+    common = {"figures_dir": results_dir, "params": params, "split": split}
+    return {
+        "uncertainty": uncertainty_from_predictions(
+            predictions, metrics_path=results_dir / "uncertainty.json",
+            settings=params["uncertainty"], title="gpu run: GemNet-T ensemble σ", **common,
+        ),
+        "failures": failures_from_predictions(
+            predictions, table, metrics_path=results_dir / "failures.json",
+            n_worst=int(params["failures"]["n_worst"]), **common,
+        ),
+        "triage": triage_from_predictions(
+            predictions, metrics_path=results_dir / "triage.json",
+            settings=params["triage"], **common,
+        ),
+        "flags": flags_from_predictions(
+            predictions, table, metrics_path=results_dir / "flags.json",
+            settings=params["flags"], **common,
+        ),
+    }  # fmt: skip

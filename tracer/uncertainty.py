@@ -180,9 +180,10 @@ def uncertainty_report(
         **{f"{k}_nll_scaled": v for k, v in scaled_nll.items()},
         "miscal_area_isotonic": float(mc.miscalibration_area(tm, ts_f, ty, recal_model=iso)),
         "coverage95_isotonic": float(np.mean(abs_err <= z_iso * ts_f)),
-        "conformal_quantile": q,
-        "conformal_coverage95": float(np.mean(abs_err <= q * ts_f)),
-        "conformal_mean_halfwidth": float(np.mean(q * ts_f)),
+        # too few validation rows for the confidence: no finite interval (None, not inf)
+        "conformal_quantile": q if math.isfinite(q) else None,
+        "conformal_coverage95": float(np.mean(abs_err <= q * ts_f)) if math.isfinite(q) else None,
+        "conformal_mean_halfwidth": float(np.mean(q * ts_f)) if math.isfinite(q) else None,
         "curves": {
             "calibration": {
                 "expected": exp_grid.tolist(),
