@@ -53,8 +53,31 @@ def tiny_run(tmp_path_factory, flla_csv):
 def test_tiny_pipeline_runs_every_stage(tiny_run):
     work, _, first = tiny_run
     stages = ("data", "split", "dummy", "graphs", "train@0", "train@1", "predict", "accuracy")
-    for stage in (*stages, "baseline@schnet", "baseline@cgcnn"):
+    reliability = ("uncertainty", "failures", "triage", "flags")
+    for stage in (*stages, "baseline@schnet", "baseline@cgcnn", *reliability):
         assert f"Running stage '{stage}'" in first
+    for name in reliability:
+        metrics = json.loads((work / "metrics" / f"{name}.json").read_text())
+        assert metrics["provenance"]["split_sha256"], name
+    unc = json.loads((work / "metrics" / "uncertainty.json").read_text())
+    for key in (
+        "spearman",
+        "pearson",
+        "auroc_top10",
+        "ause",
+        "nll",
+        "miscal_area",
+        "miscal_area_recal",
+        "coverage95",
+        "coverage95_recal",
+        "conformal_coverage95",
+    ):
+        assert key in unc, key  # fmt: skip
+    rows = json.loads((work / "metrics" / "triage.json").read_text())["rows"]
+    assert {(r["paper_budget"], r["threshold"]) for r in rows} >= {(50, 0.1), (300, 0.2)}
+    worst = json.loads((work / "metrics" / "failures.json").read_text())["worst"]
+    for w in worst:
+        assert (work / "paper_figures" / "worst_structures" / f"{w['id']}.cif").exists()
     acc = json.loads((work / "metrics" / "accuracy.json").read_text())
     assert acc["dataset"] == "flla" and acc["n_test"] == 12 and acc["profile"] == "tiny"
     assert set(acc["models"]) == {
@@ -81,6 +104,10 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
         "06_predict",
         "07_baseline_schnet",
         "07_baseline_cgcnn",
+        "21_uncertainty",
+        "22_failures",
+        "23_triage",
+        "24_flags",
         "20_accuracy",
     ):
         assert (work / "notebooks" / "executed" / f"{nb}.ipynb").exists()

@@ -912,18 +912,34 @@ def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, An
 
 def gpu_reliability(
     params: dict[str, Any],
-    dataset_name: str,
     results_dir: str | Path = "results/gpu",
     root: str | Path = ".",
 ) -> dict[str, Any]:
     """The reliability analyses (uncertainty, failures, triage, flags) of the committed
     ``gpu`` run's predictions, with the same code and settings as this pipeline's stages;
-    metrics files, tables and figures are written next to the run's files."""
-    paths = Paths(dataset_name, Path(root))
-    results_dir = Path(root) / results_dir
+    metrics files, tables and figures are written next to the run's files.
+
+    Compositions and structures come from the run's whole source (its ``accuracy.json`` names
+    the dataset), not from the active profile's table, which may hold a subset (``tiny``);
+    dataset and split hashes in the provenance are the run's own."""
+    from tracer.sources import load_source
+
+    root = Path(root)
+    results_dir = root / results_dir
+    recorded = json.loads((results_dir / "accuracy.json").read_text())
+    source = load_source(
+        recorded["dataset"],
+        raw_dir=root / params["dataset"]["raw_dir"],
+        path=params["dataset"]["path"],
+        registry_path=root / "data" / "checksums.json",
+    )
+    table = source.assign(n_atoms=[len(s) if s is not None else 0 for s in source["structure"]])
     predictions = results_dir / "gemnet_t.parquet"
-    table = read_table(paths.table)
-    split = load_split(paths.split)
+    ids = set(pd.read_parquet(predictions, columns=["id"])["id"])
+    unparsed = table[table["id"].isin(ids) & table["structure"].isna()]
+    if len(unparsed):
+        raise ValueError(f"predicted id {unparsed['id'].iloc[0]!r} has no parsed structure")
+    split = {k: recorded["provenance"][k] for k in ("dataset_sha256", "split_sha256")}
     common = {"figures_dir": results_dir, "params": params, "split": split}
     return {
         "uncertainty": uncertainty_from_predictions(
