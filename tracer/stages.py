@@ -774,6 +774,20 @@ def triage_from_predictions(
             seed=int(settings["seed"]),
         )
         save_table(pd.DataFrame(report["rows"]), "triage_table", figures_dir)
+        # a second held-out set of the same split: the validation rows (the ensemble never
+        # trained on them, though members chose their best epoch on them), for the spread that
+        # one small test set cannot show
+        frame = pd.read_parquet(predictions)
+        val = frame[frame["set"] == "val"]
+        if len(val):
+            report["val_rows"] = triage_report(
+                (val["mean"] - val["y_true"]).abs(),
+                val["std"],
+                budgets=settings["budgets"],
+                thresholds=settings["thresholds_ev"],
+                n_trials=int(settings["n_trials"]),
+                seed=int(settings["seed"]),
+            )["rows"]
         curves = {t: yield_curves(test["abs_error"], test["std"], t)
                   for t in settings["thresholds_ev"]}  # fmt: skip
         save_figure(triage_curves(curves, n_test=len(test)), "triage", figures_dir)
