@@ -108,6 +108,29 @@ def train_ensemble(
     return result
 
 
+def baseline_settings(
+    kind: str, baselines: dict[str, Any], train: dict[str, Any]
+) -> tuple[ModelConfig, TrainConfig, int]:
+    """Model configuration, training settings (``train`` overridden by ``baselines.train``) and
+    seed of baseline ``kind`` from the ``baselines`` and ``train`` sections of the params."""
+    from tracer.models.baselines import config_from_dict
+
+    if kind not in baselines["models"]:
+        raise ValueError(f"{kind!r} is not among baselines.models {baselines['models']}")
+    config = config_from_dict(kind, baselines[kind])
+    return config, TrainConfig(**{**train, **baselines["train"]}), int(baselines["seed"])
+
+
+def single_model_predictions(
+    model_path: str | Path, data: GraphDataset, split: dict[str, Any], device: str = "auto"
+) -> Any:
+    """Validation and test predictions of one model file: id, set, y_true, y_pred (eV/atom)."""
+    from tracer.ensemble import ensemble_predictions
+
+    frame = ensemble_predictions([model_path], data, split, device=device)
+    return frame[["id", "set", "y_true"]].assign(y_pred=frame["mean"])
+
+
 def train_baseline(
     structures_path: str | Path,
     split: dict[str, Any],
@@ -121,27 +144,22 @@ def train_baseline(
     """Train baseline ``kind`` (``params["baselines"]``) as the ``baseline`` stage does, from a
     structure-tensor file; write ``<kind>.pt`` and ``<kind>.parquet`` (id, set, y_true, y_pred
     in eV/atom for val and test) into ``out_dir`` and return the training summary."""
-    from tracer.ensemble import ensemble_predictions
-    from tracer.models.baselines import config_from_dict
-
-    base = params["baselines"]
-    config = config_from_dict(kind, base[kind])
+    config, train_config, seed = baseline_settings(kind, params["baselines"], params["train"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = build_graphs(structures_path, config, workers=workers)
     summary = train_member(
         data=data,
         split=split,
-        seed=int(base["seed"]),
+        seed=seed,
         model_config=config,
-        train_config=TrainConfig(**{**params["train"], **base["train"]}),
+        train_config=train_config,
         work_dir=out / "work" / kind,
         member_path=out / f"{kind}.pt",
         device=device,
         progress=False,
     )
-    frame = ensemble_predictions([out / f"{kind}.pt"], data, split, device=device)
-    frame[["id", "set", "y_true"]].assign(y_pred=frame["mean"]).to_parquet(
+    single_model_predictions(out / f"{kind}.pt", data, split, device).to_parquet(
         out / f"{kind}.parquet", index=False
     )
     return summary

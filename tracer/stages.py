@@ -370,14 +370,10 @@ def run_baseline_stage(
     model file and its validation/test predictions (``results/<dataset>/<kind>.parquet``,
     ``y_pred`` in eV/atom)."""
     from tracer.dataset import structures_to_graphs
-    from tracer.ensemble import ensemble_predictions
-    from tracer.models.baselines import config_from_dict
-    from tracer.train import TrainConfig
+    from tracer.launch import baseline_settings, single_model_predictions
 
-    if kind not in baselines["models"]:
-        raise ValueError(f"{kind!r} is not among baselines.models {baselines['models']}")
+    config, train_config, seed = baseline_settings(kind, baselines, train)
     paths = Paths(dataset_name, Path(root))
-    config = config_from_dict(kind, baselines[kind])
     split = load_split(paths.split)
     table = read_table(paths.table)
     data = structures_to_graphs(
@@ -392,18 +388,18 @@ def run_baseline_stage(
     summary, history = _train_logged(
         data=data,
         split=split,
-        seed=int(baselines["seed"]),
+        seed=seed,
         model_config=config,
-        train_config=TrainConfig(**{**train, **baselines["train"]}),
+        train_config=train_config,
         work=paths.baseline_work(kind),
         model_path=paths.baseline(kind),
         live_dir=paths.baseline_live(kind),
         device=device,
     )
-    frame = ensemble_predictions([paths.baseline(kind)], data, split, device=device)
-    out = frame[["id", "set", "y_true"]].assign(y_pred=frame["mean"])
     paths.results.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(paths.predictions(kind), index=False)
+    single_model_predictions(paths.baseline(kind), data, split, device).to_parquet(
+        paths.predictions(kind), index=False
+    )
     return summary, history
 
 
