@@ -130,4 +130,6 @@ def table1(parts: Sequence[pd.DataFrame], *, published: bool = True) -> pd.DataF
     frames = [p for p in parts if len(p)]
     if published:
         frames.append(pd.DataFrame(PUBLISHED_ACCURACY))
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    table["n_test"] = table["n_test"].astype("Int64")  # counts, missing for published rows
+    return table

@@ -58,7 +58,8 @@ def save_table(
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     table.to_csv(csv_path, index=False)
-    md_path.write_text(table.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    md = table.astype(object).where(table.notna(), None)  # missing cells print as "—"
+    md_path.write_text(md.to_markdown(index=False, floatfmt=floatfmt, missingval="—") + "\n")
     return [csv_path, md_path]
 
 
