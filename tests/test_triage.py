@@ -41,3 +41,21 @@ def test_yield_curves_recall_reaches_one():
     np.testing.assert_allclose(c["uncertainty_recall"], [0.5, 0.5, 1.0, 1.0])
     np.testing.assert_allclose(c["oracle_recall"], [0.5, 1.0, 1.0, 1.0])
     np.testing.assert_allclose(c["random_recall"], [0.25, 0.5, 0.75, 1.0])
+
+
+def test_report_rows_carry_paper_values_and_bootstrap_spread():
+    from tracer.triage import triage_report
+
+    rng = np.random.default_rng(1)
+    err = rng.exponential(0.08, 400)
+    sigma = err + rng.normal(0, 0.02, 400)  # informative σ
+    rep = triage_report(err, sigma, n_trials=200, n_bootstrap=100)
+    row = next(r for r in rep["rows"] if r["paper_budget"] == 50 and r["threshold"] == 0.10)
+    assert row["budget"] == 6 and row["paper_uncertainty_yield"] == 0.340
+    spreads = [r["uncertainty_yield_bootstrap_std"] for r in rep["rows"]]
+    assert all(s >= 0 for s in spreads) and max(spreads) > 0
+    no_paper = next(r for r in rep["rows"] if r["paper_budget"] == 250)
+    assert no_paper["paper_uncertainty_yield"] is None
+    assert rep["beats_random_by_3_std_everywhere"] and rep["smallest_budget_half_oracle"]
+    flat = triage_report(err, np.ones(400), n_trials=200, n_bootstrap=0)
+    assert not flat["beats_random_by_3_std_everywhere"]  # an uninformative σ does not pass

@@ -119,17 +119,35 @@ def triage_report(
     budgets: Sequence[int] = PAPER_BUDGETS,
     thresholds: Sequence[float] = PAPER_THRESHOLDS_EV,
     n_trials: int = 2000,
+    n_bootstrap: int = 500,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """:func:`triage_rows` at the paper's budgets scaled to this test set, each row with the
+    """:func:`triage_rows` at the paper's budgets scaled to this test set (each row also with
+    the bootstrap standard deviation of the σ-ranked yield over ``n_bootstrap`` resampled test
+    sets), each row with the
     paper budget it stands for and the paper's values where its table has that row, and
     whether every row beats random by 3 random standard deviations and the smallest budget
     reaches half the oracle's yield."""
-    n = int(np.asarray(abs_error).size)
+    abs_error = np.asarray(abs_error, dtype=float)
+    sigma = np.asarray(sigma, dtype=float)
+    n = int(abs_error.size)
     ours = scaled_budgets(n, budgets)
     rows = triage_rows(abs_error, sigma, sorted(set(ours)), thresholds, n_trials=n_trials,
                        seed=seed)  # fmt: skip
     by_key = {(r["budget"], r["threshold"]): r for r in rows}
+    # sampling spread of the σ-ranked yield: the same rule on test sets resampled with
+    # replacement (a small test set gives few checks per budget)
+    rng = np.random.default_rng(seed + 1)
+    boot: dict[tuple[int, float], list[float]] = {key: [] for key in by_key}
+    for _ in range(n_bootstrap):
+        idx = rng.integers(0, n, n)
+        ranked = abs_error[idx][np.argsort(-sigma[idx], kind="stable")]
+        for b, t in boot:
+            boot[(b, t)].append(float((ranked[:b] > t).mean()))
+    for key, values in boot.items():
+        by_key[key]["uncertainty_yield_bootstrap_std"] = (
+            float(np.std(values, ddof=1)) if len(values) > 1 else None
+        )
     table = []
     for paper_b, b in zip(budgets, ours, strict=True):
         for t in thresholds:
