@@ -94,3 +94,16 @@ def test_report_on_gaussian_errors_is_calibrated_and_handles_zero_sigma():
     assert 0.93 < out["conformal_coverage95"] < 0.97
     assert out["spearman"] == pytest.approx(stats.spearmanr(test_sigma, np.abs(y[half[1]]))[0])
     assert out["auroc_top10"] > 0.75 and out["ause"] > 0
+
+
+def test_gaussian_scores_by_hand():
+    """Every test point N(0, 1) with target 0: NLL = ½·log 2π, CRPS = 2φ(0) − 1/√π, all inside
+    the 95% interval."""
+    zeros, ones = np.zeros(8), np.ones(8)
+    out = uncertainty_report((zeros, ones, np.linspace(-1, 1, 8)), (zeros, ones, zeros))
+    assert out["nll"] == pytest.approx(0.5 * math.log(2 * math.pi))
+    assert out["crps"] == pytest.approx(2 * stats.norm.pdf(0) - 1 / math.sqrt(math.pi))
+    assert out["coverage95"] == 1.0
+    # every target at the mean: each central interval holds all of them, observed proportion 1
+    # against expected p, so the miscalibration area is the area between y = 1 and y = p: ½
+    assert out["miscal_area"] == pytest.approx(0.5, abs=0.03)
