@@ -16,16 +16,18 @@ def test_to_ev_per_atom():
 
 
 def test_unit_check_reads_the_unit_from_the_data():
-    per_atom_truth = np.array([0.2, 0.4, -0.1, 0.8])
-    cells = per_atom_truth * 5  # a per-cell target
-    pred = per_atom_truth + np.array([0.02, -0.01, 0.03, 0.0])  # a decent per-atom model
-    ok = unit_check("eV/cell", cells, [5] * 4, pred)
+    cells = np.array([-0.3, 1.0, 2.5, 4.4, 3.0, 1.5, 0.5, 2.2, 0.9, 1.8])  # Castelli-like, eV/cell
+    n = [5] * 10
+    ok = unit_check("eV/cell", cells, n)
     assert ok["verdict"] == "consistent"
-    assert ok["mae_if_ev_per_cell"] == pytest.approx(0.015)
-    wrong = unit_check("eV/atom", cells, [5] * 4, pred)
-    assert wrong["verdict"] == "contradicted"
-    flat = unit_check("eV/atom", np.zeros(4), [5] * 4, pred)
-    assert flat["verdict"] == "undecided"  # zero targets read the same in both units
+    assert ok["fraction_outside_if_ev_per_atom"] == 0.4  # 2.5, 4.4, 3.0, 2.2 exceed 2 eV/atom
+    assert ok["fraction_outside_if_ev_per_cell"] == 0.0
+    assert unit_check("eV/atom", cells, n)["verdict"] == "contradicted"
+    per_atom = np.array([-1.2, -0.4, 0.1, -2.5])  # per-atom data cannot contradict per cell
+    assert unit_check("eV/atom", per_atom, [4] * 4)["verdict"] == "undecided"
+    pred = cells / 5 + 0.1
+    extra = unit_check("eV/cell", cells, n, prediction_ev_per_atom=pred)
+    assert extra["model_mae_if_ev_per_cell"] == pytest.approx(0.1)
 
 
 def test_zero_shot_summary_in_both_units_and_sigma_shift():

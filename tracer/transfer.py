@@ -2,10 +2,10 @@
 
 Perovskite sets (matbench_perovskites, the Castelli CSVs) give the heat of formation of the whole
 5-atom cell (eV/cell) while GemNet-T predicts eV/atom. The unit a source declares is checked
-against the data before anything is compared (:func:`unit_check`): an FLLA-trained model's
-per-atom predictions agree far better with the targets divided by the atom count when the
-targets are per cell. Errors are then reported in both units (:func:`zero_shot_summary`), with
-the ensemble σ on the shifted data beside the in-domain σ: is the shift flagged?
+against the data before anything is compared (:func:`unit_check`): read in the wrong unit,
+per-cell targets fall outside the range of plausible formation energies per atom. Errors are
+then reported in both units (:func:`zero_shot_summary`), with the ensemble σ on the shifted data
+beside the in-domain σ: is the shift flagged?
 """
 
 from __future__ import annotations
@@ -33,32 +33,53 @@ def to_ev_per_atom(values: Any, unit: str, n_atoms: Any) -> np.ndarray:
     raise ValueError(f"unknown energy unit {unit!r}")
 
 
-def unit_check(declared: str, target: Any, n_atoms: Any, prediction_ev_per_atom: Any) -> dict:
-    """Which reading of the targets agrees with per-atom predictions of a model trained on
-    eV/atom data: MAE against the targets read as eV/atom and as eV/cell (divided by the atom
-    count). ``verdict`` is ``consistent`` when the declared reading has the clearly smaller
-    MAE (by a factor of 1.5), ``contradicted`` when the other one has, else ``undecided``."""
+PLAUSIBLE_EV_PER_ATOM = (-5.0, 2.0)
+
+
+def unit_check(
+    declared: str,
+    target: Any,
+    n_atoms: Any,
+    *,
+    plausible_ev_per_atom: tuple[float, float] = PLAUSIBLE_EV_PER_ATOM,
+    prediction_ev_per_atom: Any = None,
+) -> dict[str, Any]:
+    """Is the declared unit borne out by the values? Formation energies of real crystals lie
+    within ``plausible_ev_per_atom`` (eV/atom); the share of targets outside that range is
+    computed for both readings (as eV/atom, and as eV/cell divided by the atom count).
+
+    ``verdict``: ``contradicted`` when the declared reading puts at least 5% of the targets
+    outside the range and the other reading at most 1%; ``consistent`` when the declared
+    reading puts at most 1% outside and the other at least 5%; else ``undecided`` (per-atom
+    data read per cell only shrink, so they cannot contradict that reading). With per-atom
+    predictions of a model trained on eV/atom data, their MAE under both readings is added
+    (different reference energies can offset these; the range decides)."""
     target = np.asarray(target, dtype=float)
-    pred = np.asarray(prediction_ev_per_atom, dtype=float)
-    readings = {
-        EV_PER_ATOM: float(np.mean(np.abs(pred - target))),
-        EV_PER_CELL: float(np.mean(np.abs(pred - to_ev_per_atom(target, EV_PER_CELL, n_atoms)))),
-    }
+    lo, hi = plausible_ev_per_atom
+    readings = {EV_PER_ATOM: target, EV_PER_CELL: to_ev_per_atom(target, EV_PER_CELL, n_atoms)}
     if declared not in readings:
         raise ValueError(f"unknown energy unit {declared!r}")
+    outside = {u: float(np.mean((v < lo) | (v > hi))) for u, v in readings.items()}
     other = EV_PER_CELL if declared == EV_PER_ATOM else EV_PER_ATOM
-    if readings[declared] * 1.5 < readings[other]:
-        verdict = "consistent"
-    elif readings[other] * 1.5 < readings[declared]:
+    if outside[declared] >= 0.05 and outside[other] <= 0.01:
         verdict = "contradicted"
+    elif outside[declared] <= 0.01 and outside[other] >= 0.05:
+        verdict = "consistent"
     else:
         verdict = "undecided"
-    return {
+    out: dict[str, Any] = {
         "declared": declared,
-        "mae_if_ev_per_atom": readings[EV_PER_ATOM],
-        "mae_if_ev_per_cell": readings[EV_PER_CELL],
+        "plausible_ev_per_atom": [lo, hi],
+        "fraction_outside_if_ev_per_atom": outside[EV_PER_ATOM],
+        "fraction_outside_if_ev_per_cell": outside[EV_PER_CELL],
         "verdict": verdict,
     }
+    if prediction_ev_per_atom is not None:
+        pred = np.asarray(prediction_ev_per_atom, dtype=float)
+        for unit, values in readings.items():
+            key = "ev_per_atom" if unit == EV_PER_ATOM else "ev_per_cell"
+            out[f"model_mae_if_{key}"] = float(np.mean(np.abs(pred - values)))
+    return out
 
 
 def zero_shot_summary(
