@@ -54,7 +54,7 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
     work, _, first = tiny_run
     stages = ("data", "split", "dummy", "graphs", "train@0", "train@1", "predict", "accuracy")
     reliability = ("uncertainty", "failures", "triage", "flags")
-    for stage in (*stages, "baseline@schnet", "baseline@cgcnn", *reliability):
+    for stage in (*stages, "baseline@schnet", "baseline@cgcnn", *reliability, "transfer"):
         assert f"Running stage '{stage}'" in first
     for name in reliability:
         metrics = json.loads((work / "metrics" / f"{name}.json").read_text())
@@ -75,6 +75,8 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
         assert key in unc, key  # fmt: skip
     rows = json.loads((work / "metrics" / "triage.json").read_text())["rows"]
     assert {(r["paper_budget"], r["threshold"]) for r in rows} >= {(50, 0.1), (300, 0.2)}
+    transfer = json.loads((work / "metrics" / "transfer.json").read_text())
+    assert transfer["status"].startswith("NOT RUN")  # the shared perovskites are not beside a copy
     worst = json.loads((work / "metrics" / "failures.json").read_text())["worst"]
     for w in worst:
         assert (work / "paper_figures" / "worst_structures" / f"{w['id']}.cif").exists()
@@ -108,6 +110,7 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
         "22_failures",
         "23_triage",
         "24_flags",
+        "25_transfer",
         "20_accuracy",
     ):
         assert (work / "notebooks" / "executed" / f"{nb}.ipynb").exists()

@@ -39,3 +39,51 @@ def test_zero_shot_summary_in_both_units_and_sigma_shift():
     assert out["in_domain_sigma_p95"] == pytest.approx(0.095)
     assert out["fraction_above_in_domain_p95"] == 0.5
     assert out["median_sigma"] == pytest.approx(0.275)
+
+
+def _write_castelli(folder, structures, targets):
+    import csv
+
+    folder.mkdir(parents=True)
+    with open(folder / "test.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["", "material_id", "cif", "formula", "heat_all", "heat_ref"])
+        for i, (s, t) in enumerate(zip(structures, targets, strict=True)):
+            w.writerow([i, 100 + i, s.to(fmt="cif"), s.formula, round(t, 2), t])
+
+
+def test_transfer_stage_runs_zero_shot_or_says_not_run(tmp_path, flla_table):
+    import json
+
+    from test_train import train_small_members
+
+    from tracer.ensemble import ensemble_predictions
+    from tracer.stages import Paths, run_transfer_stage
+    from tracer.validation import ValidationConfig
+
+    data, split, members = train_small_members(tmp_path / "train", flla_table, 24, (0, 1))
+    paths = Paths("flla", tmp_path)
+    paths.models.mkdir(parents=True)
+    for m in members:
+        (paths.models / m.name).write_bytes(m.read_bytes())
+    paths.results.mkdir(parents=True)
+    ensemble_predictions(members, data, split).to_parquet(paths.predictions("gemnet_t"))
+    structures = list(flla_table.structure.iloc[30:50])
+    cells = [1.0 + 0.1 * i for i in range(20)]  # eV per cell
+    _write_castelli(tmp_path / "perov", structures, cells)
+    settings = {"source": "castelli_local", "path": "perov", "fractions": [0.5, 0.25, 0.25],
+                "seed": 42}  # fmt: skip
+    params = {"dataset": {"raw_dir": "data/raw"}}
+    common = {"params": params, "dataset_name": "flla", "validation": ValidationConfig()}
+    out = run_transfer_stage(transfer=settings, device="cpu", root=tmp_path, **common)
+    assert out["status"] == "RUN" and out["split_sizes"] == {"train": 10, "val": 5, "test": 5}
+    assert out["unit_check"]["declared"] == "eV/cell"
+    z = out["zero_shot"]
+    assert z["n"] == 5 and z["mae_ev_per_cell"] > z["mae_ev_per_atom"] > 0
+    assert out["fine_tuned"].startswith("NOT RUN")
+    written = json.loads((tmp_path / "metrics" / "transfer.json").read_text())
+    assert written["zero_shot"]["n"] == 5
+    missing = run_transfer_stage(transfer={**settings, "path": "nowhere"}, root=tmp_path, **common)
+    assert missing["status"].startswith("NOT RUN") and "nowhere" in missing["status"]
+    assert missing["zero_shot"] is None
+    assert (tmp_path / "paper_figures" / "transfer_zero_shot.png").exists()
