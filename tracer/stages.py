@@ -595,6 +595,27 @@ def accuracy_figures(paths: Paths, models: list[str], test_ids: list[str]) -> li
 # --------------------------------------------------------------------------------------------
 # uncertainty: how well the ensemble σ ranks and calibrates the test errors
 # --------------------------------------------------------------------------------------------
+def _write_analysis(
+    metrics_path: str | Path,
+    predictions: str | Path,
+    report: dict[str, Any],
+    params: dict[str, Any],
+    split: dict[str, Any] | None,
+    wall_time_s: float,
+) -> None:
+    """Metrics file of an analysis of an ensemble prediction table, with the split's hashes."""
+    write_metrics(
+        Path(metrics_path),
+        {"unit": "eV/atom", "predictions": str(predictions), **report},
+        provenance(
+            params=params,
+            dataset_sha256=split["dataset_sha256"] if split else None,
+            split_sha256=split["split_sha256"] if split else None,
+            wall_time_s=wall_time_s,
+        ),
+    )
+
+
 def uncertainty_from_predictions(
     predictions: str | Path,
     *,
@@ -627,16 +648,7 @@ def uncertainty_from_predictions(
             n_bins=int(settings["n_bins"]),
         )
         save_figure(uncertainty_panels(report["curves"], title=title), "uncertainty", figures_dir)
-    write_metrics(
-        Path(metrics_path),
-        {"unit": "eV/atom", "predictions": str(predictions), **report},
-        provenance(
-            params=params,
-            dataset_sha256=split["dataset_sha256"] if split else None,
-            split_sha256=split["split_sha256"] if split else None,
-            wall_time_s=timer.elapsed_s,
-        ),
-    )
+    _write_analysis(metrics_path, predictions, report, params, split, timer.elapsed_s)
     return report
 
 
@@ -705,16 +717,7 @@ def failures_from_predictions(
             stale.unlink()
         for w in report["worst"]:
             by_id.loc[w["id"], "structure"].to(filename=str(cif_dir / f"{w['id']}.cif"))
-    write_metrics(
-        Path(metrics_path),
-        {"unit": "eV/atom", "predictions": str(predictions), **report},
-        provenance(
-            params=params,
-            dataset_sha256=split["dataset_sha256"] if split else None,
-            split_sha256=split["split_sha256"] if split else None,
-            wall_time_s=timer.elapsed_s,
-        ),
-    )
+    _write_analysis(metrics_path, predictions, report, params, split, timer.elapsed_s)
     return report
 
 
@@ -787,16 +790,7 @@ def triage_from_predictions(
         curves = {t: yield_curves(test["abs_error"], test["std"], t)
                   for t in settings["thresholds_ev"]}  # fmt: skip
         save_figure(triage_curves(curves, n_test=len(test)), "triage", figures_dir)
-    write_metrics(
-        Path(metrics_path),
-        {"unit": "eV/atom", "predictions": str(predictions), **report},
-        provenance(
-            params=params,
-            dataset_sha256=split["dataset_sha256"] if split else None,
-            split_sha256=split["split_sha256"] if split else None,
-            wall_time_s=timer.elapsed_s,
-        ),
-    )
+    _write_analysis(metrics_path, predictions, report, params, split, timer.elapsed_s)
     return report
 
 
@@ -832,16 +826,7 @@ def flags_from_predictions(
             seed=int(settings["seed"]),
         )
         save_table(pd.DataFrame(report["grid"]), "flags_grid", figures_dir)
-    write_metrics(
-        Path(metrics_path),
-        {"unit": "eV/atom", "predictions": str(predictions), **report},
-        provenance(
-            params=params,
-            dataset_sha256=split["dataset_sha256"] if split else None,
-            split_sha256=split["split_sha256"] if split else None,
-            wall_time_s=timer.elapsed_s,
-        ),
-    )
+    _write_analysis(metrics_path, predictions, report, params, split, timer.elapsed_s)
     return report
 
 
