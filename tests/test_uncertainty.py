@@ -107,3 +107,8 @@ def test_gaussian_scores_by_hand():
     # every target at the mean: each central interval holds all of them, observed proportion 1
     # against expected p, so the miscalibration area is the area between y = 1 and y = p: ½
     assert out["miscal_area"] == pytest.approx(0.5, abs=0.03)
+
+
+def test_binned_errors_never_makes_empty_bins():
+    out = binned_errors(np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 3.0]), n_bins=10)
+    assert list(out["n"]) == [1, 1, 1] and np.isfinite(out["rmse"]).all()

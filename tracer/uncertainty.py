@@ -80,11 +80,11 @@ def sparsification(
 
 
 def binned_errors(sigma: Any, abs_error: Any, n_bins: int = 10) -> dict[str, np.ndarray]:
-    """Points sorted by σ into ``n_bins`` equal-count bins: mean σ, MAE and RMSE per bin (a
-    calibrated Gaussian σ has RMSE ≈ mean σ)."""
+    """Points sorted by σ into ``n_bins`` equal-count bins (at most one per point): mean σ,
+    MAE and RMSE per bin (a calibrated Gaussian σ has RMSE ≈ mean σ)."""
     abs_error, sigma = _arrays(abs_error, sigma)
     order = np.argsort(sigma, kind="stable")
-    bins = np.array_split(order, n_bins)
+    bins = np.array_split(order, min(n_bins, order.size))
     return {
         "mean_sigma": np.array([sigma[b].mean() for b in bins]),
         "mae": np.array([abs_error[b].mean() for b in bins]),
