@@ -104,6 +104,7 @@ def test_gaussian_scores_by_hand():
     assert out["nll"] == pytest.approx(0.5 * math.log(2 * math.pi))
     assert out["crps"] == pytest.approx(2 * stats.norm.pdf(0) - 1 / math.sqrt(math.pi))
     assert out["coverage95"] == 1.0
+    assert out["spearman"] is None and out["pearson"] is None  # constant errors: undefined
     # every target at the mean: each central interval holds all of them, observed proportion 1
     # against expected p, so the miscalibration area is the area between y = 1 and y = p: ½
     assert out["miscal_area"] == pytest.approx(0.5, abs=0.03)

@@ -34,9 +34,12 @@ def _arrays(*arrays: Any) -> list[np.ndarray]:
     return out
 
 
-def error_sigma_correlation(sigma: Any, abs_error: Any) -> dict[str, float]:
-    """Spearman and Pearson correlation of σ with |error|."""
+def error_sigma_correlation(sigma: Any, abs_error: Any) -> dict[str, float | None]:
+    """Spearman and Pearson correlation of σ with |error| (None when either is constant: the
+    correlation is undefined)."""
     abs_error, sigma = _arrays(abs_error, sigma)
+    if np.ptp(abs_error) == 0 or np.ptp(sigma) == 0:
+        return {"spearman": None, "pearson": None}
     return {
         "spearman": float(stats.spearmanr(sigma, abs_error).statistic),
         "pearson": float(stats.pearsonr(sigma, abs_error).statistic),
