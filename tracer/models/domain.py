@@ -1,0 +1,104 @@
+"""The paper's domain-conditioning module on GemNet-T (its negative result 2), switched by a mode.
+
+Each structure carries a domain index (its source database; one domain for a single-database
+task). A learned domain embedding conditions the model in one of two ways:
+
+* ``domain_embedding``: a linear map of the domain embedding is added to every atom's initial
+  embedding;
+* ``film``: the atom embeddings ``h`` entering every interaction block are modulated
+  feature-wise, ``h ← h · (1 + γ(d)) + β(d)`` (FiLM, Perez et al. 2018), with ``γ, β`` linear in
+  the domain embedding ``d`` of the atom's structure and one pair of maps per block (the atom
+  embeddings leaving the last block feed no output block in GemNet-T, so each block is
+  conditioned on its input).
+
+``baseline`` is GemNet-T unchanged. The conditioning layers start at zero, so at initialisation
+every mode computes exactly the baseline's function; the base model is not modified — the
+conditioning is applied by forward hooks on its atom embedding and interaction blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from tracer.models.gemnet import GemNetT, GemNetTConfig, GraphBatch
+
+MODES = ("baseline", "domain_embedding", "film")
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """Domain conditioning: ``mode`` (one of :data:`MODES`), number of domains and the size of
+    the learned domain embedding."""
+
+    mode: Literal["baseline", "domain_embedding", "film"] = "baseline"
+    num_domains: int = 1
+    emb_size: int = 16
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class DomainGemNetT(nn.Module):
+    """GemNet-T with optional domain conditioning; ``forward(batch, domain)`` with ``domain``
+    the ``[B]`` domain index of each structure (all 0 when omitted)."""
+
+    def __init__(self, gemnet: GemNetTConfig, domain: DomainConfig) -> None:
+        super().__init__()
+        if domain.mode not in MODES:
+            raise ValueError(f"unknown domain mode {domain.mode!r} (known: {MODES})")
+        if domain.num_domains < 1:
+            raise ValueError("num_domains must be at least 1")
+        self.config, self.domain_config = gemnet, domain
+        self.base = GemNetT(gemnet)
+        self._atom_domain: Tensor | None = None
+        if domain.mode == "baseline":
+            return
+        self.domain_emb = nn.Embedding(domain.num_domains, domain.emb_size)
+        width = gemnet.emb_size_atom
+        if domain.mode == "domain_embedding":
+            self.to_atom = nn.Linear(domain.emb_size, width)
+            nn.init.zeros_(self.to_atom.weight)
+            nn.init.zeros_(self.to_atom.bias)
+            self.base.atom_emb.register_forward_hook(self._add_domain)
+        else:
+            self.film = nn.ModuleList(
+                nn.Linear(domain.emb_size, 2 * width) for _ in self.base.int_blocks
+            )
+            for layer, block in zip(self.film, self.base.int_blocks, strict=True):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+                block.register_forward_pre_hook(self._film_hook(layer))
+
+    def _domain_vectors(self) -> Tensor:
+        if self._atom_domain is None:
+            raise RuntimeError("domain hooks run only inside DomainGemNetT.forward")
+        return self.domain_emb(self._atom_domain)
+
+    def _add_domain(self, _module: nn.Module, _inputs: Any, h: Tensor) -> Tensor:
+        return h + self.to_atom(self._domain_vectors())
+
+    def _film_hook(self, layer: nn.Linear) -> Any:
+        def hook(_module: nn.Module, args: tuple) -> tuple:
+            h, *rest = args
+            gamma, beta = layer(self._domain_vectors()).chunk(2, dim=-1)
+            return (h * (1.0 + gamma) + beta, *rest)
+
+        return hook
+
+    def forward(self, g: GraphBatch, domain: Tensor | None = None) -> Tensor:
+        """Per-structure outputs ``[B]`` (the base model's unit)."""
+        if domain is None:
+            domain = torch.zeros(g.num_structures, dtype=torch.long, device=g.z.device)
+        self._atom_domain = domain.long().index_select(0, g.atom_batch)
+        try:
+            return self.base(g)
+        finally:
+            self._atom_domain = None
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
