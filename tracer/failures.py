@@ -16,53 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pymatgen.core import Element
 from scipy import stats
 
-# Transition metals: groups 3–12 (Sc–Zn, Y–Cd, La and Hf–Hg, Ac and Rf–Cn).
-TRANSITION_METALS = frozenset(
-    [
-        "Sc",
-        "Ti",
-        "V",
-        "Cr",
-        "Mn",
-        "Fe",
-        "Co",
-        "Ni",
-        "Cu",
-        "Zn",
-        "Y",
-        "Zr",
-        "Nb",
-        "Mo",
-        "Tc",
-        "Ru",
-        "Rh",
-        "Pd",
-        "Ag",
-        "Cd",
-        "La",
-        "Hf",
-        "Ta",
-        "W",
-        "Re",
-        "Os",
-        "Ir",
-        "Pt",
-        "Au",
-        "Hg",
-        "Ac",
-        "Rf",
-        "Db",
-        "Sg",
-        "Bh",
-        "Hs",
-        "Mt",
-        "Ds",
-        "Rg",
-        "Cn",
-    ]
-)
+# Transition metals as pymatgen defines them: groups 3–12 with La and Ac.
+TRANSITION_METALS = frozenset(el.symbol for el in Element if el.is_transition_metal)
 
 NATOM_BINS = ((1, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, 10**9))
 ENERGY_EDGES_EV = (-np.inf, -3.0, -2.0, -1.0, 0.0, np.inf)
@@ -97,7 +55,7 @@ CHEMISTRY_CLASSES: dict[str, tuple[str, Callable[[Mapping[str, float], int], boo
         _is_carbon_cage,
     ),
     "transition-metal compounds": (
-        "two or more elements, at least one a transition metal (groups 3-12)",
+        "two or more elements, at least one a transition metal (groups 3-12, La, Ac)",
         _has_transition_metal,
     ),
 }

@@ -8,7 +8,8 @@ and sends the top ``k`` (7.5% of the test set) to DFT, where
 
 * ``v`` is the ensemble variance σ² (eV²/atom²) divided by its largest value on the test set,
   so that it lies in [0, 1] like the flags (the paper does not say how it put them on one scale);
-* ``TM`` is 1 when the structure contains a transition metal (groups 3–12);
+* ``TM`` is 1 when the structure contains a transition metal (groups 3–12, La, Ac:
+  :data:`tracer.failures.TRANSITION_METALS`);
 * ``D``, the near-degeneracy proxy, is 1 when the ensemble predicts a formation energy within
   ``degeneracy_window_ev`` (default 0.1 eV/atom) of zero, i.e. the compound is predicted to lie
   nearly level with its elemental references — a label-free flag of competing phases.

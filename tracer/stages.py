@@ -740,8 +740,9 @@ def run_failures_stage(
 # --------------------------------------------------------------------------------------------
 # triage and flags: budgeted DFT checks, and chemistry flags added to the uncertainty rule
 # --------------------------------------------------------------------------------------------
-def _test_rows(predictions: str | Path) -> pd.DataFrame:
-    frame = pd.read_parquet(predictions)
+def _test_rows(frame: pd.DataFrame, predictions: str | Path) -> pd.DataFrame:
+    """The test rows of an ensemble prediction table (read from ``predictions``), with
+    ``abs_error``."""
     test = frame[frame["set"] == "test"].reset_index(drop=True)
     if test.empty:
         raise ValueError(f"{predictions}: no test rows")
@@ -763,7 +764,8 @@ def triage_from_predictions(
     from tracer.triage import triage_report, yield_curves
 
     with Timer() as timer:
-        test = _test_rows(predictions)
+        frame = pd.read_parquet(predictions)
+        test = _test_rows(frame, predictions)
         report = triage_report(
             test["abs_error"],
             test["std"],
@@ -776,7 +778,6 @@ def triage_from_predictions(
         # a second held-out set of the same split: the validation rows (the ensemble never
         # trained on them, though members chose their best epoch on them), for the spread that
         # one small test set cannot show
-        frame = pd.read_parquet(predictions)
         val = frame[frame["set"] == "val"]
         if len(val):
             report["val_rows"] = triage_report(
@@ -812,7 +813,7 @@ def flags_from_predictions(
     from tracer.flags import flag_report
 
     with Timer() as timer:
-        test = _test_rows(predictions)
+        test = _test_rows(pd.read_parquet(predictions), predictions)
         formulas = table.set_index("id").loc[test["id"], "formula"]
         elements = [{str(el) for el in Composition(f).elements} for f in formulas]
         report = flag_report(

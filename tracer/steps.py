@@ -181,11 +181,6 @@ class CudaGraphStep(EagerStep):
                 dst.copy_(src, non_blocking=True)
         return key, self._static[key]
 
-    @property
-    def graph(self) -> torch.cuda.CUDAGraph | None:
-        """The most recently recorded graph (None before the first)."""
-        return next(reversed(self.graphs.values()), None)
-
     def __call__(self, batch: GraphBatch, y: Tensor, weight: Tensor | None = None) -> Tensor:
         if weight is None:
             raise ValueError("CUDA-graph steps need padded batches with weights")

@@ -15,9 +15,7 @@ from typing import Any
 import numpy as np
 
 from tracer.accuracy import point_metrics
-
-EV_PER_ATOM = "eV/atom"
-EV_PER_CELL = "eV/cell"
+from tracer.sources import EV_PER_ATOM, EV_PER_CELL
 
 
 def to_ev_per_atom(values: Any, unit: str, n_atoms: Any) -> np.ndarray:
