@@ -19,6 +19,6 @@ CUDA_VISIBLE_DEVICES=1 t train-alignn --structures "$S" --split "$SP" --recipe p
     --params "$P" --out "$R" --workers "$W" > "$R/schnet.log" 2>&1
  CUDA_VISIBLE_DEVICES=2 t train-baseline --model cgcnn --structures "$S" --split "$SP" \
     --params "$P" --out "$R" --workers "$W" > "$R/cgcnn.log" 2>&1) &
-CUDA_VISIBLE_DEVICES=3 t train-ensemble --structures "$S" --split "$SP" --params "$P" \
+[ -f "$R/alone/training.json" ] || CUDA_VISIBLE_DEVICES=3 t train-ensemble --structures "$S" --split "$SP" --params "$P" \
     --out "$R/alone" --seeds 0 --workers "$W" > "$R/gemnet_alone.log" 2>&1 &
 wait

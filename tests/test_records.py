@@ -10,6 +10,7 @@ from tracer.ensemble import predict_members
 from tracer.records import (
     baseline_results,
     half_precision_member,
+    keep_run_records,
     speed_models_for_profile,
     summaries_from_histories,
     times_to_alignn_best,
@@ -103,4 +104,13 @@ def test_baselines_of_a_gpu_run_are_scored_and_alignn_recipe_chosen_on_validatio
     assert reach["alignn"] == 20.0 and reach["alignn_best_val_mae"] == 0.2
     assert reach["gemnet_t_members"] == {"0": 6.0, "1": None}
     assert reach["gemnet_t"] is None  # not every member reached it
+    assert reach["gemnet_t_members_best_val_mae"] == {"0": 0.19, "1": 0.25}
     assert baseline_results(tmp_path / "none", ids, n_resamples=5) == ({}, None)
+    kept = keep_run_records(tmp_path, tmp_path / "out")
+    names = sorted(p.relative_to(tmp_path / "out" / "runs").as_posix() for p in kept)
+    assert names == ["alignn_defaults.parquet", "alignn_paper.parquet",
+                     "histories/alignn_defaults.json", "histories/alignn_paper.json",
+                     "histories/gemnet_t_seed0.json", "histories/gemnet_t_seed1.json",
+                     "schnet.parquet"]  # fmt: skip
+    kept_history = json.loads((tmp_path / "out/runs/histories/alignn_paper.json").read_text())
+    assert kept_history[1]["val_mae"] == 0.2

@@ -169,17 +169,51 @@ def times_to_alignn_best(run_dir: str | Path, alignn: dict[str, Any]) -> dict[st
         or sorted(run_dir.glob("work/member_*/history.json"))
         or sorted(run_dir.glob("history_*.json"))
     )
-    members = {}
+    members, best_val = {}, {}
     for path in paths:
-        seed = path.parent.name if path.name == "history.json" else path.stem
-        members[seed.split("_")[-1]] = time_to_reach(json.loads(path.read_text()), target)
+        seed = (path.parent.name if path.name == "history.json" else path.stem).split("_")[-1]
+        history = json.loads(path.read_text())
+        members[seed] = time_to_reach(history, target)
+        best_val[seed] = min(float(row["val_mae"]) for row in history)
     reached = [t for t in members.values() if t is not None]
     return {
         "alignn_best_val_mae": target,
         "alignn": float(best_row["wall_time_s"]),
         "gemnet_t_members": members,
+        "gemnet_t_members_best_val_mae": best_val,
         "gemnet_t": float(np.median(reached)) if len(reached) == len(members) and reached else None,
     }
+
+
+def keep_run_records(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Copy a GPU run's small records into ``out_dir/runs``: the baselines' val/test predictions
+    (``schnet.parquet``, ``cgcnn.parquet``, ``alignn_<recipe>.parquet``) and per-epoch training
+    histories (``histories/<run>.json``: ALIGNN per recipe, SchNet, CGCNN, each GemNet-T member
+    of the ensemble, and the member trained alone on a card), so that parity plots and learning
+    curves of the run can be drawn without its weights."""
+    run_dir, keep = Path(run_dir), Path(out_dir) / "runs"
+    (keep / "histories").mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for src in [run_dir / f"{k}.parquet" for k in ("schnet", "cgcnn")] + sorted(
+        run_dir.glob("alignn_*.parquet")
+    ):
+        if src.exists():
+            written.append(Path(shutil.copy2(src, keep / src.name)))
+    histories: dict[str, list[dict[str, Any]]] = {
+        p.stem: json.loads(p.read_text())["history"] for p in sorted(run_dir.glob("alignn_*.json"))
+    }
+    for kind in ("schnet", "cgcnn"):
+        if (run_dir / "work" / kind / "history.json").exists():
+            histories[kind] = json.loads((run_dir / "work" / kind / "history.json").read_text())
+    for prefix, where in (("gemnet_t_seed", "work"), ("gemnet_t_alone_seed", "alone/work")):
+        for path in sorted(run_dir.glob(f"{where}/member_*/history.json")):
+            seed = path.parent.name.split("_")[-1]
+            histories[f"{prefix}{seed}"] = json.loads(path.read_text())
+    for name, history in histories.items():
+        dst = keep / "histories" / f"{name}.json"
+        dst.write_text(json.dumps(history) + "\n")
+        written.append(dst)
+    return written
 
 
 def record_gpu_run(
@@ -216,6 +250,7 @@ def record_gpu_run(
     results.update(ensemble_accuracy("gemnet_t", test, n_resamples=n_bootstrap))
     baselines, alignn = baseline_results(run_dir, test_ids, n_resamples=n_bootstrap)
     results.update(baselines)
+    keep_run_records(run_dir, out_dir)
     prov = provenance(
         params=params,
         dataset_sha256=split["dataset_sha256"],

@@ -866,22 +866,52 @@ def run_flags_stage(
 # gpu_results: the committed gpu-profile run, tabulated and plotted for reading
 # --------------------------------------------------------------------------------------------
 def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, Any]:
-    """Tables and a parity plot of the committed ``gpu`` run (written next to its files)."""
-    from tracer.figures import parity, save_figure
+    """Table 1, members, speed, a parity plot per model and the learning curves (validation MAE
+    vs wall time) of the committed ``gpu`` run (figures written next to its files; baselines'
+    predictions and histories from ``runs/``, see :func:`tracer.records.keep_run_records`)."""
+    from tracer.figures import learning_curves, parity, save_figure
 
     results_dir = Path(results_dir)
     acc = json.loads((results_dir / "accuracy.json").read_text())
     speed = json.loads((results_dir / "speed.json").read_text())
     training = json.loads((results_dir / "training.json").read_text())
+    device = acc["provenance"]["device"]
     frame = pd.read_parquet(results_dir / "gemnet_t.parquet")
     test = frame[frame["set"] == "test"]
     fig = parity(
         test["y_true"],
         test["mean"],
         sigma=test["std"],
-        title=f"GemNet-T ensemble, gpu profile ({acc['provenance']['device']})",
+        title=f"GemNet-T ensemble, gpu profile ({device})",
     )
-    save_figure(fig, "parity_gemnet_t", results_dir)
+    figures = save_figure(fig, "parity_gemnet_t", results_dir)
+    runs = results_dir / "runs"
+    chosen = acc["models"].get("alignn", {}).get("recipe")
+    for path in sorted(runs.glob("*.parquet")):
+        if path.stem.startswith("alignn_") and path.stem != f"alignn_{chosen}":
+            continue  # the recipe not chosen on validation
+        name = "alignn" if path.stem.startswith("alignn_") else path.stem
+        b = pd.read_parquet(path)
+        b = b[b["set"] == "test"]
+        label = f"{name} ({chosen} recipe)" if name == "alignn" else name
+        figures += save_figure(
+            parity(b["y_true"], b["y_pred"], title=f"{label}, gpu run"),
+            f"parity_{name}",
+            results_dir,
+        )
+    histories = {  # the ensemble's members shared cards (MPS): plot the runs alone on a card
+        p.stem: pd.DataFrame(json.loads(p.read_text()))
+        for p in sorted(runs.glob("histories/*.json"))
+        if not p.stem.startswith("gemnet_t_seed")
+    }
+    if histories:
+        fig = learning_curves(
+            histories, title=f"{acc['dataset']}, gpu run ({device}): validation MAE vs wall time"
+        )
+        figures += save_figure(fig, "learning_curves", results_dir)
+    table = table1(
+        [accuracy_table(acc["models"], f"gpu profile run, {acc['dataset']} test ({acc['n_test']})")]
+    )
     speed_table = pd.DataFrame(
         [
             {
@@ -892,13 +922,15 @@ def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, An
                 "train structures/s": m["train_structures_per_s"],
                 "infer structures/s": m["infer_structures_per_s"],
                 "peak GiB": m["peak_mem_gib"],
+                "s to ALIGNN's best val MAE": m.get("time_to_alignn_best_val_s"),
             }
             for name, m in speed["models"].items()
         ]
     )
     members = pd.DataFrame(training["members"].values())
     return {
-        "accuracy": accuracy_table(acc["models"]),
+        "accuracy": table,
+        "figures": figures,
         "speed": speed_table,
         "speed_device": speed["device"],
         "members": members,

@@ -297,7 +297,7 @@ def train_member(
     check_atomic_numbers(data.z, model_config.num_elements)
     dev = pick_device(device)
     if dev.type == "cuda":  # streams and CUDA graphs belong to the current device
-        torch.cuda.set_device(dev)
+        torch.cuda.set_device(dev if dev.index is not None else torch.cuda.current_device())
     train_config.apply_precision()
     work_dir, member_path = Path(work_dir), Path(member_path)
     work_dir.mkdir(parents=True, exist_ok=True)
