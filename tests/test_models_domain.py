@@ -76,3 +76,27 @@ def test_gradients_reach_the_conditioning_layers(flla_structures):
     assert any(g.abs().sum() > 0 for g in film)
     with pytest.raises(ValueError, match="mode"):
         DomainGemNetT(CFG, DomainConfig(mode="adapter"))
+
+
+def test_padded_batches_carry_the_domain_and_keep_the_real_outputs(flla_structures):
+    from tracer.dataset import GraphDataset, plan_static_shapes
+
+    structures = flla_structures[:5]
+    ids = [str(i) for i in range(5)]
+    one = structures_to_graphs(ids, structures, [0.0] * 5, cutoff=5.0, max_neighbors=12)
+    two = structures_to_graphs([f"b{i}" for i in ids], structures, [0.0] * 5, cutoff=5.0,
+                               max_neighbors=12)  # fmt: skip
+    data = GraphDataset.concat([one, two])
+    assert data.domain.tolist() == [0] * 5 + [1] * 5
+    model = _model("film")
+    _perturb(model)
+    idx = np.array([0, 5, 3, 9])
+    shapes = plan_static_shapes(data, [idx, np.arange(10)], buckets=1)
+    padded, _, weight = data.collate_padded(idx, shapes)
+    assert padded.domain.tolist()[:4] == [0, 1, 0, 1] and padded.num_structures > 4
+    with torch.no_grad():
+        plain = model(data.collate(idx))
+        out = model(padded)[: len(idx)]
+    torch.testing.assert_close(out, plain, rtol=0, atol=1e-9)
+    assert weight[: len(idx)].eq(1).all() and weight[len(idx) :].eq(0).all()
+    assert abs(float(plain[0] - plain[1])) > 1e-6  # the same structure, another domain

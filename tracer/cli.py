@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -64,6 +65,27 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         return 0
     name = active_profile()
     print(name if name is not None else "custom (params.yaml matches no profile)")
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.config import load_params
+    from tracer.launch import run_study
+
+    run_study(
+        args.which,
+        params=load_params(args.params),
+        structures_path=args.structures,
+        split=json.loads(Path(args.split).read_text()),
+        perovskites_dir=args.perovskites,
+        out_dir=args.out,
+        members_dir=args.members,
+        workers=args.workers,
+        device=args.device,
+        only=args.only,
+    )
     return 0
 
 
@@ -250,6 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.add_argument("--epochs", type=int, help="override the recipe's 300 epochs")
     p.set_defaults(func=_cmd_train_alignn)
+
+    p = sub.add_parser(
+        "study", help="run the domain or transfer study from structure tensors, no DVC"
+    )
+    p.add_argument("which", choices=["domain", "transfer"])
+    p.add_argument("--structures", required=True, help="main dataset, file from export-structures")
+    p.add_argument("--split", required=True, help="main dataset's split JSON")
+    p.add_argument("--perovskites", required=True, help="folder of the perovskites stage")
+    p.add_argument("--members", help="folder of member_*.pt to fine-tune (transfer)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=1, help="processes building graphs")
+    p.add_argument("--only", nargs="+", help="train just the runs matching these name patterns")
+    p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser(
         "record-gpu-run", help="score a train-ensemble output folder into results/gpu/"

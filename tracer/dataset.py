@@ -47,6 +47,7 @@ class GraphDataset:
     cutoff: float
     max_neighbors: int | None
     unit: str = "eV/atom"
+    domain: Tensor | None = None  # [S] int64 domain (source database) index, None: one domain
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -88,6 +89,51 @@ class GraphDataset:
         }
         return GraphDataset(**moved)
 
+    @classmethod
+    def concat(cls, parts: Sequence[GraphDataset]) -> GraphDataset:
+        """The structures of ``parts`` in one dataset, ``domain`` = index of the part each came
+        from (same graph settings and unit required; ids must not repeat across parts)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        first = parts[0]
+        for part in parts[1:]:
+            if (part.cutoff, part.max_neighbors, part.unit) != (
+                first.cutoff,
+                first.max_neighbors,
+                first.unit,
+            ):
+                raise ValueError("datasets differ in cutoff, max_neighbors or unit")
+        ids = [rid for part in parts for rid in part.ids]
+        seen: set[str] = set()
+        repeated = [rid for rid in ids if rid in seen or seen.add(rid)]  # type: ignore[func-returns-value]
+        if repeated:
+            raise ValueError(f"id {repeated[0]!r} is in more than one part")
+
+        def ptr(name: str) -> Tensor:
+            counts = [getattr(p, name).cpu().diff() for p in parts]
+            return torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(torch.cat(counts), 0)])
+
+        cat = lambda name: torch.cat([getattr(p, name).cpu() for p in parts])  # noqa: E731
+        return cls(
+            ids=ids,
+            target=cat("target"),
+            z=cat("z"),
+            pos=cat("pos"),
+            cell=cat("cell"),
+            atom_ptr=ptr("atom_ptr"),
+            source=cat("source"),
+            target_atom=cat("target_atom"),
+            offset=cat("offset"),
+            reverse=cat("reverse"),
+            edge_ptr=ptr("edge_ptr"),
+            cutoff=first.cutoff,
+            max_neighbors=first.max_neighbors,
+            unit=first.unit,
+            domain=torch.cat(
+                [torch.full((len(p),), k, dtype=torch.long) for k, p in enumerate(parts)]
+            ),
+        )
+
     def collate(self, indices: Sequence[int] | np.ndarray) -> GraphBatch:
         """A :class:`GraphBatch` of the given structures (in that order), on this dataset's
         device, with its triplets precomputed."""
@@ -117,6 +163,7 @@ class GraphDataset:
             atom_counts=n_atoms,
             triplets=trip,
             k_max=max_triplets_per_edge(trip),
+            domain=None if self.domain is None else self.domain[idx],
         )
 
     def collate_padded(
@@ -303,6 +350,9 @@ def pad_batch(batch: GraphBatch, y: Tensor, shapes: Shapes) -> tuple[GraphBatch,
             slot=torch.cat([batch.triplets.slot, (k // pad_e) % shape.k_max]),
         ),
         k_max=shape.k_max,
+        domain=None
+        if batch.domain is None
+        else torch.cat([batch.domain, torch.zeros(pad_s, **lng)]),
     )
     y_pad = y.new_zeros(shape.structures)
     y_pad[:b] = y
@@ -379,6 +429,7 @@ class PaddedBatcher:
                 slot=self.trip_slot[trip_sel].long(),
             ),
             k_max=int(self.k_max[idx].max()),
+            domain=None if d.domain is None else d.domain[i],
         )
         return pad_batch(batch, d.target[i], self.shapes)
 

@@ -7,8 +7,9 @@ timestamps so that reruns on the same data give the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -228,5 +229,78 @@ def triage_curves(curves: Mapping[float, Mapping[str, np.ndarray]], *, n_test: i
                 "oracle (dotted), random (dashed)", title_fontsize="x-small")  # fmt: skip
     ax_r.set_xlabel("fraction of test set sent to DFT")
     ax_r.set_ylabel("recall (bad predictions caught)")
+    fig.tight_layout()
+    return fig
+
+
+def transfer_learning_curve(
+    curve: Sequence[Mapping[str, float]], *, title: str | None = None
+) -> Figure:
+    """Test MAE against the number of training structures of the new dataset, from pre-trained
+    weights and from scratch (:func:`tracer.studies.transfer_report`'s ``learning_curve``), in
+    eV/atom (left axis) and eV per cell (right axis); log–log."""
+    set_style()
+    frame = pd.DataFrame(list(curve))
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6))
+    for ax, unit, key in zip(
+        axes, ("eV/atom", "eV/cell"), ("ev_per_atom", "ev_per_cell"), strict=True
+    ):
+        ax.plot(
+            frame["n_train"],
+            frame[f"pretrained_mae_{key}"],
+            "o-",
+            label="fine-tuned from FLLA members",
+        )
+        ax.plot(frame["n_train"], frame[f"scratch_mae_{key}"], "s--", label="from scratch")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training structures")
+        ax.set_ylabel(f"test MAE ({unit})")
+    axes[0].legend(frameon=False, fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def domain_variants(report: Mapping[str, Any]) -> Figure:
+    """Negative result 2: test MAE of each domain variant (mean over seeds with the 95%
+    interval across seeds, seeds as dots) and its s/epoch; with the multi-domain check, the
+    MAE of each domain's test structures per variant."""
+    set_style()
+    multi = report.get("multi_domain", {})
+    panels = 3 if multi.get("status") == "RUN" else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
+    variants = report["variants"]
+    x = np.arange(len(variants))
+    ax = axes[0]
+    for k, v in enumerate(variants.values()):
+        ci = v["mae_across_seeds"]["ci95"]
+        if ci is not None:
+            ax.plot([k, k], ci, color="0.3", linewidth=2)
+        ax.scatter([k] * len(v["mae_seeds"]), list(v["mae_seeds"].values()), s=14, alpha=0.7)
+        ax.plot([k - 0.2, k + 0.2], [v["mae"]] * 2, color="k")
+    ax.set_xticks(x, list(variants), rotation=15)
+    ax.set_ylabel("test MAE (eV/atom)")
+    ax.set_title("one database (seeds, 95% CI)")
+    ax = axes[1]
+    ax.bar(x, [v["s_per_epoch"] for v in variants.values()])
+    ax.set_xticks(
+        x, [f"{k}\n{v['params']:,} params" for k, v in variants.items()], fontsize="x-small"
+    )
+    ax.set_ylabel("s/epoch (median)")
+    ax.set_title(f"cost ({next(iter(variants.values()))['device']})", fontsize="small")
+    if panels == 3:
+        ax = axes[2]
+        mv = multi["variants"]
+        domains = multi["domains"]
+        width = 0.8 / len(domains)
+        for j, (d, name) in enumerate(domains.items()):
+            maes = [v["mae_by_domain"][d] for v in mv.values()]
+            ax.bar(np.arange(len(mv)) + j * width, maes, width, label=name)
+        ax.set_xticks(np.arange(len(mv)) + width * (len(domains) - 1) / 2, list(mv))
+        ax.set_ylabel("test MAE (eV/atom)")
+        ax.set_title("two databases, source = domain")
+        ax.legend(frameon=False, fontsize="small")
     fig.tight_layout()
     return fig

@@ -11,6 +11,7 @@ prediction table that the DVC stages write. Copied back into ``models/<dataset>/
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,3 +164,61 @@ def train_baseline(
         out / f"{kind}.parquet", index=False
     )
     return summary
+
+
+def run_study(
+    which: str,
+    *,
+    params: dict[str, Any],
+    structures_path: str | Path,
+    split: dict[str, Any],
+    perovskites_dir: str | Path,
+    out_dir: str | Path,
+    members_dir: str | Path | None = None,
+    workers: int = 1,
+    device: str = "auto",
+    only: Sequence[str] | None = None,
+) -> dict[str, Any] | None:
+    """Run a study of :mod:`tracer.studies` from structure-tensor files (no pymatgen, no DVC),
+    as the ``domain`` and ``transfer`` stages do; write ``<out>/<which>.json``.
+
+    ``domain``: the main dataset (``structures_path`` and ``split``) with the perovskites of
+    ``perovskites_dir`` (``structures.pt``, ``split.json`` of the perovskites stage).
+    ``transfer``: the members of ``members_dir`` (``member_*.pt``) fine-tuned on the
+    perovskites; their zero-shot test predictions go to ``<out>/zero_shot.parquet``.
+    ``only``: train just the runs whose names match these patterns (no report is written), so
+    that one study can be spread over several processes or GPUs."""
+    from tracer.ensemble import ensemble_predictions, member_seed
+    from tracer.models.baselines import config_from_dict
+    from tracer.studies import domain_study, transfer_study
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    perov_dir = Path(perovskites_dir)
+    perov_split = json.loads((perov_dir / "split.json").read_text())
+    if which == "domain":
+        gemnet = GemNetTConfig.from_params(params["gemnet"], params["graph"])
+        flla = build_graphs(structures_path, gemnet, workers=workers)
+        perov = build_graphs(perov_dir / "structures.pt", gemnet, workers=workers)
+        report = domain_study(params, flla, split, out / "domain", device=device, only=only,
+                              perovskites=(perov, perov_split))  # fmt: skip
+    elif which == "transfer":
+        if members_dir is None:
+            raise ValueError("the transfer study needs --members")
+        members = sorted(Path(members_dir).glob("member_*.pt"), key=member_seed)
+        if not members:
+            raise FileNotFoundError(f"no member_*.pt in {members_dir}")
+        record = torch.load(members[0], map_location="cpu", weights_only=False)
+        config = config_from_dict(record["kind"], record["model_config"])
+        perov = build_graphs(perov_dir / "structures.pt", config, workers=workers)
+        zero = ensemble_predictions(members, perov, perov_split, sets=("test",), device=device)
+        tmp = out / f"zero_shot.{os.getpid()}.tmp"  # processes of one study share the folder
+        zero.to_parquet(tmp, index=False)
+        os.replace(tmp, out / "zero_shot.parquet")
+        report = transfer_study(params, perov, perov_split, members, out / "transfer",
+                                device=device, only=only)  # fmt: skip
+    else:
+        raise ValueError(f"unknown study {which!r} (domain, transfer)")
+    if report is not None:
+        (out / f"{which}.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report

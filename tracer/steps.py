@@ -114,7 +114,9 @@ def _static_inputs(batch: GraphBatch, y: Tensor, weight: Tensor) -> list[Tensor]
     """Every tensor a recorded step reads from its batch, in a fixed order."""
     if batch.atom_counts is None or batch.triplets is None or batch.k_max is None:
         raise ValueError("padded batches carry their atom counts, triplets and static k_max")
+    domain = [] if batch.domain is None else [batch.domain]
     return [
+        *domain,
         batch.z,
         batch.pos,
         batch.cell,

@@ -39,6 +39,7 @@ from tracer.dataset import (
     plan_static_shapes,
 )
 from tracer.models.baselines import CONFIGS, ModelConfig, build_model, config_from_dict
+from tracer.models.domain import DomainGemNetT
 from tracer.models.gemnet import GemNetT, check_atomic_numbers, fit_scale_factors
 from tracer.normalization import TargetScaler
 from tracer.steps import CudaGraphStep, EagerStep, WeightAverage, weighted_loss
@@ -127,6 +128,8 @@ def data_fingerprint(data: GraphDataset, split: dict[str, Sequence[str]]) -> str
         digest.update(json.dumps(list(split[name])).encode())
         digest.update(data.target[torch.as_tensor(idx)].numpy().tobytes())
     digest.update(f"{data.cutoff}/{data.max_neighbors}/{int(data.edge_ptr[-1])}".encode())
+    if data.domain is not None:  # a multi-domain set: the domains are data too
+        digest.update(data.domain.cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -270,6 +273,7 @@ def train_member(
     device: str = "auto",
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) one model (an ensemble member, or a baseline of another ``kind``);
     write ``member_path``; return its summary.
@@ -285,6 +289,9 @@ def train_member(
         progress: show tqdm progress bars.
         on_epoch_end: callback ``(epoch, metrics)`` after each epoch's checkpoint is written
             (used for dvclive logging, and by tests to interrupt a run).
+        init_from: a trained model file of the same kind and configuration to start from
+            (fine-tuning): its weights, not its scale-factor fit; the target scaler is fitted
+            on this run's training targets as always.
     """
     from tqdm.auto import tqdm
 
@@ -319,7 +326,7 @@ def train_member(
         )
 
     torch.manual_seed(seed)
-    if train_config.graphed_on(dev) and model_config.kind != "gemnet_t":
+    if train_config.graphed_on(dev) and not model_config.kind.startswith("gemnet_t"):
         # padded batches: CGCNN's batch norm would see the padding atoms
         raise ValueError(f"CUDA-graph training is for GemNet-T only, not {model_config.kind}")
     model = build_model(model_config).to(dev)
@@ -344,6 +351,7 @@ def train_member(
         "train": asdict(train_config),
         "data": data_fingerprint(data, split),
         "tracer_version": __version__,
+        "init_from": None if init_from is None else _file_sha256(Path(init_from)),
     }
     ckpt = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
     if ckpt is not None and (ckpt["identity"] != identity or ckpt.get("finished")):
@@ -360,8 +368,10 @@ def train_member(
         schedule.load_state_dict(ckpt["schedule"])
         state = TrainState(**ckpt["state"])
         best_weights = ckpt["best_weights"]
+    if ckpt is None and init_from is not None:
+        model.load_state_dict(_initial_weights(init_from, model_config))
     data_dev = data.to(dev)  # batches are cut on the device
-    if ckpt is None and isinstance(model, GemNetT):
+    if ckpt is None and init_from is None and isinstance(model, GemNetT | DomainGemNetT):
         rng = np.random.default_rng([seed, 0])
         fit_batches = batches_by_size(
             train_idx, num_edges, batch_size=train_config.batch_size, shuffle=True, rng=rng
@@ -489,6 +499,27 @@ def train_member(
     member_path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save(member, member_path)
     return summary
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _initial_weights(path: str | Path, model_config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The weights of a model file to fine-tune from, checked to fit ``model_config``."""
+    record = torch.load(Path(path), map_location="cpu", weights_only=False)
+    if record.get("kind") != model_config.kind or record.get("model_config") != (
+        model_config.to_dict()
+    ):
+        raise ValueError(
+            f"{path}: a {record.get('kind')!r} model of another configuration cannot start "
+            f"this {model_config.kind!r} run"
+        )
+    return {k: v.float() if v.is_floating_point() else v for k, v in record["state_dict"].items()}
 
 
 def load_member(

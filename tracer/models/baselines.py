@@ -17,12 +17,14 @@ per-structure mean of per-atom outputs, i.e. a quantity per atom (formation ener
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from tracer.models.domain import DomainGemNetT, DomainGemNetTConfig
 from tracer.models.gemnet import GemNetT, GemNetTConfig, GraphBatch
 
 
@@ -125,13 +127,21 @@ class CGCNN(nn.Module):
         return self.head(nn.functional.softplus(g.structure_mean(h)))[:, 0]
 
 
-ModelConfig = GemNetTConfig | SchNetConfig | CGCNNConfig
-CONFIGS: dict[str, type] = {c.kind: c for c in (GemNetTConfig, SchNetConfig, CGCNNConfig)}
-MODELS: dict[str, type[nn.Module]] = {"gemnet_t": GemNetT, "schnet": SchNet, "cgcnn": CGCNN}
+ModelConfig = GemNetTConfig | DomainGemNetTConfig | SchNetConfig | CGCNNConfig
+CONFIGS: dict[str, type] = {
+    c.kind: c for c in (GemNetTConfig, DomainGemNetTConfig, SchNetConfig, CGCNNConfig)
+}
+MODELS: dict[str, Callable[[Any], nn.Module]] = {
+    "gemnet_t": GemNetT,
+    "gemnet_t_domain": DomainGemNetT.from_config,
+    "schnet": SchNet,
+    "cgcnn": CGCNN,
+}
 
 
 def config_from_dict(kind: str, values: dict[str, Any]) -> ModelConfig:
-    """The configuration of a model ``kind`` (``gemnet_t``, ``schnet``, ``cgcnn``)."""
+    """The configuration of a model ``kind`` (``gemnet_t``, ``gemnet_t_domain``, ``schnet``,
+    ``cgcnn``)."""
     if kind not in CONFIGS:
         raise ValueError(f"unknown model kind {kind!r} (known: {sorted(CONFIGS)})")
     return CONFIGS[kind](**values)

@@ -11,15 +11,16 @@ task). A learned domain embedding conditions the model in one of two ways:
   embeddings leaving the last block feed no output block in GemNet-T, so each block is
   conditioned on its input).
 
-``baseline`` is GemNet-T unchanged. The conditioning layers start at zero, so at initialisation
+``baseline`` is GemNet-T unchanged (with the same parameters, so that it can be trained beside
+the other modes through the same code). The conditioning layers start at zero, so at initialisation
 every mode computes exactly the baseline's function; the base model is not modified — the
 conditioning is applied by forward hooks on its atom embedding and interaction blocks.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +41,25 @@ class DomainConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DomainGemNetTConfig(GemNetTConfig):
+    """GemNet-T's hyperparameters with the domain module's (:class:`DomainConfig` fields as
+    ``domain_mode``, ``num_domains``, ``domain_emb_size``): the configuration a trained model
+    file records, model kind ``gemnet_t_domain``."""
+
+    kind: ClassVar[str] = "gemnet_t_domain"
+    domain_mode: Literal["baseline", "domain_embedding", "film"] = "baseline"
+    num_domains: int = 1
+    domain_emb_size: int = 16
+
+    def gemnet(self) -> GemNetTConfig:
+        names = {f.name for f in fields(GemNetTConfig)}
+        return GemNetTConfig(**{k: v for k, v in asdict(self).items() if k in names})
+
+    def domain(self) -> DomainConfig:
+        return DomainConfig(self.domain_mode, self.num_domains, self.domain_emb_size)
 
 
 class DomainGemNetT(nn.Module):
@@ -73,6 +93,10 @@ class DomainGemNetT(nn.Module):
                 nn.init.zeros_(layer.bias)
                 block.register_forward_pre_hook(self._film_hook(layer))
 
+    @classmethod
+    def from_config(cls, config: DomainGemNetTConfig) -> DomainGemNetT:
+        return cls(config.gemnet(), config.domain())
+
     def _domain_vectors(self) -> Tensor:
         if self._atom_domain is None:
             raise RuntimeError("domain hooks run only inside DomainGemNetT.forward")
@@ -90,7 +114,10 @@ class DomainGemNetT(nn.Module):
         return hook
 
     def forward(self, g: GraphBatch, domain: Tensor | None = None) -> Tensor:
-        """Per-structure outputs ``[B]`` (the base model's unit)."""
+        """Per-structure outputs ``[B]`` (the base model's unit); ``domain`` defaults to the
+        batch's own (``g.domain``), else domain 0 for every structure."""
+        if domain is None:
+            domain = g.domain
         if domain is None:
             domain = torch.zeros(g.num_structures, dtype=torch.long, device=g.z.device)
         self._atom_domain = domain.long().index_select(0, g.atom_batch)

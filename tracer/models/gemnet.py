@@ -108,6 +108,7 @@ class GraphBatch:
     atom_counts: Tensor | None = None  # [B] atoms per structure (derived when absent)
     triplets: Triplets | None = None  # precomputed where the batch is cut (derived when absent)
     k_max: int | None = None  # most triplets of any edge (derived when absent)
+    domain: Tensor | None = None  # [B] domain (source database) index of each structure
 
     def _map(self, fn: Callable[[Tensor], Tensor]) -> GraphBatch:
         trip = self.triplets
@@ -126,6 +127,7 @@ class GraphBatch:
             if trip is None
             else Triplets(edge_in=fn(trip.edge_in), edge_out=fn(trip.edge_out), slot=fn(trip.slot)),
             k_max=self.k_max,
+            domain=None if self.domain is None else fn(self.domain),
         )
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> GraphBatch:

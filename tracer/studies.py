@@ -1,0 +1,483 @@
+"""Negative result 2 (the domain module) and the transfer to perovskites, as sets of training runs.
+
+A study is a list of :class:`Run`\\ s — model configuration, training settings, seed, split and
+optionally the weights to start from — trained by the ensemble's own trainer
+(:func:`tracer.train.train_member`) into one folder: ``<name>.pt`` (the model file),
+``<name>.parquet`` (validation and test predictions, eV/atom) and ``<name>.json`` (training
+summary with s/epoch and peak GPU memory). Runs are resumable one by one and a finished run is
+skipped while its settings are unchanged, so the same command serves the CPU pipeline and a
+GPU machine. Everything here works on graph datasets (no pymatgen); the reports
+(:func:`domain_report`, :func:`multi_domain_report`, :func:`transfer_report`) read the folders.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tracer.accuracy import point_metrics
+from tracer.dataset import GraphDataset
+from tracer.ensemble import ensemble_predictions
+from tracer.models.baselines import ModelConfig
+from tracer.models.domain import MODES, DomainGemNetTConfig
+from tracer.models.gemnet import GemNetTConfig
+from tracer.train import TrainConfig, pick_device, train_member
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of a study (``split``: ``train``, ``val`` and ``test`` ids)."""
+
+    name: str
+    model_config: ModelConfig
+    train_config: TrainConfig
+    seed: int
+    split: dict[str, list[str]]
+    init_from: str | None = None
+
+    def identity(self) -> str:
+        """Hash of everything that defines the run (the starting weights by their content)."""
+        init = None
+        if self.init_from is not None:
+            init = hashlib.sha256(Path(self.init_from).read_bytes()).hexdigest()
+        payload = {
+            "kind": self.model_config.kind,
+            "model": self.model_config.to_dict(),
+            "train": asdict(self.train_config),
+            "seed": self.seed,
+            "split": self.split,
+            "init": init,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def train_runs(
+    runs: Sequence[Run],
+    data: GraphDataset,
+    out_dir: str | Path,
+    *,
+    device: str = "auto",
+    only: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Train every run not yet finished with the same identity (with ``only``, just the runs
+    whose names match one of its shell patterns: runs of one study can then be spread over
+    several processes or GPUs writing into the same folder); return the summaries by name.
+
+    Each summary adds ``s_per_epoch`` (median epoch time, s), ``peak_mem_gib`` (GPU, else
+    None), ``n_train`` and ``identity`` to the trainer's."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError("run names must be unique")
+    if only is not None:
+        runs = [r for r in runs if any(fnmatch.fnmatchcase(r.name, pat) for pat in only)]
+    summaries: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        path = out / f"{run.name}.json"
+        identity = run.identity()
+        if path.exists():
+            done = json.loads(path.read_text())
+            if done.get("identity") == identity:
+                summaries[run.name] = done
+                continue
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        summary = train_member(
+            data=data,
+            split=run.split,
+            seed=run.seed,
+            model_config=run.model_config,
+            train_config=run.train_config,
+            work_dir=out / "work" / run.name,
+            member_path=out / f"{run.name}.pt",
+            device=str(dev),
+            progress=False,
+            init_from=run.init_from,
+        )
+        history = torch.load(out / f"{run.name}.pt", weights_only=False)["history"]
+        summary.update(
+            s_per_epoch=float(np.median([h["epoch_time_s"] for h in history])),
+            peak_mem_gib=torch.cuda.max_memory_allocated(dev) / 2**30
+            if dev.type == "cuda"
+            else None,
+            n_train=len(run.split["train"]),
+            identity=identity,
+        )
+        frame = ensemble_predictions([out / f"{run.name}.pt"], data, run.split, device=str(dev))
+        frame[["id", "set", "y_true"]].assign(y_pred=frame["mean"]).to_parquet(
+            out / f"{run.name}.parquet", index=False
+        )
+        path.write_text(json.dumps(summary, indent=1) + "\n")
+        summaries[run.name] = summary
+    return summaries
+
+
+def _test_predictions(out_dir: Path, name: str) -> pd.DataFrame:
+    frame = pd.read_parquet(out_dir / f"{name}.parquet")
+    return frame[frame["set"] == "test"].set_index("id")
+
+
+# --------------------------------------------------------------------------------------------
+# the domain module: variants on one database, and on two
+# --------------------------------------------------------------------------------------------
+def domain_runs(
+    gemnet: GemNetTConfig,
+    train: TrainConfig,
+    split: dict[str, list[str]],
+    *,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    num_domains: int = 1,
+    emb_size: int = 16,
+    prefix: str = "domain",
+) -> list[Run]:
+    """GemNet-T with each domain mode (:data:`tracer.models.domain.MODES`) and seed, on one
+    split: ``<prefix>_<mode>_seed<seed>``."""
+    unknown = set(variants) - set(MODES)
+    if unknown:
+        raise ValueError(f"unknown domain variants {sorted(unknown)} (known: {MODES})")
+    base = {k: v for k, v in gemnet.to_dict().items()}
+    return [
+        Run(
+            f"{prefix}_{mode}_seed{seed}",
+            DomainGemNetTConfig(
+                **base, domain_mode=mode, num_domains=num_domains, domain_emb_size=emb_size
+            ),
+            train,
+            seed,
+            split,
+        )
+        for mode in variants
+        for seed in seeds
+    ]
+
+
+def _across_seeds(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample std and a 95% Student-t interval of the mean over seeds (None for one)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if x.size < 2:
+        return {"mean": float(x.mean()), "std": None, "ci95": None, "n_seeds": int(x.size)}
+    half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    mean = float(x.mean())
+    return {
+        "mean": mean,
+        "std": float(x.std(ddof=1)),
+        "ci95": [mean - half, mean + half],
+        "n_seeds": int(x.size),
+    }
+
+
+def domain_report(
+    out_dir: str | Path,
+    *,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    prefix: str = "domain",
+    domain_of: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Per variant: test MAE, RMSE, R² (eV/atom; means over seeds, with ``mae_seeds`` and the
+    interval across seeds), parameters, s/epoch and peak memory. With ``domain_of`` (test id →
+    domain), the MAE of each domain's test structures as well (``mae_by_domain``)."""
+    out = Path(out_dir)
+    report: dict[str, Any] = {}
+    for mode in variants:
+        per_seed, summaries, by_domain = [], [], []
+        for seed in seeds:
+            name = f"{prefix}_{mode}_seed{seed}"
+            test = _test_predictions(out, name)
+            per_seed.append(point_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy()))
+            summaries.append(json.loads((out / f"{name}.json").read_text()))
+            if domain_of is not None:
+                dom = test.index.map(domain_of)
+                err = (test["y_pred"] - test["y_true"]).abs()
+                by_domain.append({str(d): float(err[dom == d].mean()) for d in sorted(set(dom))})
+        maes = [m["mae"] for m in per_seed]
+        peaks = [s["peak_mem_gib"] for s in summaries if s["peak_mem_gib"] is not None]
+        entry: dict[str, Any] = {
+            "mae": float(np.mean(maes)),
+            "rmse": float(np.mean([m["rmse"] for m in per_seed])),
+            "r2": float(np.mean([m["r2"] for m in per_seed])),
+            "mae_seeds": dict(zip(map(str, seeds), maes, strict=True)),
+            "mae_across_seeds": _across_seeds(maes),
+            "params": int(summaries[0]["num_params"]),
+            "s_per_epoch": float(np.median([s["s_per_epoch"] for s in summaries])),
+            "peak_mem_gib": max(peaks) if peaks else None,
+            "device": summaries[0]["device"],
+            "n_train": int(summaries[0]["n_train"]),
+            "epochs_run": [int(s["epochs_run"]) for s in summaries],
+        }
+        if by_domain:
+            entry["mae_by_domain"] = {
+                d: float(np.mean([b[d] for b in by_domain])) for d in by_domain[0]
+            }
+        report[mode] = entry
+    return report
+
+
+def multi_domain_split(
+    parts: dict[str, dict[str, Sequence[str]]], *, train_limit: dict[str, int | None], seed: int
+) -> dict[str, list[str]]:
+    """One split over several databases: each part's own train/val/test ids (its training ids
+    cut to ``train_limit[part]`` by a seeded draw when given)."""
+    rng = np.random.default_rng(seed)
+    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for name, part in parts.items():
+        train = list(part["train"])
+        limit = train_limit.get(name)
+        if limit is not None and limit < len(train):
+            train = sorted(rng.choice(train, size=limit, replace=False).tolist())
+        split["train"] += train
+        split["val"] += list(part["val"])
+        split["test"] += list(part["test"])
+    return split
+
+
+# --------------------------------------------------------------------------------------------
+# transfer: fine-tuning the FLLA ensemble on perovskites, and the learning curve
+# --------------------------------------------------------------------------------------------
+def epochs_for(n_train: int, *, batch_size: int, max_epochs: int, min_steps: int) -> int:
+    """The epoch budget for ``n_train`` structures: ``max_epochs``, raised so that a small
+    training set still gets ``min_steps`` optimiser steps (the same for every starting point)."""
+    steps_per_epoch = max(1, math.ceil(n_train / batch_size))
+    return max(max_epochs, math.ceil(min_steps / steps_per_epoch))
+
+
+def transfer_runs(
+    members: Sequence[str | Path],
+    model_config: ModelConfig,
+    train: TrainConfig,
+    split: dict[str, list[str]],
+    *,
+    sizes: Sequence[int],
+    seed: int,
+    min_steps: int,
+    val_size: int | None = None,
+) -> list[Run]:
+    """Fine-tuning runs on a new dataset's ``split``:
+
+    * ``finetune_all_member<k>``: every pre-trained member ``k`` on all training structures
+      (the fine-tuned ensemble), and ``scratch_all``: the same model from random weights;
+    * the learning curve: for each size ``n`` below the training-set size, a seeded subset
+      (nested: each contains the smaller ones), ``finetune_n<n>`` from member 0 and
+      ``scratch_n<n>``, both with :func:`epochs_for`'s budget; their validation set is the
+      first ``val_size`` validation ids (all when None)."""
+    if not members:
+        raise ValueError("no pre-trained members to fine-tune")
+    train_ids = list(split["train"])
+    runs = [
+        Run(f"finetune_all_member{k}", model_config, train, seed + k, split, str(path))
+        for k, path in enumerate(members)
+    ]
+    runs.append(Run("scratch_all", model_config, train, seed, split))
+    order = np.random.default_rng(seed).permutation(len(train_ids))
+    val = list(split["val"])[: val_size or None]
+    for n in sorted(int(s) for s in sizes):
+        if n >= len(train_ids):
+            continue
+        sub = {
+            "train": [train_ids[i] for i in sorted(order[:n])],
+            "val": val,
+            "test": list(split["test"]),
+        }
+        epochs = epochs_for(
+            n, batch_size=train.batch_size, max_epochs=train.max_epochs, min_steps=min_steps
+        )
+        budget = replace(train, max_epochs=epochs, patience=max(train.patience, epochs))
+        runs.append(Run(f"finetune_n{n}", model_config, budget, seed, sub, str(members[0])))
+        runs.append(Run(f"scratch_n{n}", model_config, budget, seed, sub))
+    return runs
+
+
+def transfer_report(
+    out_dir: str | Path, runs: Sequence[Run], atoms_per_structure: dict[str, int]
+) -> dict[str, Any]:
+    """Test errors of the fine-tuned ensemble (mean of the ``finetune_all_*`` members), of one
+    fine-tuned member on average, of the model trained from scratch, and the learning curve
+    (``n_train`` → test MAE from pre-trained weights and from scratch), in eV/atom and in eV
+    per cell (× the structure's atom count)."""
+    out = Path(out_dir)
+
+    def scores(y: pd.Series, pred: pd.Series) -> dict[str, float]:
+        n = y.index.map(atoms_per_structure).to_numpy(dtype=float)
+        atom = point_metrics(y.to_numpy(), pred.to_numpy())
+        cell = point_metrics(y.to_numpy() * n, pred.to_numpy() * n)
+        return {
+            "mae_ev_per_atom": atom["mae"],
+            "rmse_ev_per_atom": atom["rmse"],
+            "mae_ev_per_cell": cell["mae"],
+            "rmse_ev_per_cell": cell["rmse"],
+            "r2": atom["r2"],
+        }
+
+    names = {r.name for r in runs}
+    tests = {name: _test_predictions(out, name) for name in sorted(names)}
+    members = sorted(n for n in names if n.startswith("finetune_all_member"))
+    y = tests[members[0]]["y_true"]
+    stacked = pd.concat([tests[m]["y_pred"].rename(m) for m in members], axis=1)
+    fine = scores(y, stacked.mean(axis=1))
+    fine["n_members"] = len(members)
+    fine["std_mean_ev_per_atom"] = float(stacked.std(axis=1, ddof=0).mean())
+    singles = [scores(y, stacked[m]) for m in members]
+    fine["single_mae_ev_per_atom"] = float(np.mean([s["mae_ev_per_atom"] for s in singles]))
+    fine["single_mae_ev_per_cell"] = float(np.mean([s["mae_ev_per_cell"] for s in singles]))
+    n_all = len(next(r for r in runs if r.name == "scratch_all").split["train"])
+    curve = []
+    sizes = sorted({int(n.split("_n")[1]) for n in names if n.startswith("scratch_n")})
+    for n in [*sizes, n_all]:
+        pre = tests[f"finetune_n{n}" if n != n_all else members[0]]
+        scratch = tests[f"scratch_n{n}" if n != n_all else "scratch_all"]
+        a, b = scores(y, pre["y_pred"]), scores(y, scratch["y_pred"])
+        curve.append(
+            {
+                "n_train": n,
+                "pretrained_mae_ev_per_atom": a["mae_ev_per_atom"],
+                "scratch_mae_ev_per_atom": b["mae_ev_per_atom"],
+                "pretrained_mae_ev_per_cell": a["mae_ev_per_cell"],
+                "scratch_mae_ev_per_cell": b["mae_ev_per_cell"],
+            }
+        )
+    summaries = {n: json.loads((out / f"{n}.json").read_text()) for n in names}
+    return {
+        "fine_tuned": fine,
+        "scratch": scores(y, tests["scratch_all"]["y_pred"]),
+        "learning_curve": curve,
+        "n_train": n_all,
+        "n_test": len(y),
+        "device": summaries[members[0]]["device"],
+        "train_time_s": {n: s["train_time_s"] for n, s in sorted(summaries.items())},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the studies as the pipeline and a GPU machine run them (params sections `domain`, `transfer`)
+# --------------------------------------------------------------------------------------------
+def _limited_train(split: dict[str, Any], limit: int | None, seed: int) -> dict[str, list[str]]:
+    return multi_domain_split({"part": split}, train_limit={"part": limit}, seed=seed)
+
+
+def domain_study(
+    params: dict[str, Any],
+    flla: GraphDataset,
+    flla_split: dict[str, Any],
+    out_dir: str | Path,
+    *,
+    perovskites: tuple[GraphDataset, dict[str, Any]] | str,
+    device: str = "auto",
+    only: Sequence[str] | None = None,
+) -> dict[str, Any] | None:
+    """Negative result 2 from ``params["domain"]``: each variant and seed on the main dataset's
+    split (its training part cut to ``train_limit``), then the multi-domain check — the main
+    dataset and the perovskites together, the source as the domain — unless ``perovskites`` is
+    the reason it is NOT RUN. Models under ``out_dir/single`` and ``out_dir/multi``. With
+    ``only`` (name patterns, :func:`train_runs`) just those runs are trained and None returned."""
+    d = params["domain"]
+    gemnet = GemNetTConfig.from_params(params["gemnet"], params["graph"])
+    train = TrainConfig(**{**params["train"], **d.get("train", {})})
+    seed = int(params["seed"])
+    split = _limited_train(flla_split, d.get("train_limit"), seed)
+    runs = domain_runs(
+        gemnet, train, split, variants=d["variants"], seeds=d["seeds"], emb_size=d["emb_size"]
+    )
+    train_runs(runs, flla, Path(out_dir) / "single", device=device, only=only)
+    m = d["multi_domain"]
+    if not isinstance(perovskites, str):
+        perov, perov_split = perovskites
+        both = GraphDataset.concat([flla, perov])
+        msplit = multi_domain_split(
+            {"main": flla_split, "perovskites": perov_split},
+            train_limit={"main": d.get("train_limit"),
+                         "perovskites": m.get("perovskite_train_limit")},
+            seed=seed,
+        )  # fmt: skip
+        multi_runs = domain_runs(
+            gemnet,
+            replace(train, **m.get("train", {})),
+            msplit,
+            variants=m["variants"],
+            seeds=m["seeds"],
+            num_domains=2,
+            emb_size=d["emb_size"],
+            prefix="multi",
+        )
+        train_runs(multi_runs, both, Path(out_dir) / "multi", device=device, only=only)
+    if only is not None:
+        return None
+    report: dict[str, Any] = {
+        "n_train": len(split["train"]),
+        "variants": domain_report(
+            Path(out_dir) / "single", variants=d["variants"], seeds=d["seeds"]
+        ),
+    }
+    if isinstance(perovskites, str):
+        report["multi_domain"] = {"status": perovskites}
+        return report
+    domain_of = dict(zip(both.ids, both.domain.tolist(), strict=True))
+    report["multi_domain"] = {
+        "status": "RUN",
+        "domains": {"0": params["dataset"]["name"], "1": "perovskites"},
+        "n_train": {
+            "0": sum(domain_of[i] == 0 for i in msplit["train"]),
+            "1": sum(domain_of[i] == 1 for i in msplit["train"]),
+        },
+        "variants": domain_report(
+            Path(out_dir) / "multi",
+            variants=m["variants"],
+            seeds=m["seeds"],
+            prefix="multi",
+            domain_of=domain_of,
+        ),
+    }
+    return report
+
+
+def transfer_study(
+    params: dict[str, Any],
+    perov: GraphDataset,
+    perov_split: dict[str, Any],
+    members: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    device: str = "auto",
+    only: Sequence[str] | None = None,
+) -> dict[str, Any] | None:
+    """Fine-tuning from ``params["transfer"]["fine_tune"]``: the pre-trained members (model
+    files of the main dataset) on the perovskites' training split (cut to ``train_limit``),
+    from scratch beside them, and the learning curve; returns :func:`transfer_report` (None
+    with ``only``: just the runs matching its name patterns are trained)."""
+    from tracer.models.baselines import config_from_dict
+
+    f = params["transfer"]["fine_tune"]
+    record = torch.load(Path(members[0]), map_location="cpu", weights_only=False)
+    model_config = config_from_dict(record["kind"], record["model_config"])
+    train = TrainConfig(**{**params["train"], **f.get("train", {})})
+    seed = int(params["transfer"]["seed"])
+    split = _limited_train(perov_split, f.get("train_limit"), seed)
+    runs = transfer_runs(
+        members,
+        model_config,
+        train,
+        split,
+        sizes=f["sizes"],
+        seed=seed,
+        min_steps=f["min_steps"],
+        val_size=f.get("val_size"),
+    )
+    train_runs(runs, perov, out_dir, device=device, only=only)
+    if only is not None:
+        return None
+    atoms = dict(zip(perov.ids, perov.num_atoms().tolist(), strict=True))
+    return transfer_report(out_dir, runs, atoms)
