@@ -100,3 +100,23 @@ def test_padded_batches_carry_the_domain_and_keep_the_real_outputs(flla_structur
     torch.testing.assert_close(out, plain, rtol=0, atol=1e-9)
     assert weight[: len(idx)].eq(1).all() and weight[len(idx) :].eq(0).all()
     assert abs(float(plain[0] - plain[1])) > 1e-6  # the same structure, another domain
+
+
+@pytest.mark.parametrize("mode", ["domain_embedding", "film"])
+def test_a_deep_copy_conditions_itself(mode, flla_structures):
+    """The weight average (EMA) is a deep copy: its hooks must use the copy's own layers."""
+    import copy
+
+    model = _model(mode)
+    _perturb(model)
+    twin = copy.deepcopy(model)
+    batch = _batch(flla_structures[:2])
+    dom = torch.tensor([0, 1])
+    with torch.no_grad():
+        ref = model(batch, dom)
+        torch.testing.assert_close(twin(batch, dom), ref, rtol=0, atol=0)
+        for name, p in twin.named_parameters():
+            if not name.startswith("base."):
+                p.zero_()  # the copy alone loses its conditioning
+        assert not torch.allclose(twin(batch, dom), ref)
+        torch.testing.assert_close(model(batch, dom), ref, rtol=0, atol=0)

@@ -19,6 +19,7 @@ conditioning is applied by forward hooks on its atom embedding and interaction b
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Literal
 
@@ -88,10 +89,13 @@ class DomainGemNetT(nn.Module):
             self.film = nn.ModuleList(
                 nn.Linear(domain.emb_size, 2 * width) for _ in self.base.int_blocks
             )
-            for layer, block in zip(self.film, self.base.int_blocks, strict=True):
+            for layer in self.film:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
-                block.register_forward_pre_hook(self._film_hook(layer))
+            for k, block in enumerate(self.base.int_blocks):
+                # a bound method (through partial), not a closure: a deep copy of the model
+                # (the weight average) must condition its own blocks with its own layers
+                block.register_forward_pre_hook(functools.partial(self._film_block, k))
 
     @classmethod
     def from_config(cls, config: DomainGemNetTConfig) -> DomainGemNetT:
@@ -105,13 +109,10 @@ class DomainGemNetT(nn.Module):
     def _add_domain(self, _module: nn.Module, _inputs: Any, h: Tensor) -> Tensor:
         return h + self.to_atom(self._domain_vectors())
 
-    def _film_hook(self, layer: nn.Linear) -> Any:
-        def hook(_module: nn.Module, args: tuple) -> tuple:
-            h, *rest = args
-            gamma, beta = layer(self._domain_vectors()).chunk(2, dim=-1)
-            return (h * (1.0 + gamma) + beta, *rest)
-
-        return hook
+    def _film_block(self, k: int, _module: nn.Module, args: tuple) -> tuple:
+        h, *rest = args
+        gamma, beta = self.film[k](self._domain_vectors()).chunk(2, dim=-1)
+        return (h * (1.0 + gamma) + beta, *rest)
 
     def forward(self, g: GraphBatch, domain: Tensor | None = None) -> Tensor:
         """Per-structure outputs ``[B]`` (the base model's unit); ``domain`` defaults to the
