@@ -68,6 +68,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_record_gpu_studies(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.records import record_gpu_studies
+
+    out = record_gpu_studies(args.run_dir, params_path=args.params, out_dir=args.out)
+    print(json.dumps({k: v["status"] for k, v in out.items()}))
+    return 0
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     import json
 
@@ -295,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="profiles/gpu.yaml")
     p.add_argument("--out", default="results/gpu")
     p.set_defaults(func=_cmd_record_gpu_run)
+
+    p = sub.add_parser(
+        "record-gpu-studies", help="score a GPU run of `tracer study` into results/gpu/"
+    )
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--params", default="profiles/gpu.yaml")
+    p.add_argument("--out", default="results/gpu")
+    p.set_defaults(func=_cmd_record_gpu_studies)
 
     p = sub.add_parser("profile", help="show or switch the active params profile")
     p.add_argument("action", nargs="?", choices=["show", "use"], default="show")
