@@ -54,7 +54,8 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
     work, _, first = tiny_run
     stages = ("data", "split", "dummy", "graphs", "train@0", "train@1", "predict", "accuracy")
     reliability = ("uncertainty", "failures", "triage", "flags")
-    for stage in (*stages, "baseline@schnet", "baseline@cgcnn", *reliability, "transfer"):
+    studies = ("perovskites", "transfer", "domain")
+    for stage in (*stages, "baseline@schnet", "baseline@cgcnn", *reliability, *studies):
         assert f"Running stage '{stage}'" in first
     for name in reliability:
         metrics = json.loads((work / "metrics" / f"{name}.json").read_text())
@@ -77,6 +78,12 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
     assert {(r["paper_budget"], r["threshold"]) for r in rows} >= {(50, 0.1), (300, 0.2)}
     transfer = json.loads((work / "metrics" / "transfer.json").read_text())
     assert transfer["status"].startswith("NOT RUN")  # the shared perovskites are not beside a copy
+    assert transfer["fine_tuned"] == transfer["learning_curve"] == transfer["status"]
+    domain = json.loads((work / "metrics" / "domain.json").read_text())
+    assert set(domain["variants"]) == {"baseline", "domain_embedding", "film"}
+    for v in domain["variants"].values():
+        assert {"mae", "rmse", "r2", "params", "s_per_epoch"} <= set(v)
+    assert domain["multi_domain"]["status"] == transfer["status"]
     worst = json.loads((work / "metrics" / "failures.json").read_text())["worst"]
     for w in worst:
         assert (work / "paper_figures" / "worst_structures" / f"{w['id']}.cif").exists()
@@ -110,7 +117,9 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
         "22_failures",
         "23_triage",
         "24_flags",
+        "09_perovskites",
         "25_transfer",
+        "26_domain",
         "20_accuracy",
     ):
         assert (work / "notebooks" / "executed" / f"{nb}.ipynb").exists()

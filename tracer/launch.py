@@ -10,6 +10,7 @@ prediction table that the DVC stages write. Copied back into ``models/<dataset>/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -166,6 +167,24 @@ def train_baseline(
     return summary
 
 
+def cached_graphs(
+    structures_path: str | Path, model_config: ModelConfig, cache_dir: str | Path, *, workers: int
+) -> GraphDataset:
+    """:func:`build_graphs`, kept in ``cache_dir`` under the structure file's sha256 and the
+    graph settings: processes of one study (``tracer study --only``) build each graph set once
+    when one of them runs first (``tracer study ... --only none`` prepares them)."""
+    digest = hashlib.sha256(Path(structures_path).read_bytes()).hexdigest()[:16]
+    name = f"{digest}_{model_config.cutoff}_{model_config.max_neighbors}.pt"
+    path = Path(cache_dir) / name
+    if path.exists():
+        return GraphDataset.load(path)
+    data = build_graphs(structures_path, model_config, workers=workers)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    data.save(tmp)
+    os.replace(tmp, path)
+    return data
+
+
 def run_study(
     which: str,
     *,
@@ -198,8 +217,8 @@ def run_study(
     perov_split = json.loads((perov_dir / "split.json").read_text())
     if which == "domain":
         gemnet = GemNetTConfig.from_params(params["gemnet"], params["graph"])
-        flla = build_graphs(structures_path, gemnet, workers=workers)
-        perov = build_graphs(perov_dir / "structures.pt", gemnet, workers=workers)
+        flla = cached_graphs(structures_path, gemnet, out / "graphs", workers=workers)
+        perov = cached_graphs(perov_dir / "structures.pt", gemnet, out / "graphs", workers=workers)
         report = domain_study(params, flla, split, out / "domain", device=device, only=only,
                               perovskites=(perov, perov_split))  # fmt: skip
     elif which == "transfer":
@@ -210,7 +229,7 @@ def run_study(
             raise FileNotFoundError(f"no member_*.pt in {members_dir}")
         record = torch.load(members[0], map_location="cpu", weights_only=False)
         config = config_from_dict(record["kind"], record["model_config"])
-        perov = build_graphs(perov_dir / "structures.pt", config, workers=workers)
+        perov = cached_graphs(perov_dir / "structures.pt", config, out / "graphs", workers=workers)
         zero = ensemble_predictions(members, perov, perov_split, sets=("test",), device=device)
         tmp = out / f"zero_shot.{os.getpid()}.tmp"  # processes of one study share the folder
         zero.to_parquet(tmp, index=False)
