@@ -54,7 +54,7 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
     work, _, first = tiny_run
     stages = ("data", "split", "dummy", "graphs", "train@0", "train@1", "predict", "accuracy")
     reliability = ("uncertainty", "failures", "triage", "flags")
-    studies = ("perovskites", "transfer", "domain")
+    studies = ("perovskites", "transfer", "domain", "checklist")
     for stage in (*stages, "baseline@schnet", "baseline@cgcnn", *reliability, *studies):
         assert f"Running stage '{stage}'" in first
     for name in reliability:
@@ -120,10 +120,49 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
         "09_perovskites",
         "25_transfer",
         "26_domain",
+        "40_checklist",
         "20_accuracy",
     ):
         assert (work / "notebooks" / "executed" / f"{nb}.ipynb").exists()
     assert pd.read_csv(work / "data" / "quarantine" / "flla.csv").empty
+
+
+def _row(rows, item, source):
+    (row,) = [r for r in rows if r["item"].startswith(item) and r["source"].startswith(source)]
+    return row
+
+
+def test_checklist_verdicts_follow_the_records(tiny_run, tmp_path):
+    """The audit is computed from the run's records: change one metric in a copy and the
+    right row flips, and only that row."""
+    from tracer.checklist import build_checklist
+
+    work, _, _ = tiny_run
+    written = json.loads((work / "paper_figures" / "CHECKLIST.json").read_text())
+    assert {r["section"] for r in written} == {"claim", "checklist", "audit note"}
+    assert _row(written, "same training data and split", "dvc.lock")["verdict"] == "PASS"
+    assert _row(written, "normalisation statistics", "models/")["verdict"] == "PASS"
+    assert _row(written, "identical split sizes", "data/")["verdict"].startswith("NOT RUN")
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns(".dvc", ".git", "notebooks"))
+    flags = json.loads((copy / "metrics" / "flags.json").read_text())
+    unc = json.loads((copy / "metrics" / "uncertainty.json").read_text())
+    for hybrid, expected in ((flags["variance_only_mean_abs_error"] - 0.01, "PASS"),
+                             (flags["variance_only_mean_abs_error"] + 0.01, "FAIL")):  # fmt: skip
+        (copy / "metrics" / "flags.json").write_text(
+            json.dumps({**flags, "hybrid_mean_abs_error": hybrid})
+        )
+        (copy / "metrics" / "uncertainty.json").write_text(
+            json.dumps({**unc, "spearman": 0.3 if expected == "PASS" else -0.3, "auroc_top10": 0.7})
+        )
+        rows = build_checklist(copy, "flla")
+        assert _row(rows, "negative result 1", "metrics/")["verdict"] == expected
+        assert _row(rows, "ensemble σ tracks", "metrics/")["verdict"] == expected
+        gpu = _row(rows, "negative result 1", "results/gpu")["verdict"]
+        assert gpu == _row(written, "negative result 1", "results/gpu")["verdict"]
+    (copy / "models" / "flla" / "member_1.pt").unlink()  # a checkpoint missing from the run
+    rows = build_checklist(copy, "flla")
+    assert _row(rows, "checkpoints documented", "dvc.lock")["verdict"] == "FAIL"
 
 
 def test_second_repro_reruns_nothing_and_status_is_clean(tiny_run):
