@@ -78,6 +78,13 @@ def _cmd_record_gpu_studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tracer.report import build_site
+
+    print(build_site(".", args.out))
+    return 0
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     import json
 
@@ -313,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="profiles/gpu.yaml")
     p.add_argument("--out", default="results/gpu")
     p.set_defaults(func=_cmd_record_gpu_studies)
+
+    p = sub.add_parser("report", help="render the run into an offline HTML site")
+    p.add_argument("--out", default="site")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("profile", help="show or switch the active params profile")
     p.add_argument("action", nargs="?", choices=["show", "use"], default="show")

@@ -1,0 +1,136 @@
+"""An offline HTML site of the run: every executed notebook rendered (code hidden, outputs and
+text kept), the paper figures, and an index page whose audit table links each claim of the paper
+to the page that holds its evidence — every claim and its evidence two clicks from the index.
+
+Nothing is loaded from the network: notebooks are rendered with nbconvert's ``basic`` template
+(no scripts, no CDN) inside a small page of our own, images are copied beside the pages.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+img { max-width: 100%; }
+.PASS { background: #e3f4e3; } .FAIL { background: #fbe3e3; } .NOT { background: #eee; }
+.thumbs img { width: 260px; margin: 0.3em; border: 1px solid #ddd; }
+nav a { margin-right: 1em; }
+"""
+
+# where the evidence of a record lives: its path prefix -> the executed notebook that wrote it
+EVIDENCE = (
+    ("metrics/data.json", "01_data"),
+    ("data/splits", "02_split"),
+    ("data/processed/perovskites", "09_perovskites"),
+    ("data/processed", "01_data"),
+    ("models/", "05_train_member_0"),
+    ("results/gpu", "30_gpu_results"),
+    ("results/", "06_predict"),
+    ("metrics/accuracy.json", "20_accuracy"),
+    ("metrics/uncertainty.json", "21_uncertainty"),
+    ("metrics/failures.json", "22_failures"),
+    ("metrics/triage.json", "23_triage"),
+    ("metrics/flags.json", "24_flags"),
+    ("metrics/transfer.json", "25_transfer"),
+    ("metrics/domain.json", "26_domain"),
+    ("metrics/", "40_checklist"),
+    ("params.yaml", "params.yaml"),
+    ("dvc.lock", "dvc.lock"),
+)
+
+
+def evidence_page(source: str) -> str | None:
+    """The site page (relative to the index) holding the evidence of a checklist row's source."""
+    for prefix, page in EVIDENCE:
+        if source.startswith(prefix):
+            return f"files/{page}.txt" if "." in page else f"notebooks/{page}.html"
+    return None
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def render_notebook(path: Path, out_dir: Path) -> Path:
+    """One executed notebook as a standalone offline page (code cells hidden)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)  # fmt: skip
+    body, _ = exporter.from_notebook_node(nbformat.read(path, as_version=4))
+    nav = "<nav><a href='../index.html'>← index</a></nav>"
+    out = out_dir / f"{path.stem}.html"
+    out.write_text(_page(path.stem, nav + body))
+    return out
+
+
+def build_site(root: str | Path = ".", out_dir: str | Path = "site") -> Path:
+    """Render the run under ``root`` into ``out_dir`` (replaced); returns the index page."""
+    root, out = Path(root), Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "notebooks").mkdir(parents=True)
+    (out / "figures").mkdir()
+    (out / "files").mkdir()
+    notebooks = sorted((root / "notebooks" / "executed").glob("*.ipynb"))
+    pages = [render_notebook(nb, out / "notebooks") for nb in notebooks]
+    for name in ("params.yaml", "dvc.lock"):
+        if (root / name).exists():
+            shutil.copy2(root / name, out / "files" / f"{name}.txt")
+    figures = sorted((root / "paper_figures").glob("*.png"))
+    for fig in figures:
+        shutil.copy2(fig, out / "figures" / fig.name)
+    gpu_figures = sorted((root / "results" / "gpu").glob("*.png"))
+    for fig in gpu_figures:
+        shutil.copy2(fig, out / "figures" / f"gpu_{fig.name}")
+
+    parts = ["<h1>TRACER — the run, its figures and the audit</h1>",
+             "<nav><a href='#audit'>audit</a><a href='#notebooks'>notebooks</a>"
+             "<a href='#figures'>figures</a></nav>"]  # fmt: skip
+    checklist = root / "paper_figures" / "CHECKLIST.json"
+    parts.append("<h2 id='audit'>Audit: the paper's claims and its checklist</h2>")
+    if checklist.exists():
+        rows = json.loads(checklist.read_text())
+        parts.append("<p>Verdicts computed by <code>tracer.checklist</code> from this run's "
+                     "records; the last column links the page with the evidence.</p>")  # fmt: skip
+        parts.append("<table><tr><th>section</th><th>item</th><th>paper</th><th>ours</th>"
+                     "<th>verdict</th><th>evidence</th></tr>")  # fmt: skip
+        for r in rows:
+            page = evidence_page(r["source"])
+            page = page if page is not None and (out / page).exists() else None
+            link = (f"<a href='{page}'>{html.escape(r['source'])}</a>" if page
+                    else html.escape(r["source"]))  # fmt: skip
+            css = r["verdict"].split(":")[0].split()[0]
+            parts.append(
+                f"<tr class='{css}'><td>{html.escape(r['section'])}</td>"
+                f"<td>{html.escape(r['item'])}</td><td>{html.escape(r['paper_value'])}</td>"
+                f"<td>{html.escape(r['our_value'])}</td><td>{html.escape(r['verdict'])}</td>"
+                f"<td>{link}</td></tr>"
+            )
+        parts.append("</table>")
+    else:
+        parts.append("<p>NOT RUN: paper_figures/CHECKLIST.json is missing (checklist stage)</p>")
+    parts.append("<h2 id='notebooks'>Executed notebooks (one per stage)</h2><ul>")
+    parts += [f"<li><a href='notebooks/{p.name}'>{p.stem}</a></li>" for p in pages]
+    parts.append("</ul><h2 id='figures'>Figures</h2><div class='thumbs'>")
+    for fig in figures:
+        parts.append(f"<a href='figures/{fig.name}'><img src='figures/{fig.name}' "
+                     f"alt='{fig.stem}' title='{fig.stem}'></a>")  # fmt: skip
+    for fig in gpu_figures:
+        parts.append(f"<a href='figures/gpu_{fig.name}'><img src='figures/gpu_{fig.name}' "
+                     f"alt='gpu {fig.stem}' title='gpu run: {fig.stem}'></a>")  # fmt: skip
+    parts.append("</div>")
+    index = out / "index.html"
+    index.write_text(_page("TRACER", "\n".join(parts)))
+    return index
