@@ -78,6 +78,23 @@ def _cmd_record_gpu_studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.predict import screen
+
+    try:
+        summary = screen(
+            args.paths, args.output, ensemble=args.ensemble, budget=args.budget,
+            threshold=args.threshold, device=args.device, force=args.force,
+        )  # fmt: skip
+    except FileExistsError as err:
+        print(f"tracer predict: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0 if summary["predicted"] else 1
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from tracer.report import build_site
 
@@ -320,6 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="profiles/gpu.yaml")
     p.add_argument("--out", default="results/gpu")
     p.set_defaults(func=_cmd_record_gpu_studies)
+
+    p = sub.add_parser(
+        "predict",
+        help="screen structure files (CIF, POSCAR, extxyz, pymatgen JSON) with an ensemble",
+    )
+    p.add_argument("paths", nargs="+", help="files, folders or globs")
+    p.add_argument("-o", "--output", required=True, help="CSV of the predictions")
+    p.add_argument("--ensemble", default="models/flla", help="folder of member_*.pt")
+    p.add_argument("--budget", type=int, help="also write the N structures most worth checking")
+    p.add_argument(
+        "--threshold", type=float, default=0.1,
+        help="flag when the 95%% interval's half-width exceeds this (eV/atom)",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("report", help="render the run into an offline HTML site")
     p.add_argument("--out", default="site")

@@ -1,0 +1,107 @@
+"""Screening new structures: every good file predicted, every bad one named, nothing overwritten,
+the API equal for pymatgen and ASE inputs, intervals from the recalibration factor."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+from pymatgen.io.vasp import Poscar
+from test_train import train_small_members
+
+from tracer.cli import main
+from tracer.ensemble import predict_members
+from tracer.predict import Z95, Ensemble, read_structures
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(tmp_path_factory, flla_table):
+    out = tmp_path_factory.mktemp("ens")
+    train_small_members(out, flla_table, 24, (0, 1))
+    (out / "recalibration.json").write_text(json.dumps({"sigma_scale": 2.5}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, flla_table):
+    d = tmp_path_factory.mktemp("cifs")
+    flla_structures = list(flla_table.structure[30:38])  # real FLLA crystals
+    for k, s in enumerate(flla_structures[:4]):
+        s.to(filename=str(d / f"real_{k}.cif"))
+    Poscar(flla_structures[4]).write_file(d / "POSCAR")
+    (d / "s5.json").write_text(json.dumps(flla_structures[5].as_dict()))
+    from ase.io import write
+
+    plain = [Structure(s.lattice, s.species, s.frac_coords) for s in flla_structures[6:8]]
+    write(d / "two.extxyz", [AseAtomsAdaptor.get_atoms(s) for s in plain])
+    (d / "broken.cif").write_text("data_broken\n_cell_length_a 3.0\nthis is not a CIF\n")
+    Structure(Lattice.cubic(4.0), ["Fe", "Fe"], [[0, 0, 0], [0.01, 0, 0]]).to(
+        filename=str(d / "overlap.cif")
+    )
+    (d / "notes.txt").write_text("not a structure")  # ignored in a folder: unknown suffix
+    return d
+
+
+def test_command_predicts_every_good_file_and_names_every_bad_one(
+    tmp_path, ensemble_dir, folder, flla_table, capsys
+):
+    out = tmp_path / "res.csv"
+    rc = main(["predict", str(folder), str(folder / "nothing*.cif"), "-o", str(out),
+               "--ensemble", str(ensemble_dir), "--budget", "3"])  # fmt: skip
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["predicted"] == 8 and summary["errors"] == 3 and summary["sigma_scale"] == 2.5
+    res = pd.read_csv(out)
+    assert sorted(res["id"]) == sorted(["real_0", "real_1", "real_2", "real_3", "POSCAR", "s5",
+                                        "two-0", "two-1"])  # fmt: skip
+    errors = pd.read_csv(tmp_path / "res.errors.csv")
+    reasons = dict(zip(errors["source"].map(lambda s: s.split("/")[-1]), errors["reason"],
+                       strict=True))  # fmt: skip
+    assert "unreadable" in reasons["broken.cif"] and "overlapping" in reasons["overlap.cif"]
+    assert "no such file" in reasons["nothing*.cif"]
+    # the numbers are the ensemble's, interval from the recalibration factor
+    ens = Ensemble.load(ensemble_dir)
+    from tracer.dataset import structures_to_graphs
+
+    row = res.set_index("id").loc["real_2"]
+    data = structures_to_graphs(["x"], [flla_table.structure[32]], None, cutoff=ens.cutoff,
+                                max_neighbors=ens.max_neighbors)  # fmt: skip
+    ref = predict_members(ens.members, data, np.arange(1), device="cpu")
+    assert row["e_form_ev_per_atom"] == pytest.approx(ref["mean"][0], abs=1e-6)  # CIF digits
+    half = row["upper95_ev_per_atom"] - row["e_form_ev_per_atom"]
+    assert half == pytest.approx(Z95 * 2.5 * ref["std"][0], rel=1e-4)
+    assert row["check_with_dft"] == (half > 0.1)
+    top = pd.read_csv(tmp_path / "res.budget.csv")
+    assert list(top["sigma_ev_per_atom"]) == sorted(res["sigma_ev_per_atom"], reverse=True)[:3]
+    # never overwritten unless told to
+    assert main(["predict", str(folder), "-o", str(out), "--ensemble", str(ensemble_dir)]) == 2
+    assert pd.read_csv(out).equals(res)
+    assert main(["predict", str(folder), "-o", str(out), "--ensemble", str(ensemble_dir),
+                 "--force"]) == 0  # fmt: skip
+
+
+def test_nothing_predicted_exits_non_zero(tmp_path, ensemble_dir, folder):
+    rc = main(["predict", str(folder / "broken.cif"), "-o", str(tmp_path / "r.csv"),
+               "--ensemble", str(ensemble_dir)])  # fmt: skip
+    assert rc == 1
+    assert len(pd.read_csv(tmp_path / "r.csv")) == 0
+    assert len(pd.read_csv(tmp_path / "r.errors.csv")) == 1
+
+
+def test_api_takes_structures_and_ase_atoms_alike(ensemble_dir, flla_structures):
+    ens = Ensemble.load(ensemble_dir)
+    structures = flla_structures[:3]
+    a = ens.predict(structures, device="cpu")
+    b = ens.predict([AseAtomsAdaptor.get_atoms(s) for s in structures], device="cpu")
+    for key in ("mean", "sigma", "lower", "upper"):
+        np.testing.assert_allclose(a[key], b[key], atol=1e-6)
+    assert a["members"].shape == (3, 2)
+    np.testing.assert_allclose(a["sigma"], a["members"].std(axis=1), atol=1e-9)
+
+
+def test_reading_keeps_multi_structure_files_apart(folder):
+    read = read_structures([folder / "two.extxyz", folder / "two.extxyz"], cutoff=6.0)
+    assert [i for _, i, _ in read.items] == ["two-0", "two-1"]  # a repeated path is read once
+    assert not read.errors

@@ -1,0 +1,234 @@
+"""Screening new crystals with a trained ensemble: read structure files, validate them, predict
+the formation energy per atom with every member, and say which predictions to check with DFT.
+
+Python API::
+
+    from tracer.predict import Ensemble
+    ens = Ensemble.load("models/flla")                  # member_*.pt (+ recalibration.json)
+    out = ens.predict([structure, atoms])                 # pymatgen Structures or ASE Atoms
+    out["mean"], out["sigma"], out["lower"], out["upper"]  # eV/atom arrays
+
+Command line: ``tracer predict PATH... [--ensemble DIR] [--budget N] -o results.csv``.
+
+Uncertainty: ``sigma`` is the members' spread (ddof 0); the 95% interval is
+``mean ± 1.96 · sigma_scale · sigma`` with the σ-scaling factor fitted on the validation set by
+the uncertainty stage (``recalibration.json`` beside the members, else ``metrics/uncertainty.json``
+of the run that trained them; without one the factor is 1 and the output says so). A structure
+is flagged "check with DFT" when the half-width of that interval exceeds ``threshold`` (eV/atom).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
+SUFFIXES = {".cif": "cif", ".vasp": "poscar", ".poscar": "poscar", ".xyz": "extxyz",
+            ".extxyz": "extxyz", ".json": "json"}  # fmt: skip
+POSCAR_NAMES = ("POSCAR", "CONTCAR")
+COLUMNS = ("source", "id", "formula", "e_form_ev_per_atom", "sigma_ev_per_atom",
+           "lower95_ev_per_atom", "upper95_ev_per_atom", "check_with_dft")  # fmt: skip
+
+
+@dataclass
+class ReadResult:
+    """Structures read from files (``source`` file, ``id``, pymatgen ``Structure``) and the
+    items that could not be read or failed validation (``source``, ``id``, ``reason``)."""
+
+    items: list[tuple[str, str, Any]] = field(default_factory=list)
+    errors: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str, str]]]:
+    """Files named, found in folders (recursively, known suffixes and POSCAR/CONTCAR) or matched
+    by globs, in order without repeats; a path that matches nothing is an error."""
+    files: list[Path] = []
+    errors: list[tuple[str, str, str]] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f) is not None)
+        elif p.is_file():
+            found = [p]
+        else:
+            found = sorted(
+                Path(m) for m in glob.glob(str(raw), recursive=True) if Path(m).is_file()
+            )
+        if not found:
+            errors.append((str(raw), "", "no such file, or no structure file in it"))
+        files += [f for f in found if f not in files]
+    return files, errors
+
+
+def _kind(path: Path) -> str | None:
+    if path.name.split(".")[0] in POSCAR_NAMES:
+        return "poscar"
+    return SUFFIXES.get(path.suffix.lower())
+
+
+def _read_file(path: Path) -> list[tuple[str, Any]]:
+    """``(id, Structure)`` of every structure in one file (ids: the file stem, ``stem-k`` when
+    a file holds several)."""
+    import warnings
+
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.io.cif import CifParser
+    from pymatgen.io.vasp import Poscar
+
+    kind = _kind(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "cif":
+            structures = CifParser(str(path)).parse_structures(primitive=False)
+        elif kind == "poscar":
+            structures = [Poscar.from_file(str(path)).structure]
+        elif kind == "extxyz":
+            from ase.io import read
+
+            structures = [AseAtomsAdaptor.get_structure(a) for a in read(str(path), index=":")]
+        elif kind == "json":
+            payload = json.loads(path.read_text())
+            dicts = payload if isinstance(payload, list) else [payload]
+            structures = [Structure.from_dict(d) for d in dicts]
+        else:
+            raise ValueError(f"unknown structure file type {path.suffix!r}")
+    if not structures:
+        raise ValueError("no structure in the file")
+    if len(structures) == 1:
+        return [(path.stem, structures[0])]
+    return [(f"{path.stem}-{k}", s) for k, s in enumerate(structures)]
+
+
+def read_structures(paths: Sequence[str | Path], *, cutoff: float, min_distance: float = 0.5,
+                    max_atomic_number: int = 100) -> ReadResult:  # fmt: skip
+    """Read every structure of ``paths`` and validate it as the pipeline validates its data
+    (:func:`tracer.validation.structure_problems`); unreadable files and invalid structures go
+    to ``errors`` with the reason, and reading goes on."""
+    from tracer.validation import ValidationConfig, structure_problems
+
+    config = ValidationConfig(min_distance_angstrom=min_distance, graph_cutoff_angstrom=cutoff,
+                              max_atomic_number=max_atomic_number)  # fmt: skip
+    files, errors = expand_paths(paths)
+    result = ReadResult(errors=errors)
+    seen: set[str] = set()
+    for path in files:
+        try:
+            found = _read_file(path)
+        except Exception as err:
+            result.errors.append((str(path), path.stem, f"unreadable: {type(err).__name__}: {err}"))
+            continue
+        for sid, structure in found:
+            if sid in seen:
+                sid = f"{sid}@{path.parent.name or path.parent}"
+            problems = structure_problems(structure, config)
+            if problems:
+                result.errors.append((str(path), sid, "; ".join(problems)))
+                continue
+            seen.add(sid)
+            result.items.append((str(path), sid, structure))
+    return result
+
+
+@dataclass
+class Ensemble:
+    """Trained members (``member_*.pt``) with their graph settings and σ-scaling factor."""
+
+    members: list[Path]
+    cutoff: float
+    max_neighbors: int | None
+    sigma_scale: float | None
+    recalibration_source: str | None
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Ensemble:
+        import torch
+
+        from tracer.ensemble import member_seed
+
+        directory = Path(directory)
+        members = sorted(directory.glob("member_*.pt"), key=member_seed)
+        if not members:
+            raise FileNotFoundError(f"no member_*.pt in {directory}")
+        graph = torch.load(members[0], map_location="cpu", weights_only=False)["graph"]
+        scale, source = None, None
+        for cand in (directory / "recalibration.json", Path("metrics") / "uncertainty.json"):
+            if cand.exists():
+                scale, source = float(json.loads(cand.read_text())["sigma_scale"]), str(cand)
+                break
+        return cls(members, float(graph["cutoff"]), graph["max_neighbors"], scale, source)
+
+    def predict(self, structures: Sequence[Any], ids: Sequence[str] | None = None, *,
+                device: str = "auto", batch_size: int = 64) -> dict[str, np.ndarray]:  # fmt: skip
+        """Mean, σ and the recalibrated 95% interval (eV/atom) of pymatgen Structures or ASE
+        Atoms (converted), plus each member's prediction (``members``, ``[S, M]``)."""
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        from tracer.dataset import structures_to_graphs
+        from tracer.ensemble import predict_members
+
+        structs = [s if hasattr(s, "lattice") else AseAtomsAdaptor.get_structure(s)
+                   for s in structures]  # fmt: skip
+        ids = [str(i) for i in range(len(structs))] if ids is None else [str(i) for i in ids]
+        data = structures_to_graphs(ids, structs, None, cutoff=self.cutoff,
+                                    max_neighbors=self.max_neighbors)  # fmt: skip
+        frame = predict_members(self.members, data, np.arange(len(structs)), device=device,
+                                batch_size=batch_size)  # fmt: skip
+        mean, sigma = frame["mean"].to_numpy(), frame["std"].to_numpy()
+        half = Z95 * (self.sigma_scale or 1.0) * sigma
+        cols = [c for c in frame.columns if c.startswith("member_")]
+        return {"mean": mean, "sigma": sigma, "lower": mean - half, "upper": mean + half,
+                "members": frame[cols].to_numpy()}  # fmt: skip
+
+
+def screen(
+    paths: Sequence[str | Path],
+    output: str | Path,
+    *,
+    ensemble: str | Path,
+    budget: int | None = None,
+    threshold: float = 0.1,
+    device: str = "auto",
+    force: bool = False,
+) -> dict[str, Any]:
+    """``tracer predict``: predictions for every good structure into ``output`` (CSV), the bad
+    ones into ``<output>.errors.csv``, and with ``budget`` the ``budget`` structures with the
+    widest intervals into ``<output>.budget.csv``. Existing outputs are kept unless ``force``."""
+    out = Path(output)
+    errors_path = out.with_name(out.stem + ".errors.csv")
+    budget_path = out.with_name(out.stem + ".budget.csv")
+    written = [out, errors_path] + ([budget_path] if budget else [])
+    existing = [str(p) for p in written if p.exists()]
+    if existing and not force:
+        raise FileExistsError(f"would overwrite {', '.join(existing)} (use --force)")
+    ens = Ensemble.load(ensemble)
+    read = read_structures(paths, cutoff=ens.cutoff)
+    rows = pd.DataFrame(columns=list(COLUMNS))
+    if read.items:
+        sources, ids, structures = zip(*read.items, strict=True)
+        pred = ens.predict(structures, ids, device=device)
+        formulas = [s.composition.reduced_formula for s in structures]
+        values = (sources, ids, formulas, pred["mean"], pred["sigma"], pred["lower"],
+                  pred["upper"], (pred["upper"] - pred["mean"]) > threshold)  # fmt: skip
+        rows = pd.DataFrame(dict(zip(COLUMNS, values, strict=True)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(out, index=False)
+    pd.DataFrame(read.errors, columns=["source", "id", "reason"]).to_csv(errors_path, index=False)
+    if budget:
+        top = rows.sort_values("sigma_ev_per_atom", ascending=False, kind="stable").head(budget)
+        top.to_csv(budget_path, index=False)
+    return {
+        "predicted": len(rows),
+        "errors": len(read.errors),
+        "flagged": int(rows["check_with_dft"].sum()) if len(rows) else 0,
+        "sigma_scale": ens.sigma_scale,
+        "recalibration": ens.recalibration_source or "none found: interval from raw σ",
+        "files": [str(p) for p in written],
+    }
