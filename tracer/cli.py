@@ -322,21 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", help="train just the runs matching these name patterns")
     p.set_defaults(func=_cmd_study)
 
-    p = sub.add_parser(
-        "record-gpu-run", help="score a train-ensemble output folder into results/gpu/"
-    )
-    p.add_argument("--run-dir", required=True)
-    p.add_argument("--params", default="profiles/gpu.yaml")
-    p.add_argument("--out", default="results/gpu")
-    p.set_defaults(func=_cmd_record_gpu_run)
-
-    p = sub.add_parser(
-        "record-gpu-studies", help="score a GPU run of `tracer study` into results/gpu/"
-    )
-    p.add_argument("--run-dir", required=True)
-    p.add_argument("--params", default="profiles/gpu.yaml")
-    p.add_argument("--out", default="results/gpu")
-    p.set_defaults(func=_cmd_record_gpu_studies)
+    for name, what, func in (
+        ("record-gpu-run", "a train-ensemble output folder", _cmd_record_gpu_run),
+        ("record-gpu-studies", "a GPU run of `tracer study`", _cmd_record_gpu_studies),
+    ):
+        p = sub.add_parser(name, help=f"score {what} into results/gpu/")
+        p.add_argument("--run-dir", required=True)
+        p.add_argument("--params", default="profiles/gpu.yaml")
+        p.add_argument("--out", default="results/gpu")
+        p.set_defaults(func=func)
 
     p = sub.add_parser(
         "predict",
