@@ -52,13 +52,15 @@ def _write_castelli(folder, structures, targets):
             w.writerow([i, 100 + i, s.to(fmt="cif"), s.formula, round(t, 2), t])
 
 
-def test_transfer_stage_runs_zero_shot_or_says_not_run(tmp_path, flla_table):
+def test_transfer_stages_run_zero_shot_and_fine_tuning_or_say_not_run(tmp_path, flla_table):
+    import dataclasses
     import json
 
     from test_train import train_small_members
 
     from tracer.ensemble import ensemble_predictions
-    from tracer.stages import Paths, run_transfer_stage
+    from tracer.stages import Paths, run_perovskites_stage, run_transfer_stage
+    from tracer.train import TrainConfig
     from tracer.validation import ValidationConfig
 
     data, split, members = train_small_members(tmp_path / "train", flla_table, 24, (0, 1))
@@ -71,19 +73,31 @@ def test_transfer_stage_runs_zero_shot_or_says_not_run(tmp_path, flla_table):
     structures = list(flla_table.structure.iloc[30:50])
     cells = [1.0 + 0.1 * i for i in range(20)]  # eV per cell
     _write_castelli(tmp_path / "perov", structures, cells)
+    fine_tune = {"train_limit": None, "sizes": [4], "min_steps": 2, "val_size": None,
+                 "train": {"warmup_epochs": 0}}  # fmt: skip
     settings = {"source": "castelli_local", "path": "perov", "fractions": [0.5, 0.25, 0.25],
-                "seed": 42}  # fmt: skip
-    params = {"dataset": {"raw_dir": "data/raw"}}
-    common = {"params": params, "dataset_name": "flla", "validation": ValidationConfig()}
-    out = run_transfer_stage(transfer=settings, device="cpu", root=tmp_path, **common)
-    assert out["status"] == "RUN" and out["split_sizes"] == {"train": 10, "val": 5, "test": 5}
-    assert out["unit_check"]["declared"] == "eV/cell"
-    z = out["zero_shot"]
+                "seed": 42, "fine_tune": fine_tune}  # fmt: skip
+    train = dataclasses.asdict(TrainConfig(max_epochs=1, batch_size=8, scale_fit_batches=1))
+    params = {"dataset": {"raw_dir": "data/raw"}, "train": train, "transfer": settings}
+    status = run_perovskites_stage(params=params, transfer=settings, validation=ValidationConfig(),
+                                   root=tmp_path)  # fmt: skip
+    assert status["status"] == "RUN" and status["split_sizes"] == {"train": 10, "val": 5, "test": 5}
+    assert status["unit"] == "eV/cell" and status["unit_check"]["verdict"] == "consistent"
+    common = {"params": params, "dataset_name": "flla", "device": "cpu", "root": tmp_path}
+    out = run_transfer_stage(transfer=settings, **common)
+    assert out["status"] == "RUN" and out["unit_check"]["declared"] == "eV/cell"
+    z, f = out["zero_shot"], out["fine_tuned"]
     assert z["n"] == 5 and z["mae_ev_per_cell"] > z["mae_ev_per_atom"] > 0
-    assert out["fine_tuned"].startswith("NOT RUN")
+    assert f["n_members"] == 2 and f["mae_ev_per_cell"] > f["mae_ev_per_atom"] > 0
+    assert [row["n_train"] for row in out["learning_curve"]] == [4, 10]
     written = json.loads((tmp_path / "metrics" / "transfer.json").read_text())
-    assert written["zero_shot"]["n"] == 5
-    missing = run_transfer_stage(transfer={**settings, "path": "nowhere"}, root=tmp_path, **common)
+    assert written["zero_shot"]["n"] == 5 and written["fine_tuned"]["n_members"] == 2
+    for name in ("transfer_zero_shot", "transfer_fine_tuned", "transfer_learning_curve"):
+        assert (tmp_path / "paper_figures" / f"{name}.png").exists()
+    gone = {**settings, "path": "nowhere"}
+    assert run_perovskites_stage(params=params, transfer=gone, validation=ValidationConfig(),
+                                 root=tmp_path)["status"].startswith("NOT RUN")  # fmt: skip
+    missing = run_transfer_stage(transfer=gone, **common)
     assert missing["status"].startswith("NOT RUN") and "nowhere" in missing["status"]
-    assert missing["zero_shot"] is None
-    assert (tmp_path / "paper_figures" / "transfer_zero_shot.png").exists()
+    assert missing["zero_shot"] is None and missing["fine_tuned"] == missing["status"]
+    assert (tmp_path / "models" / "transfer" / "NOT_RUN.txt").read_text().startswith("NOT RUN")

@@ -1120,6 +1120,9 @@ def run_transfer_stage(
         if isinstance(got, str):
             out.update(status=got, unit_check=None, zero_shot=None, fine_tuned=got,
                        learning_curve=got)  # fmt: skip
+            models = Path(root) / "models" / "transfer"  # the stage's output says why it is empty
+            models.mkdir(parents=True, exist_ok=True)
+            (models / "NOT_RUN.txt").write_text(got + "\n")
             for name in ("transfer_zero_shot", "transfer_fine_tuned", "transfer_learning_curve"):
                 fig, ax = plt.subplots(figsize=(4.2, 1.2))
                 ax.axis("off")
