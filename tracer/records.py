@@ -378,8 +378,9 @@ def study_run_states(folder: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def _study_test_metrics(folder: Path, name: str) -> dict[str, float]:
-    frame = pd.read_parquet(folder / f"{name}.parquet")
-    test = frame[frame["set"] == "test"]
+    from tracer.studies import test_predictions
+
+    test = test_predictions(folder, name)
     return point_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())
 
 
@@ -454,6 +455,7 @@ def gpu_transfer_record(
     ensemble of the members that finished (``fine_tuned.n_members``), and every run's state
     (the learning curve is reported only when all its runs finished). ``targets``: the
     perovskites stage's targets table indexed by id."""
+    from tracer.studies import per_atom_and_cell, test_predictions
     from tracer.transfer import unit_check, zero_shot_summary
 
     folder = Path(folder)
@@ -484,19 +486,13 @@ def gpu_transfer_record(
     }
     if members:
         preds = pd.concat(
-            [pd.read_parquet(folder / "transfer" / f"{m}.parquet").set_index("id").loc[
-                zero.index, "y_pred"].rename(m) for m in members], axis=1
+            [test_predictions(folder / "transfer", m).loc[zero.index, "y_pred"].rename(m)
+             for m in members], axis=1
         )  # fmt: skip
-        mean = preds.mean(axis=1).to_numpy()
-        atom, cell = point_metrics(y, mean), point_metrics(y * n_atoms, mean * n_atoms)
         out["fine_tuned"] = {
             "n_members": len(members),
             "members": members,
-            "mae_ev_per_atom": atom["mae"],
-            "rmse_ev_per_atom": atom["rmse"],
-            "mae_ev_per_cell": cell["mae"],
-            "rmse_ev_per_cell": cell["rmse"],
-            "r2": atom["r2"],
+            **per_atom_and_cell(y, preds.mean(axis=1), n_atoms),
             "single_mae_ev_per_atom": {
                 m: float(np.mean(np.abs(preds[m].to_numpy() - y))) for m in members
             },

@@ -124,9 +124,24 @@ def train_runs(
     return summaries
 
 
-def _test_predictions(out_dir: Path, name: str) -> pd.DataFrame:
-    frame = pd.read_parquet(out_dir / f"{name}.parquet")
+def test_predictions(out_dir: str | Path, name: str) -> pd.DataFrame:
+    """A run's test rows (``y_true``, ``y_pred`` in eV/atom), indexed by id."""
+    frame = pd.read_parquet(Path(out_dir) / f"{name}.parquet")
     return frame[frame["set"] == "test"].set_index("id")
+
+
+def per_atom_and_cell(y: Any, pred: Any, n_atoms: Any) -> dict[str, float]:
+    """MAE and RMSE in eV/atom and in eV per cell (× each structure's atom count), and R²."""
+    y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+    n = np.asarray(n_atoms, dtype=float)
+    atom, cell = point_metrics(y, pred), point_metrics(y * n, pred * n)
+    return {
+        "mae_ev_per_atom": atom["mae"],
+        "rmse_ev_per_atom": atom["rmse"],
+        "mae_ev_per_cell": cell["mae"],
+        "rmse_ev_per_cell": cell["rmse"],
+        "r2": atom["r2"],
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,7 +213,7 @@ def domain_report(
         per_seed, summaries, by_domain = [], [], []
         for seed in seeds:
             name = f"{prefix}_{mode}_seed{seed}"
-            test = _test_predictions(out, name)
+            test = test_predictions(out, name)
             per_seed.append(point_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy()))
             summaries.append(json.loads((out / f"{name}.json").read_text()))
             if domain_of is not None:
@@ -312,19 +327,10 @@ def transfer_report(
     out = Path(out_dir)
 
     def scores(y: pd.Series, pred: pd.Series) -> dict[str, float]:
-        n = y.index.map(atoms_per_structure).to_numpy(dtype=float)
-        atom = point_metrics(y.to_numpy(), pred.to_numpy())
-        cell = point_metrics(y.to_numpy() * n, pred.to_numpy() * n)
-        return {
-            "mae_ev_per_atom": atom["mae"],
-            "rmse_ev_per_atom": atom["rmse"],
-            "mae_ev_per_cell": cell["mae"],
-            "rmse_ev_per_cell": cell["rmse"],
-            "r2": atom["r2"],
-        }
+        return per_atom_and_cell(y, pred, y.index.map(atoms_per_structure))
 
     names = {r.name for r in runs}
-    tests = {name: _test_predictions(out, name) for name in sorted(names)}
+    tests = {name: test_predictions(out, name) for name in sorted(names)}
     members = sorted(n for n in names if n.startswith("finetune_all_member"))
     y = tests[members[0]]["y_true"]
     stacked = pd.concat([tests[m]["y_pred"].rename(m) for m in members], axis=1)
