@@ -105,3 +105,39 @@ def test_reading_keeps_multi_structure_files_apart(folder):
     read = read_structures([folder / "two.extxyz", folder / "two.extxyz"], cutoff=6.0)
     assert [i for _, i, _ in read.items] == ["two-0", "two-1"]  # a repeated path is read once
     assert not read.errors
+
+
+def test_shipped_ensemble_gives_the_gpu_runs_predictions(flla_table):
+    """The packaged half-precision members, checked against their manifest, predict the gpu
+    run's test structures within 1e-3 eV/atom of the float32 ensemble recorded on the GPU."""
+    from tracer.predict import PRETRAINED_DIR
+
+    ens = Ensemble.load()
+    assert ens.members[0].parent == PRETRAINED_DIR and len(ens.members) == 5
+    assert ens.sigma_scale == json.loads((PRETRAINED_DIR / "recalibration.json").read_text())[
+        "sigma_scale"]  # fmt: skip
+    recorded = pd.read_parquet("results/gpu/gemnet_t.parquet")
+    test = recorded[recorded["set"] == "test"].iloc[::8]  # 50 structures
+    structures = flla_table.set_index("id").loc[test["id"], "structure"]
+    out = ens.predict(list(structures), list(test["id"]), device="cpu")
+    np.testing.assert_allclose(out["mean"], test["mean"], atol=1e-3)
+    np.testing.assert_allclose(out["sigma"], test["std"], atol=1e-3)
+
+
+def test_a_changed_shipped_file_is_refused(tmp_path):
+    import shutil
+
+    from tracer.predict import PRETRAINED_DIR
+
+    copy = tmp_path / "ens"
+    shutil.copytree(PRETRAINED_DIR, copy)
+    Ensemble.load(copy)  # intact: loads
+    with open(copy / "member_3.pt", "r+b") as fh:  # one flipped byte
+        fh.seek(2000)
+        byte = fh.read(1)
+        fh.seek(2000)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    (copy / "recalibration.json").unlink()
+    with pytest.raises(ValueError, match=r"member_3.pt \(sha256 differs\).*recalibration.json "
+                       r"\(missing\)"):  # fmt: skip
+        Ensemble.load(copy)

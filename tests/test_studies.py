@@ -16,8 +16,8 @@ from tracer.studies import (
     _across_seeds,
     domain_report,
     domain_runs,
-    epochs_for,
     multi_domain_split,
+    repeats_for,
     train_runs,
     transfer_report,
     transfer_runs,
@@ -32,10 +32,11 @@ def trained(tmp_path_factory, flla_table):
     return train_small_members(tmp_path_factory.mktemp("members"), flla_table, 30, (0, 1))
 
 
-def test_epoch_budget_gives_small_sets_their_minimum_steps():
-    assert epochs_for(3000, batch_size=32, max_epochs=40, min_steps=100) == 40
-    assert epochs_for(50, batch_size=32, max_epochs=40, min_steps=300) == 150  # 2 steps/epoch
-    assert epochs_for(1, batch_size=32, max_epochs=1, min_steps=7) == 7
+def test_small_sets_get_their_minimum_steps_in_repeated_passes():
+    assert repeats_for(3000, batch_size=32, max_epochs=40, min_steps=100) == 1
+    # 2 steps per pass, 40 epochs: 4 passes per epoch give 320 >= 300 steps (3 would give 240)
+    assert repeats_for(50, batch_size=32, max_epochs=40, min_steps=300) == 4
+    assert repeats_for(1, batch_size=32, max_epochs=1, min_steps=7) == 7
 
 
 def test_interval_across_seeds_matches_student_t():
@@ -116,7 +117,8 @@ def test_fine_tuning_starts_from_the_member_and_the_report_adds_up(tmp_path, tra
     assert names == ["finetune_all_member0", "finetune_all_member1", "scratch_all",
                      "finetune_n6", "scratch_n6"]  # fmt: skip
     small = next(r for r in runs if r.name == "finetune_n6")
-    assert len(small.split["train"]) == 6 and set(small.split["train"]) <= set(split["train"])
+    assert len(set(small.split["train"])) == 6 and set(small.split["train"]) <= set(split["train"])
+    assert len(small.split["train"]) == 6 * repeats_for(6, batch_size=8, max_epochs=1, min_steps=2)
     # a learning rate of zero: the run's model is the member it started from
     still = TrainConfig(max_epochs=1, lr=0.0, batch_size=8, warmup_epochs=0, scale_fit_batches=1)
     frozen = Run("frozen", CFG, still, 0, split, str(members[0]))
@@ -137,7 +139,7 @@ def test_fine_tuning_starts_from_the_member_and_the_report_adds_up(tmp_path, tra
     assert report["fine_tuned"]["mae_ev_per_cell"] == pytest.approx(np.mean(np.abs(mean - y) * n))
     assert [row["n_train"] for row in report["learning_curve"]] == [6, len(split["train"])]
     summary = json.loads((tmp_path / "finetune_n6.json").read_text())
-    assert summary["epochs_run"] == epochs_for(6, batch_size=8, max_epochs=1, min_steps=2)
+    assert summary["n_train"] == 6 and summary["epochs_run"] == TC.max_epochs
 
 
 def test_fine_tuning_refuses_weights_of_another_model(tmp_path, trained):

@@ -338,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", help="files, folders or globs")
     p.add_argument("-o", "--output", required=True, help="CSV of the predictions")
-    p.add_argument("--ensemble", default="models/flla", help="folder of member_*.pt")
+    p.add_argument("--ensemble", default=None,
+                   help="folder of member_*.pt (default: the shipped gpu-profile FLLA ensemble, "
+                   "tracer/pretrained/flla_gemnet_t)")  # fmt: skip
     p.add_argument("--budget", type=int, help="also write the N structures most worth checking")
     p.add_argument(
         "--threshold", type=float, default=0.1,

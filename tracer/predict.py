@@ -4,11 +4,16 @@ the formation energy per atom with every member, and say which predictions to ch
 Python API::
 
     from tracer.predict import Ensemble
-    ens = Ensemble.load("models/flla")                  # member_*.pt (+ recalibration.json)
+    ens = Ensemble.load()                # the shipped gpu-profile ensemble
+    ens = Ensemble.load("models/flla")   # or a trained one: member_*.pt (+ recalibration.json)
     out = ens.predict([structure, atoms])                 # pymatgen Structures or ASE Atoms
     out["mean"], out["sigma"], out["lower"], out["upper"]  # eV/atom arrays
 
 Command line: ``tracer predict PATH... [--ensemble DIR] [--budget N] -o results.csv``.
+
+The shipped ensemble (:data:`PRETRAINED_DIR`: five GemNet-T members of the ``gpu`` profile on
+FLLA, weight matrices in float16, with ``recalibration.json``, ``MODEL_CARD.md`` and
+``MANIFEST.json``) is checked against its manifest's sha256 sums whenever it is loaded.
 
 Uncertainty: ``sigma`` is the members' spread (ddof 0); the 95% interval is
 ``mean ± 1.96 · sigma_scale · sigma`` with the σ-scaling factor fitted on the validation set by
@@ -20,6 +25,7 @@ is flagged "check with DFT" when the half-width of that interval exceeds ``thres
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +39,8 @@ Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 SUFFIXES = {".cif": "cif", ".vasp": "poscar", ".poscar": "poscar", ".xyz": "extxyz",
             ".extxyz": "extxyz", ".json": "json"}  # fmt: skip
 POSCAR_NAMES = ("POSCAR", "CONTCAR")
+PRETRAINED_DIR = Path(__file__).parent / "pretrained" / "flla_gemnet_t"
+MANIFEST = "MANIFEST.json"
 COLUMNS = ("source", "id", "formula", "e_form_ev_per_atom", "sigma_ev_per_atom",
            "lower95_ev_per_atom", "upper95_ev_per_atom", "check_with_dft")  # fmt: skip
 
@@ -146,17 +154,22 @@ class Ensemble:
     max_neighbors: int | None
     sigma_scale: float | None
     recalibration_source: str | None
+    _models: list[tuple[Any, Any, Any]] = field(default_factory=list, repr=False)
 
     @classmethod
-    def load(cls, directory: str | Path) -> Ensemble:
+    def load(cls, directory: str | Path | None = None) -> Ensemble:
+        """Members of ``directory`` (default: the shipped :data:`PRETRAINED_DIR`), verified
+        against its ``MANIFEST.json`` when there is one (a mismatch names the file)."""
         import torch
 
         from tracer.ensemble import member_seed
 
-        directory = Path(directory)
+        directory = Path(directory) if directory is not None else PRETRAINED_DIR
         members = sorted(directory.glob("member_*.pt"), key=member_seed)
         if not members:
             raise FileNotFoundError(f"no member_*.pt in {directory}")
+        if (directory / MANIFEST).exists():
+            verify_manifest(directory)
         graph = torch.load(members[0], map_location="cpu", weights_only=False)["graph"]
         scale, source = None, None
         for cand in (directory / "recalibration.json", Path("metrics") / "uncertainty.json"):
@@ -166,33 +179,74 @@ class Ensemble:
         return cls(members, float(graph["cutoff"]), graph["max_neighbors"], scale, source)
 
     def predict(self, structures: Sequence[Any], ids: Sequence[str] | None = None, *,
-                device: str = "auto", batch_size: int = 64) -> dict[str, np.ndarray]:  # fmt: skip
+                device: str = "auto", batch_size: int = 256) -> dict[str, np.ndarray]:  # fmt: skip
         """Mean, σ and the recalibrated 95% interval (eV/atom) of pymatgen Structures or ASE
         Atoms (converted), plus each member's prediction (``members``, ``[S, M]``)."""
         from pymatgen.io.ase import AseAtomsAdaptor
 
-        from tracer.dataset import structures_to_graphs
-        from tracer.ensemble import predict_members
+        from tracer.dataset import structure_tensors
 
         structs = [s if hasattr(s, "lattice") else AseAtomsAdaptor.get_structure(s)
                    for s in structures]  # fmt: skip
         ids = [str(i) for i in range(len(structs))] if ids is None else [str(i) for i in ids]
-        data = structures_to_graphs(ids, structs, None, cutoff=self.cutoff,
-                                    max_neighbors=self.max_neighbors)  # fmt: skip
-        frame = predict_members(self.members, data, np.arange(len(structs)), device=device,
-                                batch_size=batch_size)  # fmt: skip
-        mean, sigma = frame["mean"].to_numpy(), frame["std"].to_numpy()
+        arrays = [structure_tensors(s) for s in structs]
+        return self.predict_arrays(ids, arrays, device=device, batch_size=batch_size)
+
+    def graphs(self, ids: Sequence[str], arrays: Sequence[tuple[Any, Any, Any]], *,
+               device: str = "auto", workers: int = 1) -> Any:  # fmt: skip
+        """The members' graphs of ``(z, pos Å, cell Å)`` tensors: built in size-sorted chunks
+        on a GPU (:func:`tracer.batched_graphs.graphs_batched`), one by one on the CPU
+        (in ``workers`` processes), identical either way."""
+        from tracer.batched_graphs import graphs_batched
+        from tracer.dataset import graphs_from_arrays
+        from tracer.train import pick_device
+
+        dev = pick_device(device)
+        if dev.type == "cuda":
+            return graphs_batched(ids, arrays, None, cutoff=self.cutoff,
+                                  max_neighbors=self.max_neighbors, device=dev)  # fmt: skip
+        return graphs_from_arrays(ids, arrays, None, cutoff=self.cutoff,
+                                  max_neighbors=self.max_neighbors, workers=workers)  # fmt: skip
+
+    def predict_arrays(self, ids: Sequence[str], arrays: Sequence[tuple[Any, Any, Any]], *,
+                       device: str = "auto", batch_size: int = 256,
+                       workers: int = 1) -> dict[str, np.ndarray]:  # fmt: skip
+        """:meth:`predict` from ``(z, pos Å, cell Å)`` tensors (no pymatgen): graphs built once
+        (:meth:`graphs`) and moved to the device, then every member (loaded once and kept) in
+        inference mode over batches of at most ``batch_size`` structures."""
+        import torch
+
+        from tracer.dataset import batches_by_size
+        from tracer.models.gemnet import check_atomic_numbers
+        from tracer.train import load_member, pick_device
+
+        dev = pick_device(device)
+        data = self.graphs(ids, arrays, device=device, workers=workers)
+        if not self._models or self._models[0][0].device != dev:
+            self._models = []
+            for path in self.members:
+                model, scaler, _ = load_member(path, dev)
+                self._models.append((next(model.parameters()), model, scaler))
+        data_dev = data.to(dev)
+        order = batches_by_size(np.arange(len(data)), data.num_edges().numpy(),
+                                batch_size=batch_size, shuffle=False)  # fmt: skip
+        preds = np.zeros((len(data), len(self._models)))
+        with torch.inference_mode():
+            for m, (_, model, scaler) in enumerate(self._models):
+                check_atomic_numbers(data.z, model.config.num_elements)
+                out = [model(data_dev.collate(b)).double() for b in order]
+                preds[:, m] = scaler.inverse(torch.cat(out).cpu().numpy()) if out else []
+        mean, sigma = preds.mean(axis=1), preds.std(axis=1, ddof=0)
         half = Z95 * (self.sigma_scale or 1.0) * sigma
-        cols = [c for c in frame.columns if c.startswith("member_")]
         return {"mean": mean, "sigma": sigma, "lower": mean - half, "upper": mean + half,
-                "members": frame[cols].to_numpy()}  # fmt: skip
+                "members": preds}  # fmt: skip
 
 
 def screen(
     paths: Sequence[str | Path],
     output: str | Path,
     *,
-    ensemble: str | Path,
+    ensemble: str | Path | None = None,
     budget: int | None = None,
     threshold: float = 0.1,
     device: str = "auto",
@@ -232,3 +286,37 @@ def screen(
         "recalibration": ens.recalibration_source or "none found: interval from raw σ",
         "files": [str(p) for p in written],
     }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: str | Path) -> Path:
+    """``MANIFEST.json``: the sha256 and size of every other file of ``folder``."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    manifest = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}
+    path = folder / MANIFEST
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return path
+
+
+def verify_manifest(folder: str | Path) -> None:
+    """Raise ``ValueError`` naming every file of ``folder``'s manifest that is missing or whose
+    sha256 differs, and every member file the manifest does not list."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    bad = [
+        f"{name} ({'missing' if not (folder / name).exists() else 'sha256 differs'})"
+        for name, entry in manifest.items()
+        if not (folder / name).exists() or _sha256(folder / name) != entry["sha256"]
+    ]
+    bad += [f"{p.name} (not in the manifest)" for p in folder.glob("member_*.pt")
+            if p.name not in manifest]  # fmt: skip
+    if bad:
+        raise ValueError(f"{folder}: ensemble files fail their checksums: {', '.join(bad)}")

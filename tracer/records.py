@@ -23,20 +23,23 @@ from tracer.alignn_train import time_to_reach
 from tracer.config import load_params
 from tracer.ensemble import member_seed
 from tracer.models.dummy import MeanPredictor
+from tracer.predict import PRETRAINED_DIR, write_manifest
 from tracer.provenance import provenance, write_metrics
 from tracer.splits import load_split
-from tracer.stages import Paths, ensemble_accuracy, targets_by_set
+from tracer.stages import Paths, _fine_tuned_test, ensemble_accuracy, targets_by_set
 from tracer.table import read_table
 
 
 def half_precision_member(src: str | Path, dst: str | Path) -> Path:
-    """Copy a member file with its floating-point weights stored as float16."""
+    """Copy a member file with its weight matrices (floating tensors of two or more dimensions)
+    stored as float16; vectors (biases, norms, fitted scale factors) stay float32. Loading
+    casts them back to the model's float32 parameters."""
     record = torch.load(Path(src), map_location="cpu", weights_only=False)
     record["state_dict"] = {
-        k: (v.half() if v.is_floating_point() and v.dim() > 0 else v)
+        k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v)
         for k, v in record["state_dict"].items()
     }
-    record["stored_dtype"] = "float16"
+    record["stored_dtype"] = "float16 matrices, float32 vectors"
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     torch.save(record, dst)
@@ -224,8 +227,13 @@ def record_gpu_run(
     root: str | Path = ".",
     n_bootstrap: int = 2000,
     half_tolerance_ev: float = 1e-3,
+    ship_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``accuracy.json``, ``speed.json``, ``training.json``, predictions and members."""
+    """Write ``accuracy.json``, ``speed.json``, ``training.json``, predictions, and the members
+    in half precision into ``ship_dir`` (default: the package's :data:`PRETRAINED_DIR`) when
+    their test predictions stay within ``half_tolerance_ev`` of the float32 members' (else
+    nothing is shipped); then the shipped folder's manifest and model card
+    (:func:`ship_pretrained`)."""
     from tracer.dataset import GraphDataset
     from tracer.ensemble import predict_members
 
@@ -320,7 +328,7 @@ def record_gpu_run(
     # the ensemble itself, in half precision if that is harmless on the test set
     members = sorted(run_dir.glob("member_*.pt"), key=member_seed)
     data = GraphDataset.load(run_dir / "graphs.pt") if (run_dir / "graphs.pt").exists() else None
-    half_dir = out_dir / "members"
+    half_dir = Path(ship_dir) if ship_dir is not None else PRETRAINED_DIR
     half_paths = [half_precision_member(m, half_dir / m.name) for m in members]
     check: dict[str, Any] = {"tolerance_ev_per_atom": half_tolerance_ev}
     if data is None:
@@ -348,10 +356,130 @@ def record_gpu_run(
     check["max_abs_diff_to_recorded_member_predictions"] = float(
         np.abs(full_p[cols].to_numpy() - test[cols].to_numpy()).max()
     )
+    check["stored_dtype"] = "float16 matrices, float32 vectors"
+    check["shipped_to"] = str(half_dir.resolve().relative_to(Path.cwd().resolve()))
     if not check["passed"]:
         shutil.rmtree(half_dir)
+        check["shipped_to"] = None
     (out_dir / "half_precision_check.json").write_text(json.dumps(check, indent=1) + "\n")
+    if check["passed"]:
+        ship_pretrained(half_dir, out_dir, params)
     return {"accuracy": results, "half_precision": check}
+
+
+def ship_pretrained(folder: str | Path, results_dir: str | Path, params: dict[str, Any]) -> Path:
+    """Finish a shipped ensemble folder (half-precision ``member_*.pt`` already there):
+    ``recalibration.json`` (the σ-scaling factor the run's uncertainty analysis fitted on its
+    validation set), ``MODEL_CARD.md`` (data, split, model, metrics, intended use, known failure
+    regions, all read from ``results_dir``) and ``MANIFEST.json`` (sha256 of every file, checked
+    by :meth:`tracer.predict.Ensemble.load`). Needs the run's ``accuracy.json``,
+    ``training.json``, ``half_precision_check.json``, ``uncertainty.json`` and
+    ``failures.json`` (the last two from the gpu_results stage)."""
+    folder, results_dir = Path(folder), Path(results_dir)
+
+    def read(name: str) -> dict[str, Any]:
+        return json.loads((results_dir / name).read_text())
+
+    names = ("uncertainty", "failures", "accuracy", "training", "half_precision_check")
+    unc, fail, acc, train, half = (read(f"{n}.json") for n in names)
+    recal = {"sigma_scale": unc["sigma_scale"], "source": str(results_dir / "uncertainty.json"),
+             "fitted_on": f"validation set ({unc['n_val']} structures)",
+             "coverage95_test_after": unc["coverage95_recal"]}  # fmt: skip
+    (folder / "recalibration.json").write_text(json.dumps(recal, indent=1) + "\n")
+    transfer = read("transfer.json") if (results_dir / "transfer.json").exists() else None
+    card = model_card(acc, train, unc, fail, half, params, transfer=transfer)
+    (folder / "MODEL_CARD.md").write_text(card)
+    write_manifest(folder)
+    return folder
+
+
+def model_card(
+    acc: dict,
+    train: dict,
+    unc: dict,
+    fail: dict,
+    half: dict,
+    params: dict,
+    *,
+    transfer: dict | None = None,
+) -> str:
+    """The shipped ensemble's model card (Markdown), every number read from the run's records
+    (``transfer``: the run's ``transfer.json``, for the zero-shot error on perovskites)."""
+    m, s = acc["models"]["gemnet_t_ensemble"], acc["models"]["gemnet_t_single"]
+    members = train["members"]
+    first = next(iter(members.values()))
+    prov = acc["provenance"]
+    split = json.loads(Path(Paths(acc["dataset"]).split).read_text())
+
+    def groups(key: str) -> list[str]:
+        rows = [(k, v) for k, v in fail[key].items() if v["n"] and v["mae"] > 1.5 * fail["mae"]]
+        return [f"- {key.removeprefix('by_')} {k}: MAE {v['mae']:.3f} eV/atom over {v['n']} test "
+                f"structures (mean σ {v['mean_sigma']:.3f})" for k, v in rows]  # fmt: skip
+
+    worst = ", ".join(f"{w['formula']} ({w['abs_error']:.2f})" for w in fail["worst"][:5])
+    shift = []
+    if transfer and isinstance(transfer.get("zero_shot"), dict):
+        z = transfer["zero_shot"]
+        shift = [f"- Other reference energies: on {transfer['dataset']} perovskites the zero-shot "
+                 f"MAE is {z['mae_ev_per_atom']:.2f} eV/atom ({z['n']} test cells; their "
+                 "elemental references differ from the Materials Project's); fine-tune before "
+                 "use on such data."]  # fmt: skip
+    lines = [
+        "# Model card: TRACER GemNet-T ensemble, FLLA formation energy (gpu profile)",
+        "",
+        "Written by `tracer record-gpu-run` from the committed records in `results/gpu/`; "
+        "do not edit by hand.",
+        "",
+        "## What it predicts",
+        "DFT formation energy per atom (eV/atom, Materials Project references as in FLLA) of an "
+        "inorganic crystal, with the spread of five members (σ) and a recalibrated 95% interval "
+        f"(σ × {unc['sigma_scale']:.3f}, fitted on the validation set).",
+        "",
+        "## Training data and split",
+        f"- Dataset: {acc['dataset']} (Faber et al. 2015; 3,938 Materials Project crystals), "
+        f"sha256 {prov.get('dataset_sha256')}",
+        f"- Split: seeded random, seed {split.get('seed')}, "
+        f"{len(split['train'])}/{len(split['val'])}/{len(split['test'])} train/val/test; "
+        "target scaling from training data only",
+        "",
+        "## Model",
+        f"- GemNet-T (triplet interactions with angles), {first['num_params']:,} parameters per "
+        f"member, {len(members)} members (seeds {', '.join(members)}); graph cutoff "
+        f"{params['graph']['cutoff_angstrom']} Å, at most {params['graph']['max_neighbors']} "
+        "neighbours",
+        f"- Trained on {first['device']} (profile `gpu`), best epoch on validation MAE",
+        f"- Stored weights: {half['stored_dtype']}; largest change of a member's test "
+        f"prediction against float32: {half['max_abs_diff_ev_per_atom']:.1e} eV/atom "
+        f"(tolerance {half['tolerance_ev_per_atom']:.0e})",
+        "",
+        "## Test metrics (eV/atom, 95% bootstrap intervals)",
+        f"- Ensemble: MAE {m['mae']:.4f} [{m['mae_ci95'][0]:.4f}, {m['mae_ci95'][1]:.4f}], "
+        f"RMSE {m['rmse']:.4f}, R² {m['r2']:.3f} on {m['n']} structures",
+        f"- One member: MAE {s['mae']:.4f} ± {s.get('mae_std', float('nan')):.4f} "
+        "(mean ± std over members)",
+        f"- Uncertainty: Spearman(σ, |error|) {unc['spearman']:.2f}, AUROC of σ for the worst "
+        f"10% {unc['auroc_top10']:.2f}, 95% interval coverage {unc['coverage95']:.2f} raw → "
+        f"{unc['coverage95_recal']:.2f} recalibrated",
+        "",
+        "## Intended use",
+        "Screening candidate crystals from the chemistries of the Materials Project: rank by "
+        "predicted formation energy, and send the structures flagged `check_with_dft` (wide "
+        "interval) or the `--budget` most uncertain to DFT. Not a substitute for DFT on "
+        "structures far from the training data.",
+        "",
+        "## Known failure regions (from the test set's failure analysis)",
+        *groups("by_natoms"),
+        *groups("by_nelements"),
+        *groups("by_energy"),
+        *groups("by_chemistry"),
+        f"- Worst test predictions (absolute error, eV/atom): {worst}",
+        *shift,
+        f"- {len(split['train']):,} training structures: elements or structure types rare in "
+        "FLLA get wide intervals or, worse, confident errors; σ ranks errors but does not "
+        "bound them.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,15 +512,21 @@ def _study_test_metrics(folder: Path, name: str) -> dict[str, float]:
     return point_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())
 
 
-def gpu_domain_record(folder: str | Path, params: dict[str, Any]) -> dict[str, Any]:
+def gpu_domain_record(
+    folder: str | Path, params: dict[str, Any], *, second_domain_ids: Any = ()
+) -> dict[str, Any]:
     """``domain.json`` of a GPU run's domain study, finished or not: per variant the test
     metrics of its finished seeds (means), parameters (of the model the profile builds),
     median s/epoch and, for every run, epochs run, best validation MAE and the validation MAE
     at the last epoch every run of the study reached (so that unfinished runs still compare).
-    ``status`` says ``RUN`` only when every run finished."""
+    ``status`` says ``RUN`` only when every run finished; then each variant also carries what
+    the pipeline's own report (:func:`tracer.studies.domain_report`) gives — MAE per seed with
+    its interval, device, peak memory and, for the two-database check, the MAE per domain (test
+    ids in ``second_domain_ids`` are domain 1, the others domain 0)."""
     from tracer.models.baselines import build_model
     from tracer.models.domain import DomainGemNetTConfig
     from tracer.models.gemnet import GemNetTConfig
+    from tracer.studies import domain_report, test_predictions
 
     folder = Path(folder)
     d = params["domain"]
@@ -432,6 +566,27 @@ def gpu_domain_record(folder: str | Path, params: dict[str, Any]) -> dict[str, A
         status = "RUN" if not missing and not unfinished else (
             f"PARTIAL: device time ran out; unfinished {unfinished}, not started {missing}"
         )  # fmt: skip
+        if status == "RUN":
+            second = set(second_domain_ids)
+            test = test_predictions(folder / sub, names[variants[0], seeds[0]])
+            full = domain_report(folder / sub, variants=variants, seeds=seeds, prefix=prefix,
+                                 domain_of={i: int(i in second) for i in test.index}
+                                 if domains > 1 else None)  # fmt: skip
+            for v in variants:
+                out[v].update(
+                    {
+                        k: full[v][k]
+                        for k in (
+                            "mae_seeds",
+                            "mae_across_seeds",
+                            "device",
+                            "peak_mem_gib",
+                            "n_train",
+                            "mae_by_domain",
+                        )
+                        if k in full[v]
+                    }
+                )
         return {"status": status, "common_epoch": common, "variants": out}
 
     single = part("single", "domain", d["variants"], d["seeds"], 1)
@@ -443,7 +598,8 @@ def gpu_domain_record(folder: str | Path, params: dict[str, Any]) -> dict[str, A
         "common_epoch": single["common_epoch"],
         "variants": single["variants"],
         "multi_domain": multi,
-        "note": "s/epoch measured with two processes sharing each H100 under MPS",
+        "note": "s/epoch and peak memory were measured while two to four runs shared each H100 "
+        "under MPS (calls on 4x, 2x and 1x H100 hosts): a rough comparison of the variants only",
     }
 
 
@@ -455,7 +611,7 @@ def gpu_transfer_record(
     ensemble of the members that finished (``fine_tuned.n_members``), and every run's state
     (the learning curve is reported only when all its runs finished). ``targets``: the
     perovskites stage's targets table indexed by id."""
-    from tracer.studies import per_atom_and_cell, test_predictions
+    from tracer.studies import learning_curve, per_atom_and_cell, test_predictions
     from tracer.transfer import unit_check, zero_shot_summary
 
     folder = Path(folder)
@@ -500,10 +656,18 @@ def gpu_transfer_record(
     else:
         out["fine_tuned"] = "NOT RUN: no fine-tuned member finished"
     curve = [n for n in states if n.startswith(("finetune_n", "scratch_n"))]
-    out["learning_curve"] = (
-        "NOT RUN: device time ran out before its runs finished"
-        if not curve or not all(states[n]["finished"] for n in curve)
-        else "see tracer.studies.transfer_report"
+    needed = [*curve, "scratch_all"]
+    if not curve or not members or not all(n in states and states[n]["finished"] for n in needed):
+        out["learning_curve"] = "NOT RUN: device time ran out before its runs finished"
+        return out
+    tests = {n: test_predictions(folder / "transfer", n).loc[zero.index] for n in finished}
+
+    def scores(truth: pd.Series, pred: pd.Series) -> dict[str, float]:
+        return per_atom_and_cell(truth.to_numpy(), pred, truth.index.map(t["n_atoms"]).to_numpy())
+
+    out["scratch"] = scores(tests["scratch_all"]["y_true"], tests["scratch_all"]["y_pred"])
+    out["learning_curve"] = learning_curve(
+        tests, "finetune_all_member0", status["split_sizes"]["train"], scores
     )
     return out
 
@@ -534,17 +698,53 @@ def record_gpu_studies(
     )
     prov = provenance(params=params, dataset_sha256=None, split_sha256=None, wall_time_s=train_s,
                       extra={"profile": str(params_path), "run_dir": "studies"})  # fmt: skip
-    domain = gpu_domain_record(run_dir / "domain", params)
+    perov = root / "data" / "processed" / PEROVSKITES
+    targets = pd.read_parquet(perov / "targets.parquet").set_index("id")
+    domain = gpu_domain_record(run_dir / "domain", params, second_domain_ids=targets.index)
     write_metrics(out_dir / "domain.json", {"dataset": params["dataset"]["name"],
                                             "unit": "eV/atom", **domain}, prov)  # fmt: skip
-    perov = root / "data" / "processed" / PEROVSKITES
     status = json.loads((perov / "status.json").read_text())
     frame = pd.read_parquet(out_dir / "gemnet_t.parquet")
     transfer = gpu_transfer_record(
         run_dir,
-        targets=pd.read_parquet(perov / "targets.parquet").set_index("id"),
+        targets=targets,
         in_domain_sigma=frame.loc[frame["set"] == "test", "std"],
         status=status,
     )
     write_metrics(out_dir / "transfer.json", transfer, prov)
     return {"domain": domain, "transfer": transfer}
+
+
+def gpu_study_figures(results_dir: str | Path = "results/gpu") -> dict[str, Any]:
+    """Negative result 2 and the transfer of the committed ``gpu`` run (``domain.json``,
+    ``transfer.json`` and ``studies/`` of :func:`tracer.records.record_gpu_studies`), drawn by
+    the same figure code as the default profile's stages: ``domain_variants``,
+    ``transfer_fine_tuned`` (parity of the fine-tuned ensemble on the perovskite test split) and
+    ``transfer_learning_curve``, written next to those files. A study that did not finish on
+    the GPU is skipped and named under ``skipped``."""
+    from tracer.figures import domain_variants, parity, save_figure, transfer_learning_curve
+
+    results_dir = Path(results_dir)
+    domain = json.loads((results_dir / "domain.json").read_text())
+    transfer = json.loads((results_dir / "transfer.json").read_text())
+    figures: list[Path] = []
+    skipped: dict[str, str] = {}
+    if domain["status"] == "RUN" and domain["multi_domain"]["status"] == "RUN":
+        figures += save_figure(domain_variants(domain), "domain_variants", results_dir)
+    else:
+        skipped["domain_variants"] = f"{domain['status']} / {domain['multi_domain']['status']}"
+    if isinstance(transfer.get("fine_tuned"), dict):
+        folder = results_dir / "studies" / "transfer"
+        rows = pd.read_parquet(folder / "finetune_all_member0.parquet")
+        fine = _fine_tuned_test(folder, rows.loc[rows["set"] == "test", "id"].tolist())
+        title = f"fine-tuned ensemble on {transfer['dataset']} test split (eV/atom), gpu run"
+        fig = parity(fine["y_true"], fine["mean"], sigma=fine["std"], title=title)
+        figures += save_figure(fig, "transfer_fine_tuned", results_dir)
+    else:
+        skipped["transfer_fine_tuned"] = str(transfer.get("fine_tuned"))
+    if isinstance(transfer.get("learning_curve"), list):
+        fig = transfer_learning_curve(transfer["learning_curve"])
+        figures += save_figure(fig, "transfer_learning_curve", results_dir)
+    else:
+        skipped["transfer_learning_curve"] = str(transfer.get("learning_curve"))
+    return {"figures": figures, "skipped": skipped, "domain": domain, "transfer": transfer}

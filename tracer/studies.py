@@ -16,7 +16,7 @@ import fnmatch
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ def train_runs(
             peak_mem_gib=torch.cuda.max_memory_allocated(dev) / 2**30
             if dev.type == "cuda"
             else None,
-            n_train=len(run.split["train"]),
+            n_train=len(set(run.split["train"])),  # distinct structures (a subset may repeat)
             identity=identity,
         )
         frame = ensemble_predictions([out / f"{run.name}.pt"], data, run.split, device=str(dev))
@@ -264,11 +264,13 @@ def multi_domain_split(
 # --------------------------------------------------------------------------------------------
 # transfer: fine-tuning the FLLA ensemble on perovskites, and the learning curve
 # --------------------------------------------------------------------------------------------
-def epochs_for(n_train: int, *, batch_size: int, max_epochs: int, min_steps: int) -> int:
-    """The epoch budget for ``n_train`` structures: ``max_epochs``, raised so that a small
-    training set still gets ``min_steps`` optimiser steps (the same for every starting point)."""
+def repeats_for(n_train: int, *, batch_size: int, max_epochs: int, min_steps: int) -> int:
+    """How many times an epoch passes over ``n_train`` structures so that ``max_epochs`` epochs
+    still give ``min_steps`` optimiser steps (1 for a large set). A small learning-curve subset
+    thus gets the same step budget in a few long epochs, not in hundreds of one-step epochs each
+    followed by a validation pass and a checkpoint."""
     steps_per_epoch = max(1, math.ceil(n_train / batch_size))
-    return max(max_epochs, math.ceil(min_steps / steps_per_epoch))
+    return max(1, math.ceil(min_steps / (steps_per_epoch * max_epochs)))
 
 
 def transfer_runs(
@@ -288,8 +290,8 @@ def transfer_runs(
       (the fine-tuned ensemble), and ``scratch_all``: the same model from random weights;
     * the learning curve: for each size ``n`` below the training-set size, a seeded subset
       (nested: each contains the smaller ones), ``finetune_n<n>`` from member 0 and
-      ``scratch_n<n>``, both with :func:`epochs_for`'s budget; their validation set is the
-      first ``val_size`` validation ids (all when None)."""
+      ``scratch_n<n>``, both with :func:`repeats_for`'s passes over the subset per epoch; their
+      validation set is the first ``val_size`` validation ids (all when None)."""
     if not members:
         raise ValueError("no pre-trained members to fine-tune")
     train_ids = list(split["train"])
@@ -303,18 +305,47 @@ def transfer_runs(
     for n in sorted(int(s) for s in sizes):
         if n >= len(train_ids):
             continue
+        repeats = repeats_for(
+            n, batch_size=train.batch_size, max_epochs=train.max_epochs, min_steps=min_steps
+        )
         sub = {
-            "train": [train_ids[i] for i in sorted(order[:n])],
+            "train": [train_ids[i] for i in sorted(order[:n])] * repeats,
             "val": val,
             "test": list(split["test"]),
         }
-        epochs = epochs_for(
-            n, batch_size=train.batch_size, max_epochs=train.max_epochs, min_steps=min_steps
-        )
-        budget = replace(train, max_epochs=epochs, patience=max(train.patience, epochs))
+        budget = replace(train, patience=max(train.patience, train.max_epochs))
         runs.append(Run(f"finetune_n{n}", model_config, budget, seed, sub, str(members[0])))
         runs.append(Run(f"scratch_n{n}", model_config, budget, seed, sub))
     return runs
+
+
+def learning_curve(
+    tests: dict[str, pd.DataFrame],
+    full_member: str,
+    n_all: int,
+    scores: Callable[[pd.Series, pd.Series], dict[str, float]],
+) -> list[dict[str, float]]:
+    """Test MAE (eV/atom and eV/cell) from pre-trained weights and from scratch for each
+    learning-curve size (runs ``finetune_n<n>``/``scratch_n<n>`` among ``tests``, the test rows
+    by run name) and for all ``n_all`` training structures (``full_member`` and
+    ``scratch_all``); ``scores(y_true, y_pred)`` as :func:`per_atom_and_cell` gives them."""
+    y = tests[full_member]["y_true"]
+    sizes = sorted({int(n.split("_n")[1]) for n in tests if n.startswith("scratch_n")})
+    curve = []
+    for n in [*sizes, n_all]:
+        pre = tests[f"finetune_n{n}" if n != n_all else full_member]
+        scratch = tests[f"scratch_n{n}" if n != n_all else "scratch_all"]
+        a, b = scores(y, pre["y_pred"]), scores(y, scratch["y_pred"])
+        curve.append(
+            {
+                "n_train": n,
+                "pretrained_mae_ev_per_atom": a["mae_ev_per_atom"],
+                "scratch_mae_ev_per_atom": b["mae_ev_per_atom"],
+                "pretrained_mae_ev_per_cell": a["mae_ev_per_cell"],
+                "scratch_mae_ev_per_cell": b["mae_ev_per_cell"],
+            }
+        )
+    return curve
 
 
 def transfer_report(
@@ -341,21 +372,7 @@ def transfer_report(
     fine["single_mae_ev_per_atom"] = float(np.mean([s["mae_ev_per_atom"] for s in singles]))
     fine["single_mae_ev_per_cell"] = float(np.mean([s["mae_ev_per_cell"] for s in singles]))
     n_all = len(next(r for r in runs if r.name == "scratch_all").split["train"])
-    curve = []
-    sizes = sorted({int(n.split("_n")[1]) for n in names if n.startswith("scratch_n")})
-    for n in [*sizes, n_all]:
-        pre = tests[f"finetune_n{n}" if n != n_all else members[0]]
-        scratch = tests[f"scratch_n{n}" if n != n_all else "scratch_all"]
-        a, b = scores(y, pre["y_pred"]), scores(y, scratch["y_pred"])
-        curve.append(
-            {
-                "n_train": n,
-                "pretrained_mae_ev_per_atom": a["mae_ev_per_atom"],
-                "scratch_mae_ev_per_atom": b["mae_ev_per_atom"],
-                "pretrained_mae_ev_per_cell": a["mae_ev_per_cell"],
-                "scratch_mae_ev_per_cell": b["mae_ev_per_cell"],
-            }
-        )
+    curve = learning_curve(tests, members[0], n_all, scores)
     summaries = {n: json.loads((out / f"{n}.json").read_text()) for n in names}
     return {
         "fine_tuned": fine,
