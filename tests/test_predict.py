@@ -141,3 +141,16 @@ def test_a_changed_shipped_file_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"member_3.pt \(sha256 differs\).*recalibration.json "
                        r"\(missing\)"):  # fmt: skip
         Ensemble.load(copy)
+
+
+def test_command_uses_the_shipped_ensemble_by_default(tmp_path, folder, capsys, monkeypatch):
+    """As on a fresh install: no trained models, no metrics, only the package."""
+    from tracer.predict import PRETRAINED_DIR
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(folder), "-o", "res.csv"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["predicted"] == 8 and summary["errors"] == 2
+    assert summary["recalibration"] == str(PRETRAINED_DIR / "recalibration.json")
+    res = pd.read_csv(tmp_path / "res.csv")
+    assert res["e_form_ev_per_atom"].between(-5, 2).all() and (res["sigma_ev_per_atom"] > 0).all()

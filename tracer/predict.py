@@ -155,6 +155,7 @@ class Ensemble:
     sigma_scale: float | None
     recalibration_source: str | None
     _models: list[tuple[Any, Any, Any]] = field(default_factory=list, repr=False)
+    _precision: str = field(default="fp32", repr=False)
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> Ensemble:
@@ -225,17 +226,26 @@ class Ensemble:
         if not self._models or self._models[0][0].device != dev:
             self._models = []
             for path in self.members:
-                model, scaler, _ = load_member(path, dev)
+                model, scaler, record = load_member(path, dev)
                 self._models.append((next(model.parameters()), model, scaler))
+                self._precision = record.get("train_config", {}).get("precision", "fp32")
         data_dev = data.to(dev)
         order = batches_by_size(np.arange(len(data)), data.num_edges().numpy(),
                                 batch_size=batch_size, shuffle=False)  # fmt: skip
         preds = np.zeros((len(data), len(self._models)))
-        with torch.inference_mode():
-            for m, (_, model, scaler) in enumerate(self._models):
-                check_atomic_numbers(data.z, model.config.num_elements)
-                out = [model(data_dev.collate(b)).double() for b in order]
-                preds[:, m] = scaler.inverse(torch.cat(out).cpu().numpy()) if out else []
+        # matmuls in the precision the members were trained and scored in (TF32 on the gpu
+        # profile: NOTES.md 12 measured it harmless); the process's switch is restored after
+        tf32 = self._precision == "tf32" and dev.type == "cuda"
+        before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32 or before
+        try:
+            with torch.inference_mode():
+                for m, (_, model, scaler) in enumerate(self._models):
+                    check_atomic_numbers(data.z, model.config.num_elements)
+                    out = [model(data_dev.collate(b)).double() for b in order]
+                    preds[:, m] = scaler.inverse(torch.cat(out).cpu().numpy()) if out else []
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = before
         mean, sigma = preds.mean(axis=1), preds.std(axis=1, ddof=0)
         half = Z95 * (self.sigma_scale or 1.0) * sigma
         return {"mean": mean, "sigma": sigma, "lower": mean - half, "upper": mean + half,
