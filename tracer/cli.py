@@ -180,6 +180,41 @@ def _cmd_train_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_ddp(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from tracer.config import load_params
+    from tracer.distributed import init_from_env, train_ddp
+    from tracer.launch import cached_graphs
+    from tracer.models.gemnet import GemNetTConfig
+    from tracer.splits import load_split
+    from tracer.train import TrainConfig
+
+    params = load_params(args.params)
+    config = GemNetTConfig.from_params(params["gemnet"], params["graph"])
+    out = Path(args.out)
+    rank, world, _ = init_from_env()
+    if rank == 0:  # one process builds the graphs, the others read them
+        cached_graphs(args.structures, config, out / "graphs", workers=args.workers)
+    if world > 1:
+        dist.barrier()
+    data = cached_graphs(args.structures, config, out / "graphs", workers=args.workers)
+    train = TrainConfig(**{**params["train"], "cuda_graphs": False})
+    summary = train_ddp(data=data, split=load_split(args.split), seed=args.seed,
+                        model_config=config, train_config=train,
+                        work_dir=out / "work" / f"member_{args.seed}",
+                        member_path=out / f"member_{args.seed}.pt")  # fmt: skip
+    if rank == 0:
+        keys = ("best_epoch", "best_val_mae", "train_time_s", "processes")
+        print(json.dumps({k: summary[k] for k in keys}))
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
 def _cmd_train_baseline(args: argparse.Namespace) -> int:
     import json
 
@@ -282,6 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, help="members trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.set_defaults(func=_cmd_train_ensemble)
+
+    p = sub.add_parser(
+        "train-ddp",
+        help="train one member over several GPUs with DDP (launch with torchrun), no DVC",
+    )
+    p.add_argument("--structures", required=True, help="file from export-structures")
+    p.add_argument("--split", required=True, help="split JSON")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes building graphs")
+    p.set_defaults(func=_cmd_train_ddp)
 
     p = sub.add_parser(
         "train-baseline", help="train SchNet or CGCNN (params baselines) on a split, no DVC"

@@ -1,0 +1,151 @@
+"""DDP on the CPU (gloo): the ranks' averaged gradient equals one process's gradient of the same
+batch, and a run checkpointed by two processes resumes in one."""
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from test_train import CFG
+
+from tracer.dataset import GraphDataset, structures_to_graphs
+from tracer.distributed import rank_batches, train_ddp
+from tracer.models.baselines import build_model
+from tracer.steps import weighted_loss
+from tracer.train import TrainConfig, load_member
+from tracer.validation import validate
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, flla_table):
+    clean = validate(flla_table.iloc[:24]).clean
+    data = structures_to_graphs(list(clean.id), list(clean.structure), list(clean.target),
+                                cutoff=6.0, max_neighbors=8)  # fmt: skip
+    path = tmp_path_factory.mktemp("ddp") / "graphs.pt"
+    data.save(path)
+    ids = list(clean.id)
+    return path, {"train": ids[:16], "val": ids[16:20], "test": ids[20:]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(rank: int, world: int, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+
+
+def _gradient(model, data, idx):
+    batch, y = data.collate(idx), data.targets(idx).float()
+    weighted_loss("l1")(model(batch), y, None).backward()
+
+
+def _grad_worker(rank, world, port, graphs, out):
+    _env(rank, world, port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    data = GraphDataset.load(graphs)
+    torch.manual_seed(0)
+    model = build_model(CFG)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    _gradient(ddp, data, np.arange(8)[rank * 4 : rank * 4 + 4])  # each rank: half the batch
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.named_parameters()}, out)
+    dist.destroy_process_group()
+
+
+def test_two_gloo_processes_give_the_gradient_of_one(small, tmp_path):
+    graphs, _ = small
+    out = tmp_path / "grads.pt"
+    mp.spawn(_grad_worker, args=(2, _free_port(), graphs, out), nprocs=2)
+    torch.manual_seed(0)
+    model = build_model(CFG)
+    _gradient(model, GraphDataset.load(graphs), np.arange(8))
+    ddp = torch.load(out)
+    assert set(ddp) == {n for n, _ in model.named_parameters()}
+    scale = max(float(p.grad.abs().max()) for p in model.parameters())
+    assert scale > 0
+    for name, p in model.named_parameters():  # float32 sums in another order: ~1e-6 relative
+        torch.testing.assert_close(ddp[name], p.grad, rtol=1e-5, atol=1e-5 * scale, msg=name)
+
+
+def _train_worker(rank, world, port, graphs, split, tc, work):
+    _env(rank, world, port)
+    torch.set_num_threads(1)
+    paths = {"work_dir": work / "work", "member_path": work / "member_3.pt"}
+    train_ddp(data=GraphDataset.load(graphs), split=split, seed=3, model_config=CFG,
+              train_config=tc, **paths)  # fmt: skip
+    dist.destroy_process_group()
+
+
+def test_two_processes_checkpoint_and_one_resumes(small, tmp_path):
+    graphs, split = small
+    one = TrainConfig(max_epochs=1, batch_size=8, scale_fit_batches=1, warmup_epochs=0)
+    mp.spawn(_train_worker, args=(2, _free_port(), graphs, split, one, tmp_path), nprocs=2)
+    first = torch.load(tmp_path / "work" / "last.pt", weights_only=False)
+    assert first["finished"] and first["state"]["history"][0]["processes"] == 2
+    # the same run with a longer schedule is another run (the schedule is part of its identity);
+    # so resume the 1-epoch run's checkpoint by marking it unfinished under a 2-epoch identity
+    two = TrainConfig(max_epochs=2, batch_size=8, scale_fit_batches=1, warmup_epochs=0)
+    first["finished"] = False
+    first["identity"]["train"]["max_epochs"] = 2
+    torch.save(first, tmp_path / "work" / "last.pt")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        os.environ.pop(key, None)
+    summary = train_ddp(data=GraphDataset.load(graphs), split=split, seed=3, model_config=CFG,
+                        train_config=two, work_dir=tmp_path / "work",
+                        member_path=tmp_path / "member_3.pt")  # fmt: skip
+    assert summary["epochs_run"] == 2 and summary["processes"] == 1
+    model, _, record = load_member(tmp_path / "member_3.pt")
+    assert [h["processes"] for h in record["history"]] == [2, 1]
+    assert record["history"][0] == first["state"]["history"][0]  # kept, not redone
+
+
+def test_ranks_share_an_epoch_without_overlap():
+    idx = np.arange(100, 111)
+    edges = np.ones(200, dtype=np.int64)
+    parts = [np.concatenate(rank_batches(idx, edges, batch_size=4, rank=r, world=2, seed=0,
+                                         epoch=1)) for r in (0, 1)]  # fmt: skip
+    assert len(parts[0]) == len(parts[1]) == 6  # 11 padded to 12
+    assert set(parts[0]) | set(parts[1]) == set(idx)
+    assert all(len(b) <= 2 for r in (0, 1) for b in rank_batches(idx, edges, batch_size=4,
+               rank=r, world=2, seed=0, epoch=1))  # fmt: skip
+    with pytest.raises(ValueError, match="not divisible"):
+        rank_batches(idx, edges, batch_size=5, rank=0, world=2, seed=0, epoch=0)
+
+
+def test_torchrun_trains_one_member_on_two_processes(tmp_path, flla_table):
+    """The command line as a user launches it: torchrun, two CPU processes, the tiny profile."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    from tracer.dataset import save_structure_tensors
+    from tracer.splits import split_sha256
+
+    clean = validate(flla_table.iloc[:40]).clean
+    structures = save_structure_tensors(tmp_path / "s.pt", list(clean.id), list(clean.structure),
+                                        list(clean.target), "eV/atom")  # fmt: skip
+    ids = list(clean.id)
+    split = tmp_path / "split.json"
+    doc = {"train": ids[:32], "val": ids[32:36], "test": ids[36:]}
+    split.write_text(json.dumps({**doc, "split_sha256": split_sha256(doc)}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "tracer.cli", "train-ddp", "--structures", str(structures), "--split",
+           str(split), "--params", str(REPO / "profiles" / "tiny.yaml"), "--out",
+           str(tmp_path / "out"), "--seed", "1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = json.loads(run.stdout.strip().splitlines()[-1])
+    assert printed["processes"] == 2 and np.isfinite(printed["best_val_mae"])
+    _, _, record = load_member(tmp_path / "out" / "member_1.pt")
+    assert record["summary"]["processes"] == 2 and record["kind"] == "gemnet_t"

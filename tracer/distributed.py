@@ -1,0 +1,251 @@
+"""One GemNet-T member trained on several GPUs (or CPU processes) with PyTorch DDP.
+
+Launch with torchrun, one process per GPU::
+
+    torchrun --standalone --nproc_per_node 2 -m tracer.cli train-ddp \\
+        --structures flla.pt --split data/splits/flla.json --params profiles/gpu.yaml \\
+        --out models/ddp --seed 0
+
+The effective batch is the profile's ``train.batch_size`` whatever the number of processes:
+each of the ``W`` ranks takes ``batch_size / W`` structures per step from its share of the
+epoch (:class:`torch.utils.data.DistributedSampler`, reshuffled every epoch), DDP averages the
+ranks' gradients, so one step sees the same number of structures as a one-GPU step and an epoch
+has the same number of steps (the learning-rate schedule is unchanged). Steps are eager (no CUDA
+graphs) and the loss on a rank is the mean over its structures; with equal shares the averaged
+gradient is the gradient of the batch mean (tested against one process on gloo).
+
+The checkpoint (``work_dir/last.pt``) holds the unwrapped model, optimiser, schedule and
+training state, identical on every rank and written by rank 0: a run resumes from it with any
+number of processes. Validation runs on rank 0 and its MAE is broadcast, so every rank takes the
+same early-stopping and best-epoch decisions. The member file has the format of
+:func:`tracer.train.train_member`'s, so prediction and the ensemble code read it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from tracer import __version__
+from tracer.dataset import GraphDataset, batches_by_size
+from tracer.models.baselines import ModelConfig, build_model
+from tracer.models.gemnet import fit_scale_factors
+from tracer.normalization import TargetScaler
+from tracer.steps import EagerStep, WeightAverage, weighted_loss
+from tracer.train import (
+    CHECKPOINT_VERSION,
+    TrainConfig,
+    TrainState,
+    _atomic_save,
+    data_fingerprint,
+    lr_factor,
+    predict_normalised,
+)
+
+
+def init_from_env() -> tuple[int, int, torch.device]:
+    """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``):
+    NCCL with one GPU per local rank when CUDA is there, else gloo on the CPU. Returns
+    ``(rank, world size, device)``; a single process without torchrun's variables is rank 0
+    of 1 and starts no group."""
+    if "WORLD_SIZE" not in os.environ:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    dev = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    return dist.get_rank(), dist.get_world_size(), dev
+
+
+def rank_batches(
+    train_idx: np.ndarray,
+    num_edges: np.ndarray,
+    *,
+    batch_size: int,
+    rank: int,
+    world: int,
+    seed: int,
+    epoch: int,
+) -> list[np.ndarray]:
+    """This rank's batches of one epoch: its :class:`DistributedSampler` share of the shuffled
+    training indices (padded by repetition to equal shares) in batches of ``batch_size / world``
+    structures, so that every rank takes the same number of steps."""
+    from torch.utils.data import DistributedSampler
+
+    if batch_size % world:
+        raise ValueError(f"batch size {batch_size} is not divisible by {world} processes")
+    sampler = DistributedSampler(
+        range(len(train_idx)), num_replicas=world, rank=rank, shuffle=True, seed=seed
+    )
+    sampler.set_epoch(epoch)
+    mine = train_idx[np.fromiter(iter(sampler), dtype=np.int64)]
+    return batches_by_size(mine, num_edges, batch_size=batch_size // world, shuffle=False)
+
+
+def _broadcast(value: Any, world: int) -> Any:
+    if world == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def train_ddp(
+    *,
+    data: GraphDataset,
+    split: dict[str, Sequence[str]],
+    seed: int,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    work_dir: str | Path,
+    member_path: str | Path,
+) -> dict[str, Any]:
+    """Train one member with DDP over the processes of the current group (see the module
+    docstring); returns the summary rank 0 writes into the member file (every rank gets it)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    rank, world, dev = init_from_env()
+    train_config.apply_precision()
+    work_dir, member_path = Path(work_dir), Path(member_path)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    train_idx = data.index_of(split["train"])
+    val_idx = data.index_of(split["val"])
+    scaler = TargetScaler.fit(dict(zip(data.ids, data.target.tolist(), strict=True)),
+                              list(split["train"]))  # fmt: skip
+    y_val = data.target[torch.as_tensor(val_idx)].numpy()
+    num_edges = data.num_edges().numpy()
+
+    def batches(epoch: int) -> list[np.ndarray]:
+        return rank_batches(train_idx, num_edges, batch_size=train_config.batch_size, rank=rank,
+                            world=world, seed=seed, epoch=epoch)  # fmt: skip
+
+    torch.manual_seed(seed)
+    model = build_model(model_config).to(dev)
+    n_steps = len(batches(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
+                                  weight_decay=train_config.weight_decay)  # fmt: skip
+    for group in optimizer.param_groups:
+        group["initial_lr"] = train_config.lr
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(
+            step,
+            warmup_steps=train_config.warmup_epochs * n_steps,
+            total_steps=train_config.max_epochs * n_steps,
+            final=train_config.final_lr_factor,
+        ),
+    )
+    identity = {  # no process count: a run resumes with any number of processes
+        "seed": seed,
+        "model": {"kind": model_config.kind, **model_config.to_dict()},
+        "train": asdict(train_config),
+        "data": data_fingerprint(data, split),
+        "tracer_version": __version__,
+        "ddp": True,
+    }
+    last = work_dir / "last.pt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
+    if ckpt is not None and (ckpt["identity"] != identity or ckpt.get("finished")):
+        ckpt = None
+    state, best_weights = TrainState(), None
+    data_dev = data.to(dev)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        state, best_weights = TrainState(**ckpt["state"]), ckpt["best_weights"]
+    else:
+        fit = batches_by_size(train_idx, num_edges, batch_size=train_config.batch_size,
+                              shuffle=True, rng=np.random.default_rng([seed, 0]))  # fmt: skip
+        fit_scale_factors(
+            model, [data_dev.collate(b) for b in fit[: train_config.scale_fit_batches]]
+        )
+    ema = None
+    if train_config.ema_decay is not None:
+        ema = WeightAverage(model, train_config.ema_decay)
+        if ckpt is not None:
+            ema.load_state_dict(ckpt["ema"])
+    wrapped = DistributedDataParallel(model) if world > 1 else model
+    step = EagerStep(wrapped, optimizer, weighted_loss(train_config.loss),
+                     grad_clip=train_config.grad_clip, ema=ema)  # fmt: skip
+    eval_model = model if ema is None else ema.model
+    while state.epoch < train_config.max_epochs and not state.stopped_early:
+        t0 = time.perf_counter()
+        model.train()
+        total, count = torch.zeros((), dtype=torch.float64, device=dev), 0
+        for b in batches(state.epoch):
+            batch = data_dev.collate(b)
+            y = ((data_dev.targets(b) - scaler.mean) / scaler.std).to(torch.float32)
+            total += step(batch, y).double() * len(b)
+            count += len(b)
+            schedule.step()
+        if world > 1:
+            sums = torch.stack([total, torch.tensor(float(count), dtype=torch.float64,
+                                                    device=dev)])  # fmt: skip
+            dist.all_reduce(sums)
+            total, count = sums[0], int(sums[1])
+        val_mae = None
+        if rank == 0:
+            pred = scaler.inverse(predict_normalised(eval_model, data_dev, val_idx,
+                                  batch_size=train_config.eval_batch_size, device=dev))  # fmt: skip
+            val_mae = float(np.mean(np.abs(pred - y_val)))
+        val_mae = _broadcast(val_mae, world)
+        epoch_time = time.perf_counter() - t0
+        state.train_time_s += epoch_time
+        if val_mae < state.best_val_mae:
+            state.best_val_mae, state.best_epoch, state.bad_epochs = val_mae, state.epoch, 0
+            best_weights = {k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        state.history.append({"epoch": state.epoch, "train_loss": float(total) / max(count, 1),
+                              "val_mae": val_mae, "lr": float(optimizer.param_groups[0]["lr"]),
+                              "epoch_time_s": epoch_time, "wall_time_s": state.train_time_s,
+                              "processes": world})  # fmt: skip
+        state.epoch += 1
+        state.stopped_early = state.bad_epochs >= train_config.patience
+        finished = state.epoch >= train_config.max_epochs or state.stopped_early
+        if rank == 0:
+            _atomic_save({"version": CHECKPOINT_VERSION, "identity": identity,
+                          "finished": finished,
+                          "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                          "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                          "state": asdict(state), "best_weights": best_weights,
+                          "ema": None if ema is None else ema.state_dict()}, last)  # fmt: skip
+        if world > 1:
+            dist.barrier()
+    summary = {
+        "seed": seed,
+        "best_epoch": state.best_epoch,
+        "best_val_mae": state.best_val_mae,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "train_time_s": state.train_time_s,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "processes": world,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "ema_decay": train_config.ema_decay,
+        "cuda_graphs": False,
+        "static_shapes": None,
+    }
+    if rank == 0:
+        member = {"version": CHECKPOINT_VERSION, "tracer_version": __version__,
+                  "kind": model_config.kind, "model_config": model_config.to_dict(),
+                  "train_config": asdict(train_config), "scaler": scaler.to_dict(),
+                  "state_dict": best_weights, "summary": summary, "history": state.history,
+                  "graph": {"cutoff": data.cutoff, "max_neighbors": data.max_neighbors},
+                  "target_unit": data.unit}  # fmt: skip
+        member_path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save(member, member_path)
+    if world > 1:
+        dist.barrier()
+    return summary
