@@ -248,3 +248,28 @@ def test_push_then_pull_into_a_fresh_clone_restores_checkpoints(tiny_run):
         assert (clone / member).read_bytes() == (work / member).read_bytes()
     status = _run(["dvc", "status"], clone, env)
     assert "up to date" in status
+
+
+def test_members_trained_in_parallel_are_recorded_as_dvc_records_them(tiny_run, tmp_path):
+    """`tracer train-parallel`: two members at once (two CPU slots), then dvc commit; the
+    lock then holds the new member files and DVC sees the members up to date."""
+    import hashlib
+
+    work, env, _ = tiny_run
+    copy = tmp_path / "repo"
+    shutil.copytree(work, copy, symlinks=True)
+    before = (copy / "models" / "flla" / "member_0.pt").read_bytes()
+    out = _run(["tracer", "train-parallel", "train@0", "train@1", "--devices", "cpu", "cpu",
+                "--force"], copy, env)  # fmt: skip
+    report = json.loads(out[out.index("{") :])
+    assert set(report["stages"]) == {"train@0", "train@1"}
+    assert all(r["returncode"] == 0 for r in report["stages"].values())
+    member = copy / "models" / "flla" / "member_0.pt"
+    assert member.read_bytes() != before  # retrained (its timings differ), not just skipped
+    lock = (copy / "dvc.lock").read_text()
+    assert hashlib.md5(member.read_bytes()).hexdigest() in lock
+    status = _run(["dvc", "status", "train@0", "train@1"], copy, env)
+    assert "changed" not in status and "modified" not in status
+    # up to date now: nothing to run without --force
+    out = _run(["tracer", "train-parallel", "train", "--devices", "cpu"], copy, env)
+    assert json.loads(out[out.index("{") :])["stages"] == {}

@@ -11,13 +11,14 @@ paper, each checked against what this artifact does instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 PASS, FAIL = "PASS", "FAIL"
 
@@ -504,3 +505,44 @@ def write_checklist(
         lines += [f"## {section}", "", part.drop(columns="section").to_markdown(index=False), ""]
     (out / "CHECKLIST.md").write_text("\n".join(lines))
     return [out / "CHECKLIST.json", out / "CHECKLIST.md"]
+
+
+# --------------------------------------------------------------------------------------------
+# which stage wrote which file
+# --------------------------------------------------------------------------------------------
+OWN_FILES = ("paper_figures/CHECKLIST.json", "paper_figures/CHECKLIST.md", "paper_figures/INDEX.md")
+
+
+def figure_index(
+    root: str | Path = ".", prefixes: Sequence[str] = ("paper_figures/", "results/gpu/")
+) -> pd.DataFrame:
+    """Every output under ``prefixes`` with the DVC stage (and its notebook) that wrote it, read
+    from ``dvc.lock``; the checklist stage's own files are added (its lock entry is written only
+    after it ran)."""
+    lock = yaml.safe_load((Path(root) / "dvc.lock").read_text())
+    rows = []
+    for stage, entry in lock.get("stages", {}).items():
+        notebook = next((w for w in entry.get("cmd", "").split() if w.endswith(".ipynb")), "")
+        for out in entry.get("outs", []):
+            if out["path"].startswith(tuple(prefixes)) and out["path"] not in OWN_FILES:
+                rows.append({"file": out["path"], "stage": stage, "notebook": notebook})
+    rows += [{"file": f, "stage": "checklist", "notebook": "notebooks/40_checklist.ipynb"}
+             for f in OWN_FILES]  # fmt: skip
+    return pd.DataFrame(rows).sort_values("file", kind="stable").reset_index(drop=True)
+
+
+def write_index(root: str | Path = ".", out_dir: str | Path = "paper_figures") -> Path:
+    """``INDEX.md``: each regenerated figure, table and committed gpu result with its stage."""
+    table = figure_index(root)
+    text = "\n".join([
+        "# Which stage wrote which file",
+        "",
+        "Read from `dvc.lock` by `tracer.checklist.figure_index`; `dvc repro <stage>` rewrites a "
+        "file, and `notebooks/executed/<notebook>` shows how.",
+        "",
+        table.to_markdown(index=False),
+        "",
+    ])  # fmt: skip
+    path = Path(out_dir) / "INDEX.md"
+    path.write_text(text)
+    return path

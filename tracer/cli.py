@@ -215,6 +215,16 @@ def _cmd_train_ddp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_parallel(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.parallel import run_parallel
+
+    out = run_parallel(args.targets, args.devices, force=args.force)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
 def _cmd_train_baseline(args: argparse.Namespace) -> int:
     import json
 
@@ -317,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, help="members trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.set_defaults(func=_cmd_train_ensemble)
+
+    p = sub.add_parser(
+        "train-parallel",
+        help="run DVC stages (the members: train) concurrently, one per device, then dvc commit",
+    )
+    p.add_argument("targets", nargs="+", help="DVC stages, e.g. train or train@0 train@1")
+    p.add_argument("--devices", nargs="+", required=True, help="CUDA device ids, or cpu")
+    p.add_argument("--force", action="store_true", help="also rerun stages up to date")
+    p.set_defaults(func=_cmd_train_parallel)
 
     p = sub.add_parser(
         "train-ddp",
