@@ -11,7 +11,6 @@ Lengths in Å; the geometry is float64 throughout, as in the per-structure code.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 from torch import Tensor
 
 from tracer.dataset import GraphDataset
-from tracer.graphs import _encode, _finish, _unique_first, image_ranges
+from tracer.graphs import _finish, cap_neighbors, image_ranges
 
 
 def _chunks(cost: np.ndarray, budget: float) -> list[np.ndarray]:
@@ -82,22 +81,7 @@ def _chunk_edges(
     t_g, s_g = base[b_idx] + t_idx, base[b_idx] + s_idx
     total = int(n.sum())
     if max_neighbors is not None and t_g.numel() > 0:
-        order = torch.argsort(d, stable=True)
-        order = order[torch.argsort(t_g[order], stable=True)]  # by atom, then distance
-        t_g, s_g, offset, d = t_g[order], s_g[order], offset[order], d[order]
-        counts = torch.bincount(t_g, minlength=total)
-        start = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(t_g.numel(), device=device) - start[t_g]
-        thresh = torch.full((total,), math.inf, dtype=d.dtype, device=device)
-        over = counts > max_neighbors
-        thresh[over] = d[start[over] + max_neighbors - 1]
-        keep = (rank < max_neighbors) | (d <= thresh[t_g] + tolerance)
-        t_g, s_g, offset = t_g[keep], s_g[keep], offset[keep]
-        span = int(offset.abs().max()) + 1 if offset.numel() else 1
-        s_all, t_all = torch.cat([s_g, t_g]), torch.cat([t_g, s_g])
-        o_all = torch.cat([offset, -offset])
-        _, first = _unique_first(_encode(s_all, t_all, o_all, total, span))
-        s_g, t_g, offset = s_all[first], t_all[first], o_all[first]
+        s_g, t_g, offset = cap_neighbors(s_g, t_g, offset, d, total, max_neighbors, tolerance)
     g = _finish(s_g, t_g, offset, total)
     return g.source, g.target, g.offset, g.reverse, n
 

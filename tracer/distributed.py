@@ -34,7 +34,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from tracer import __version__
 from tracer.dataset import GraphDataset, batches_by_size
 from tracer.models.baselines import ModelConfig, build_model
 from tracer.models.gemnet import fit_scale_factors
@@ -45,9 +44,10 @@ from tracer.train import (
     TrainConfig,
     TrainState,
     _atomic_save,
-    data_fingerprint,
     lr_factor,
     predict_normalised,
+    run_identity,
+    write_member,
 )
 
 
@@ -145,14 +145,8 @@ def train_ddp(
             final=train_config.final_lr_factor,
         ),
     )
-    identity = {  # no process count: a run resumes with any number of processes
-        "seed": seed,
-        "model": {"kind": model_config.kind, **model_config.to_dict()},
-        "train": asdict(train_config),
-        "data": data_fingerprint(data, split),
-        "tracer_version": __version__,
-        "ddp": True,
-    }
+    # no process count in the identity: a run resumes with any number of processes
+    identity = run_identity(seed, model_config, train_config, data, split, ddp=True)
     last = work_dir / "last.pt"
     ckpt = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
     if ckpt is not None and (ckpt["identity"] != identity or ckpt.get("finished")):
@@ -223,29 +217,10 @@ def train_ddp(
                           "ema": None if ema is None else ema.state_dict()}, last)  # fmt: skip
         if world > 1:
             dist.barrier()
-    summary = {
-        "seed": seed,
-        "best_epoch": state.best_epoch,
-        "best_val_mae": state.best_val_mae,
-        "epochs_run": state.epoch,
-        "stopped_early": state.stopped_early,
-        "train_time_s": state.train_time_s,
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "processes": world,
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "ema_decay": train_config.ema_decay,
-        "cuda_graphs": False,
-        "static_shapes": None,
-    }
+    summary: dict[str, Any] = {}
     if rank == 0:
-        member = {"version": CHECKPOINT_VERSION, "tracer_version": __version__,
-                  "kind": model_config.kind, "model_config": model_config.to_dict(),
-                  "train_config": asdict(train_config), "scaler": scaler.to_dict(),
-                  "state_dict": best_weights, "summary": summary, "history": state.history,
-                  "graph": {"cutoff": data.cutoff, "max_neighbors": data.max_neighbors},
-                  "target_unit": data.unit}  # fmt: skip
-        member_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_save(member, member_path)
-    if world > 1:
-        dist.barrier()
-    return summary
+        summary = write_member(member_path, seed=seed, state=state, best_weights=best_weights,
+                               model=model, model_config=model_config,
+                               train_config=train_config, scaler=scaler, data=data, device=dev,
+                               cuda_graphs=False, static_shapes=None, processes=world)  # fmt: skip
+    return _broadcast(summary, world)

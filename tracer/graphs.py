@@ -102,26 +102,40 @@ def radius_graph_pbc(
     offset = images[k_idx] + shift[t_idx].long() - shift[s_idx].long()
 
     if max_neighbors is not None and t_idx.numel() > 0:
-        order = torch.argsort(t_idx * (d.max() + 1.0 + cutoff) + d, stable=True)
-        t_idx, s_idx, offset, d = t_idx[order], s_idx[order], offset[order], d[order]
-        counts = torch.bincount(t_idx, minlength=n)
-        start = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(t_idx.numel(), device=device) - start[t_idx]
-        thresh = torch.full((n,), math.inf, dtype=d.dtype, device=device)
-        over = counts > max_neighbors
-        thresh[over] = d[start[over] + max_neighbors - 1]
-        keep = (rank < max_neighbors) | (d <= thresh[t_idx] + tolerance)
-        t_idx, s_idx, offset = t_idx[keep], s_idx[keep], offset[keep]
-        # symmetrise: add the reverse of every kept edge, then deduplicate
-        span = int(offset.abs().max()) + 1 if offset.numel() else 1
-        s_all = torch.cat([s_idx, t_idx])
-        t_all = torch.cat([t_idx, s_idx])
-        o_all = torch.cat([offset, -offset])
-        keys = _encode(s_all, t_all, o_all, n, span)
-        _, first = _unique_first(keys)
-        s_idx, t_idx, offset = s_all[first], t_all[first], o_all[first]
+        s_idx, t_idx, offset = cap_neighbors(s_idx, t_idx, offset, d, n, max_neighbors, tolerance)
 
     return _finish(s_idx, t_idx, offset, n)
+
+
+def cap_neighbors(
+    s: Tensor,
+    t: Tensor,
+    offset: Tensor,
+    d: Tensor,
+    n_atoms: int,
+    max_neighbors: int,
+    tolerance: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Keep each target atom's ``max_neighbors`` nearest edges (plus every edge within
+    ``tolerance`` Å of the last kept distance, so a degenerate shell stays whole), then add the
+    reverse of every kept edge and drop repeats. ``n_atoms``: atoms indexed by ``s`` and ``t``
+    (those of one structure, or of a batch numbered structure after structure)."""
+    order = torch.argsort(d, stable=True)
+    order = order[torch.argsort(t[order], stable=True)]  # by atom, then distance
+    t, s, offset, d = t[order], s[order], offset[order], d[order]
+    counts = torch.bincount(t, minlength=n_atoms)
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(t.numel(), device=t.device) - start[t]
+    thresh = torch.full((n_atoms,), math.inf, dtype=d.dtype, device=d.device)
+    over = counts > max_neighbors
+    thresh[over] = d[start[over] + max_neighbors - 1]
+    keep = (rank < max_neighbors) | (d <= thresh[t] + tolerance)
+    t, s, offset = t[keep], s[keep], offset[keep]
+    span = int(offset.abs().max()) + 1 if offset.numel() else 1
+    s_all, t_all = torch.cat([s, t]), torch.cat([t, s])
+    o_all = torch.cat([offset, -offset])
+    _, first = _unique_first(_encode(s_all, t_all, o_all, n_atoms, span))
+    return s_all[first], t_all[first], o_all[first]
 
 
 def _unique_first(keys: Tensor) -> tuple[Tensor, Tensor]:

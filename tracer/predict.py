@@ -25,7 +25,6 @@ is flagged "check with DFT" when the half-width of that interval exceeds ``thres
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from tracer.download import sha256_file
 
 Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 SUFFIXES = {".cif": "cif", ".vasp": "poscar", ".poscar": "poscar", ".xyz": "extxyz",
@@ -298,19 +299,11 @@ def screen(
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(folder: str | Path) -> Path:
     """``MANIFEST.json``: the sha256 and size of every other file of ``folder``."""
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
-    manifest = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}
+    manifest = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files}
     path = folder / MANIFEST
     path.write_text(json.dumps(manifest, indent=1) + "\n")
     return path
@@ -324,7 +317,7 @@ def verify_manifest(folder: str | Path) -> None:
     bad = [
         f"{name} ({'missing' if not (folder / name).exists() else 'sha256 differs'})"
         for name, entry in manifest.items()
-        if not (folder / name).exists() or _sha256(folder / name) != entry["sha256"]
+        if not (folder / name).exists() or sha256_file(folder / name) != entry["sha256"]
     ]
     bad += [f"{p.name} (not in the manifest)" for p in folder.glob("member_*.pt")
             if p.name not in manifest]  # fmt: skip

@@ -345,14 +345,8 @@ def train_member(
     state = TrainState()
     best_weights: dict[str, torch.Tensor] | None = None
     last = work_dir / "last.pt"
-    identity = {
-        "seed": seed,
-        "model": {"kind": model_config.kind, **model_config.to_dict()},
-        "train": asdict(train_config),
-        "data": data_fingerprint(data, split),
-        "tracer_version": __version__,
-        "init_from": None if init_from is None else _file_sha256(Path(init_from)),
-    }
+    init_sha = None if init_from is None else _file_sha256(Path(init_from))
+    identity = run_identity(seed, model_config, train_config, data, split, init_from=init_sha)
     ckpt = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
     if ckpt is not None and (ckpt["identity"] != identity or ckpt.get("finished")):
         # a finished run, or one of other settings or data: this is no interrupted run of ours
@@ -470,6 +464,58 @@ def train_member(
 
     if best_weights is None:
         raise RuntimeError("training ran no epoch")
+    return write_member(
+        member_path,
+        seed=seed,
+        state=state,
+        best_weights=best_weights,
+        model=model,
+        model_config=model_config,
+        train_config=train_config,
+        scaler=scaler,
+        data=data,
+        device=dev,
+        cuda_graphs=graphed,
+        static_shapes=None if shapes is None else [asdict(s) for s in shapes],
+    )
+
+
+def run_identity(
+    seed: int,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    data: GraphDataset,
+    split: dict[str, Sequence[str]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """What makes a checkpoint this run's own: seed, model and training settings, the data's
+    fingerprint, the code version, and ``extra`` (e.g. the starting weights' sha256)."""
+    return {
+        "seed": seed,
+        "model": {"kind": model_config.kind, **model_config.to_dict()},
+        "train": asdict(train_config),
+        "data": data_fingerprint(data, split),
+        "tracer_version": __version__,
+        **extra,
+    }
+
+
+def write_member(
+    member_path: str | Path,
+    *,
+    seed: int,
+    state: TrainState,
+    best_weights: dict[str, torch.Tensor],
+    model: nn.Module,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    scaler: TargetScaler,
+    data: GraphDataset,
+    device: torch.device,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write the member file (best weights, settings, target scaler, history and a summary with
+    ``extra`` appended) that prediction and the ensemble code read; return the summary."""
     summary = {
         "seed": seed,
         "best_epoch": state.best_epoch,
@@ -477,11 +523,10 @@ def train_member(
         "epochs_run": state.epoch,
         "stopped_early": state.stopped_early,
         "train_time_s": state.train_time_s,
-        "device": _device_name(dev),
+        "device": _device_name(device),
         "num_params": sum(p.numel() for p in model.parameters()),
         "ema_decay": train_config.ema_decay,
-        "cuda_graphs": graphed,
-        "static_shapes": None if shapes is None else [asdict(s) for s in shapes],
+        **extra,
     }
     member = {
         "version": CHECKPOINT_VERSION,
@@ -496,6 +541,7 @@ def train_member(
         "graph": {"cutoff": data.cutoff, "max_neighbors": data.max_neighbors},
         "target_unit": data.unit,
     }
+    member_path = Path(member_path)
     member_path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save(member, member_path)
     return summary
