@@ -22,9 +22,9 @@ def _run(cmd, cwd, env):
     return out.stdout + out.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, flla_csv):
-    work = tmp_path_factory.mktemp("tiny") / "repo"
+def copy_checkout(work: Path) -> dict[str, str]:
+    """A fresh git repository at ``work`` with this checkout's tracked and untracked-unignored
+    files (no DVC cache, no data); returns the environment to run its commands in."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],
         cwd=REPO,
@@ -36,16 +36,23 @@ def tiny_run(tmp_path_factory, flla_csv):
         if (REPO / f).is_file():
             (work / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, work / f)
-    (work / "data" / "raw").mkdir(parents=True)
-    shutil.copy2(flla_csv, work / "data" / "raw" / flla_csv.name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for cmd in (
         ["git", "init", "-q"],
         ["git", "add", "-A"],
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
-        ["tracer", "profile", "use", "tiny"],
     ):
         _run(cmd, work, env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, flla_csv):
+    work = tmp_path_factory.mktemp("tiny") / "repo"
+    env = copy_checkout(work)
+    (work / "data" / "raw").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(flla_csv, work / "data" / "raw" / flla_csv.name)
+    _run(["tracer", "profile", "use", "tiny"], work, env)
     first = _run(["dvc", "repro"], work, env)
     return work, env, first
 
