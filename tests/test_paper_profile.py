@@ -20,7 +20,7 @@ SIZES = ("gemnet", "train", "ensemble", "baselines", "accuracy", "domain")  # th
 
 
 @pytest.fixture(scope="module")
-def paper_run(tmp_path_factory, flla_table):
+def paper_run(tmp_path_factory, flla_table, flla_csv):
     work = tmp_path_factory.mktemp("paper") / "repo"
     env = copy_checkout(work)
     paper = yaml.safe_load((REPO / "profiles" / "paper.yaml").read_text())
@@ -40,6 +40,9 @@ def paper_run(tmp_path_factory, flla_table):
     shutil.rmtree(raw, ignore_errors=True)
     raw.mkdir(parents=True)
     write_jarvis_zip(raw / "jdft_3d-4-26-2020.json.zip", records, "jdft_3d-4-26-2020.json")
+    # the committed gpu run is FLLA's: its analysis reads FLLA from its own folder, not data/raw
+    (work / "data" / "gpu_raw").mkdir(parents=True)
+    shutil.copy2(flla_csv, work / "data" / "gpu_raw" / flla_csv.name)
     for cmd in (["tracer", "profile", "use", "paper_fixture"], ["tracer", "fetch"],
                 ["dvc", "add", "data/raw"]):  # fmt: skip
         _run(cmd, work, env)
@@ -70,4 +73,7 @@ def test_paper_profile_runs_end_to_end_on_its_release_format(paper_run):
     assert transfer["status"].startswith("NOT RUN") and "matbench" in transfer["status"]
     status = subprocess.run(["dvc", "status"], cwd=work, env=paper_run[1], capture_output=True,
                             text=True, check=True).stdout  # fmt: skip
-    assert "changed" not in status
+    assert "changed" not in status  # data/raw holds the release only (data.dvc unchanged)
+    assert sorted(p.name for p in (work / "data" / "raw").iterdir()) == [
+        "jdft_3d-4-26-2020.json.zip"
+    ]

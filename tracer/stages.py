@@ -954,15 +954,18 @@ def gpu_reliability(
 
     Compositions and structures come from the run's whole source (its ``accuracy.json`` names
     the dataset), not from the active profile's table, which may hold a subset (``tiny``);
-    dataset and split hashes in the provenance are the run's own."""
+    dataset and split hashes in the provenance are the run's own. When the active profile uses
+    another dataset, the run's raw file is kept in ``data/gpu_raw`` (git-ignored), never in the
+    active dataset's DVC-tracked raw folder."""
     from tracer.sources import load_source
 
     root = Path(root)
     results_dir = root / results_dir
     recorded = json.loads((results_dir / "accuracy.json").read_text())
+    same = recorded["dataset"] == params["dataset"]["name"]
     source = load_source(
         recorded["dataset"],
-        raw_dir=root / params["dataset"]["raw_dir"],
+        raw_dir=root / params["dataset"]["raw_dir"] if same else root / "data" / "gpu_raw",
         path=params["dataset"]["path"],
         registry_path=root / "data" / "checksums.json",
     )
