@@ -57,6 +57,7 @@ def _grad_worker(rank, world, port, graphs, out):
     _gradient(ddp, data, np.arange(8)[rank * 4 : rank * 4 + 4])  # each rank: half the batch
     if rank == 0:
         torch.save({n: p.grad for n, p in model.named_parameters()}, out)
+    dist.barrier()  # no rank leaves while another still talks to it
     dist.destroy_process_group()
 
 
@@ -81,6 +82,7 @@ def _train_worker(rank, world, port, graphs, split, tc, work):
     paths = {"work_dir": work / "work", "member_path": work / "member_3.pt"}
     train_ddp(data=GraphDataset.load(graphs), split=split, seed=3, model_config=CFG,
               train_config=tc, **paths)  # fmt: skip
+    dist.barrier()
     dist.destroy_process_group()
 
 

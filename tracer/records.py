@@ -566,7 +566,7 @@ def gpu_domain_record(
         status = "RUN" if not missing and not unfinished else (
             f"PARTIAL: device time ran out; unfinished {unfinished}, not started {missing}"
         )  # fmt: skip
-        if status == "RUN":
+        if status == "RUN" and names:
             second = set(second_domain_ids)
             test = test_predictions(folder / sub, names[variants[0], seeds[0]])
             full = domain_report(folder / sub, variants=variants, seeds=seeds, prefix=prefix,
