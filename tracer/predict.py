@@ -155,7 +155,7 @@ class Ensemble:
     max_neighbors: int | None
     sigma_scale: float | None
     recalibration_source: str | None
-    _models: list[tuple[Any, Any, Any]] = field(default_factory=list, repr=False)
+    _models: list[tuple[Any, Any]] = field(default_factory=list, repr=False)
     _precision: str = field(default="fp32", repr=False)
 
     @classmethod
@@ -224,12 +224,14 @@ class Ensemble:
 
         dev = pick_device(device)
         data = self.graphs(ids, arrays, device=device, workers=workers)
-        if not self._models or self._models[0][0].device != dev:
+        if not self._models or next(self._models[0][0].parameters()).device != dev:
             self._models = []
             for path in self.members:
                 model, scaler, record = load_member(path, dev)
-                self._models.append((next(model.parameters()), model, scaler))
+                self._models.append((model, scaler))
                 self._precision = record.get("train_config", {}).get("precision", "fp32")
+        for model, _ in self._models:
+            check_atomic_numbers(data.z, model.config.num_elements)
         data_dev = data.to(dev)
         order = batches_by_size(np.arange(len(data)), data.num_edges().numpy(),
                                 batch_size=batch_size, shuffle=False)  # fmt: skip
@@ -241,10 +243,12 @@ class Ensemble:
         torch.backends.cuda.matmul.allow_tf32 = tf32 or before
         try:
             with torch.inference_mode():
-                for m, (_, model, scaler) in enumerate(self._models):
-                    check_atomic_numbers(data.z, model.config.num_elements)
-                    out = [model(data_dev.collate(b)).double() for b in order]
-                    preds[:, m] = scaler.inverse(torch.cat(out).cpu().numpy()) if out else []
+                for b in order:  # each batch (and its triplets) cut once for every member
+                    batch = data_dev.collate(b)
+                    out = torch.stack([model(batch).double() for model, _ in self._models], 1)
+                    preds[b] = out.cpu().numpy()
+            for m, (_, scaler) in enumerate(self._models):
+                preds[:, m] = scaler.inverse(preds[:, m])
         finally:
             torch.backends.cuda.matmul.allow_tf32 = before
         mean, sigma = preds.mean(axis=1), preds.std(axis=1, ddof=0)
