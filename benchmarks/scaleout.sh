@@ -1,34 +1,47 @@
 #!/usr/bin/env bash
-# Issue 9 on one host with two GPUs (gpu profile, FLLA seed-42 split):
-#   1. two ensemble members one after the other, then two at once (one per GPU), same settings;
-#   2. one member with DDP (tracer train-ddp under torchrun) on one GPU, then on two, at the same
-#      effective batch (BATCH structures per step: BATCH/2 per GPU on two).
-# Shortened schedules (EPOCHS, DDP_EPOCHS) keep it within one device call; times only.
-# Then, here: python benchmarks/scaleout_record.py --run-dir RUN (RUN brought back without *.pt).
+# Issue 9 on one host with two GPUs (gpu profile, FLLA seed-42 split); times only:
+#   1. one member with DDP (`tracer train-ddp` under torchrun) on one GPU, then on two, at the same
+#      effective batch (B structures per step: B/2 per GPU on two), for each B in BATCHES, steps
+#      replayed from CUDA graphs as the profile says (DDP_GRAPHS=0: eager);
+#   2. two ensemble members one after the other (two processes, as `dvc repro` runs the member
+#      stages), then the same two at once, one per GPU (`tracer train-ensemble --parallel 2`).
+# Shortened schedules (EPOCHS, DDP_EPOCHS) keep it within one device call.
+# Then, here: python benchmarks/scaleout_record.py --run-dir RUN --device CARD (RUN without *.pt).
 set -u
 S=${STRUCTURES:-flla_structures.pt}; SP=${SPLIT:-data/splits/flla.json}; R=${RUN:-/tmp/scaleout}
-P=${PARAMS:-profiles/gpu.yaml}; EPOCHS=${EPOCHS:-30}; DDP_EPOCHS=${DDP_EPOCHS:-6}
-BATCH=${BATCH:-128}; W=${WORKERS:-8}
+P=${PARAMS:-profiles/gpu.yaml}; EPOCHS=${EPOCHS:-30}; DDP_EPOCHS=${DDP_EPOCHS:-8}
+BATCHES=${BATCHES:-128 256}; W=${WORKERS:-8}; GRAPHS=${DDP_GRAPHS:-1}
 mkdir -p "$R"
-python3 - "$P" "$R" "$EPOCHS" "$DDP_EPOCHS" "$BATCH" <<'PY'
+python3 - "$P" "$R" "$EPOCHS" "$DDP_EPOCHS" "$GRAPHS" $BATCHES <<'PY'
 import sys, yaml
-src, run, epochs, ddp_epochs, batch = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+src, run, epochs, ddp_epochs, graphs, *batches = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
 params = yaml.safe_load(open(src))
 members = {**params, "train": {**params["train"], "max_epochs": epochs}}
-ddp = {**params, "train": {**params["train"], "max_epochs": ddp_epochs, "batch_size": batch}}
 yaml.safe_dump(members, open(f"{run}/members.yaml", "w"))
-yaml.safe_dump(ddp, open(f"{run}/ddp.yaml", "w"))
+for b in batches:
+    train = {**params["train"], "max_epochs": ddp_epochs, "batch_size": b}
+    train["cuda_graphs"] = bool(graphs) and train["cuda_graphs"]
+    yaml.safe_dump({**params, "train": train}, open(f"{run}/ddp_b{b}.yaml", "w"))
 PY
 t() { python3 -m tracer.cli "$@"; }
-mkdir -p "$R/seq" "$R/par"
-t train-ensemble --structures "$S" --split "$SP" --params "$R/members.yaml" --out "$R/seq" \
-    --seeds 0 1 --parallel 1 --workers "$W" > "$R/seq.log" 2>&1
-cp "$R/seq/graphs.pt" "$R/par/graphs.pt"   # the same graphs: both time training only
-t train-ensemble --structures "$S" --split "$SP" --params "$R/members.yaml" --out "$R/par" \
-    --seeds 0 1 --parallel 2 --workers "$W" > "$R/par.log" 2>&1
-for n in 1 2; do
-  python3 -m torch.distributed.run --standalone --nproc_per_node $n -m tracer.cli train-ddp \
-      --structures "$S" --split "$SP" --params "$R/ddp.yaml" --out "$R/ddp$n" --seed 0 \
-      --workers "$W" > "$R/ddp$n.log" 2>&1
+now() { date +%s.%N; }
+for b in $BATCHES; do  # the first run builds the graphs into the shared cache
+  for n in 1 2; do
+    python3 -m torch.distributed.run --standalone --nproc_per_node $n -m tracer.cli train-ddp \
+        --structures "$S" --split "$SP" --params "$R/ddp_b$b.yaml" --out "$R/ddp${n}_b$b" \
+        --seed 0 --graphs-cache "$R/graphs" --workers "$W" > "$R/ddp${n}_b$b.log" 2>&1
+  done
 done
-for f in "$R"/*.log; do echo "== $f"; tail -3 "$f"; done
+for d in seq0 seq1 par; do mkdir -p "$R/$d"; cp "$R"/graphs/*.pt "$R/$d/graphs.pt"; done
+t0=$(now)
+for s in 0 1; do
+  t train-ensemble --structures "$S" --split "$SP" --params "$R/members.yaml" --out "$R/seq$s" \
+      --seeds $s --parallel 1 > "$R/seq$s.log" 2>&1
+done
+t1=$(now)
+t train-ensemble --structures "$S" --split "$SP" --params "$R/members.yaml" --out "$R/par" \
+    --seeds 0 1 --parallel 2 > "$R/par.log" 2>&1
+t2=$(now)
+python3 -c "import json,sys; a,b,c=map(float,sys.argv[1:]); json.dump({'sequential_s': b-a, 'parallel_s': c-b}, open(sys.argv[4] if len(sys.argv)>4 else '/dev/stdout','w'))" "$t0" "$t1" "$t2" "$R/walls.json"
+cat "$R/walls.json"; echo
+for f in "$R"/*.log; do echo "== $f"; tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -2 | cut -c1-300; done

@@ -1,11 +1,13 @@
 """``results/gpu/scaleout.json`` from a run of ``benchmarks/scaleout.sh`` (two-GPU host) and the
 CPU scale-up measurement (``results/cpu/scale_up.json`` of ``benchmarks/scale_up.py``).
 
-* ``members_parallel_speedup``: wall time of two members one after the other over the wall time
-  of the same two members at once, one per GPU (``members_parallel_time_ratio`` is its inverse;
-  target ≤ 0.55);
+* ``members_parallel_speedup``: wall time of two members one after the other (two commands)
+  over the wall time of the same two members at once, one per GPU (one command);
+  ``members_parallel_time_ratio`` is its inverse (target ≤ 0.55);
 * ``ddp_epoch_ratio``: median epoch time of one member with DDP on two GPUs over the same on one
-  GPU, at the same effective batch (first epoch excluded; target ≤ 0.6);
+  GPU, at the same effective batch (first epoch excluded; target ≤ 0.6), at the largest batch the
+  run measured (``ddp_batch``); ``ddp_by_batch`` holds every batch measured, with each run's best
+  validation MAE (same within noise at equal effective batch);
 * ``host_mem_peak_gib_130k``: peak resident memory of preprocessing and one training epoch over
   the ~130k-structure scale-up on the CPU machine (target < 24 GiB).
 
@@ -29,6 +31,11 @@ def _median_epoch(run: Path) -> tuple[float, list[float], int]:
     return statistics.median(times[1:] or times), times, history[-1]["processes"]
 
 
+def _best_val(run: Path) -> float:
+    history = json.loads(next(run.glob("work/member_*/history.json")).read_text())
+    return min(h["val_mae"] for h in history)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run-dir", required=True)
@@ -37,21 +44,31 @@ def main() -> None:
     ap.add_argument("--out", default="results/gpu/scaleout.json")
     args = ap.parse_args()
     run = Path(args.run_dir)
-    seq = json.loads((run / "seq" / "training.json").read_text())
-    par = json.loads((run / "par" / "training.json").read_text())
-    one, one_times, p1 = _median_epoch(run / "ddp1")
-    two, two_times, p2 = _median_epoch(run / "ddp2")
-    assert (p1, p2) == (1, 2), (p1, p2)
+    walls = json.loads((run / "walls.json").read_text())  # whole commands, process starts included
+    seq, par = walls["sequential_s"], walls["parallel_s"]
+    ddp: dict[str, dict] = {}
+    for one_dir in sorted(run.glob("ddp1_b*"), key=lambda p: int(p.name.split("_b")[1])):
+        batch = one_dir.name.split("_b")[1]
+        one, one_times, p1 = _median_epoch(one_dir)
+        two, two_times, p2 = _median_epoch(run / f"ddp2_b{batch}")
+        assert (p1, p2) == (1, 2), (p1, p2)
+        best = {"1": _best_val(one_dir), "2": _best_val(run / f"ddp2_b{batch}")}
+        ddp[batch] = {"ratio": two / one, "epoch_s": {"1": one, "2": two},
+                      "epoch_times_s": {"1": one_times, "2": two_times},
+                      "best_val_mae": best}  # fmt: skip
+    if not ddp:
+        raise FileNotFoundError(f"{run}: no ddp1_b<batch> runs")
+    largest = max(ddp, key=int)
     scale = json.loads(Path(args.scale_up).read_text())
     out = {
         "device": args.device,
-        "members_parallel_speedup": seq["wall_time_s"] / par["wall_time_s"],
-        "members_parallel_time_ratio": par["wall_time_s"] / seq["wall_time_s"],
-        "members_sequential_s": seq["wall_time_s"],
-        "members_parallel_s": par["wall_time_s"],
-        "ddp_epoch_ratio": two / one,
-        "ddp_epoch_s": {"1": one, "2": two},
-        "ddp_epoch_times_s": {"1": one_times, "2": two_times},
+        "members_parallel_speedup": seq / par,
+        "members_parallel_time_ratio": par / seq,
+        "members_sequential_s": seq,
+        "members_parallel_s": par,
+        "ddp_epoch_ratio": ddp[largest]["ratio"],
+        "ddp_batch": int(largest),
+        "ddp_by_batch": ddp,
         "host_mem_peak_gib_130k": scale["host_mem_peak_gib_130k"],
         "scale_up": {
             k: scale[k]
@@ -63,8 +80,8 @@ def main() -> None:
             "host_mem_peak_gib_130k": 24.0,
         },
     }
-    prov = provenance(params=load_params(run / "ddp.yaml"), dataset_sha256=None,
-                      split_sha256=None, wall_time_s=seq["wall_time_s"] + par["wall_time_s"],
+    prov = provenance(params=load_params(run / f"ddp_b{largest}.yaml"), dataset_sha256=None,
+                      split_sha256=None, wall_time_s=seq + par,
                       device=args.device, extra={"run": "benchmarks/scaleout.sh"})  # fmt: skip
     write_metrics(Path(args.out), out, prov)
     print(json.dumps(out, indent=1))

@@ -1,5 +1,7 @@
 """Physics of GemNet-T: invariances, cell choice, finite gradients, and that it can learn."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -23,10 +25,13 @@ CFG = GemNetTConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["learned", "cgcnn"])
+def model(request):
+    """The reference's learned atom embedding, and CGCNN element features (physics alike)."""
     torch.manual_seed(0)
-    m = GemNetT(CFG).double().eval()
+    m = GemNetT(replace(CFG, atom_features=request.param)).double().eval()
+    if request.param == "cgcnn":  # a non-zero learned residual, as after training
+        torch.nn.init.normal_(m.atom_emb.weight, std=0.3)
     # make scale factors non-trivial so they are part of what is tested
     for i, f in enumerate(x for x in m.modules() if type(x).__name__ == "ScaleFactor"):
         f.scale.fill_(0.5 + 0.1 * i)

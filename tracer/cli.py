@@ -197,12 +197,13 @@ def _cmd_train_ddp(args: argparse.Namespace) -> int:
     config = GemNetTConfig.from_params(params["gemnet"], params["graph"])
     out = Path(args.out)
     rank, world, _ = init_from_env()
+    cache = Path(args.graphs_cache) if args.graphs_cache else out / "graphs"
     if rank == 0:  # one process builds the graphs, the others read them
-        cached_graphs(args.structures, config, out / "graphs", workers=args.workers)
+        cached_graphs(args.structures, config, cache, workers=args.workers)
     if world > 1:
         dist.barrier()
-    data = cached_graphs(args.structures, config, out / "graphs", workers=args.workers)
-    train = TrainConfig(**{**params["train"], "cuda_graphs": False})
+    data = cached_graphs(args.structures, config, cache, workers=args.workers)
+    train = TrainConfig(**params["train"])
     summary = train_ddp(data=data, split=load_split(args.split), seed=args.seed,
                         model_config=config, train_config=train,
                         work_dir=out / "work" / f"member_{args.seed}",
@@ -347,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
+    p.add_argument("--graphs-cache", help="graph-set folder to share (default OUT/graphs)")
     p.set_defaults(func=_cmd_train_ddp)
 
     p = sub.add_parser(

@@ -10,9 +10,14 @@ The effective batch is the profile's ``train.batch_size`` whatever the number of
 each of the ``W`` ranks takes ``batch_size / W`` structures per step from its share of the
 epoch (:class:`torch.utils.data.DistributedSampler`, reshuffled every epoch), DDP averages the
 ranks' gradients, so one step sees the same number of structures as a one-GPU step and an epoch
-has the same number of steps (the learning-rate schedule is unchanged). Steps are eager (no CUDA
-graphs) and the loss on a rank is the mean over its structures; with equal shares the averaged
-gradient is the gradient of the batch mean (tested against one process on gloo).
+has the same number of steps (the learning-rate schedule is unchanged). The loss on a rank is the
+mean over its structures; with equal shares the averaged gradient is the gradient of the batch
+mean (tested against one process on gloo). With ``train.cuda_graphs`` on CUDA, each rank pads its
+batches to its own few static shapes and replays its whole step — DDP's gradient all-reduce
+included — from CUDA graphs, as the one-GPU trainer does (PyTorch's recipe for DDP under CUDA
+graphs: DDP built on a side stream, 11 eager warm-up steps before the first capture, NCCL's
+asynchronous error handling off); eager steps are launch-bound at FLLA's batch sizes, and a second
+GPU only pays off once a step's time is the GPU's own work (benchmarks/NOTES.md 17).
 
 The checkpoint (``work_dir/last.pt``) holds the unwrapped model, optimiser, schedule and
 training state, identical on every rank and written by rank 0: a run resumes from it with any
@@ -23,6 +28,7 @@ same early-stopping and best-epoch decisions. The member file has the format of
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -34,21 +40,29 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from tracer.dataset import GraphDataset, batches_by_size
+from tracer.dataset import GraphDataset, PaddedBatcher, batches_by_size, plan_static_shapes
 from tracer.models.baselines import ModelConfig, build_model
 from tracer.models.gemnet import fit_scale_factors
 from tracer.normalization import TargetScaler
-from tracer.steps import EagerStep, WeightAverage, weighted_loss
+from tracer.steps import WeightAverage
 from tracer.train import (
     CHECKPOINT_VERSION,
     TrainConfig,
     TrainState,
     _atomic_save,
+    _optimizer_state_cpu,
+    batch_stream,
+    load_optimizer_state,
     lr_factor,
+    make_optimizer,
+    make_step,
     predict_normalised,
     run_identity,
     write_member,
 )
+
+#: eager DDP steps before the first CUDA-graph capture (PyTorch's CUDA-graph notes on DDP)
+DDP_GRAPH_WARMUP = 11
 
 
 def init_from_env() -> tuple[int, int, torch.device]:
@@ -114,7 +128,10 @@ def train_ddp(
     docstring); returns the summary rank 0 writes into the member file (every rank gets it)."""
     from torch.nn.parallel import DistributedDataParallel
 
+    if train_config.cuda_graphs and torch.cuda.is_available():  # before the NCCL group starts
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0")
     rank, world, dev = init_from_env()
+    graphed = train_config.graphed_on(dev)
     train_config.apply_precision()
     work_dir, member_path = Path(work_dir), Path(member_path)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -132,10 +149,7 @@ def train_ddp(
     torch.manual_seed(seed)
     model = build_model(model_config).to(dev)
     n_steps = len(batches(0))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
-                                  weight_decay=train_config.weight_decay)  # fmt: skip
-    for group in optimizer.param_groups:
-        group["initial_lr"] = train_config.lr
+    optimizer = make_optimizer(model, train_config, dev)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: lr_factor(
@@ -155,7 +169,7 @@ def train_ddp(
     data_dev = data.to(dev)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(optimizer, ckpt["optimizer"], graphed=graphed, device=dev)
         schedule.load_state_dict(ckpt["schedule"])
         state, best_weights = TrainState(**ckpt["state"]), ckpt["best_weights"]
     else:
@@ -169,18 +183,37 @@ def train_ddp(
         ema = WeightAverage(model, train_config.ema_decay)
         if ckpt is not None:
             ema.load_state_dict(ckpt["ema"])
-    wrapped = DistributedDataParallel(model) if world > 1 else model
-    step = EagerStep(wrapped, optimizer, weighted_loss(train_config.loss),
-                     grad_clip=train_config.grad_clip, ema=ema)  # fmt: skip
+    wrapped: torch.nn.Module = model
+    if world > 1:
+        side = torch.cuda.Stream() if graphed else None
+        if side is not None:
+            side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+            wrapped = DistributedDataParallel(model)
+        if side is not None:
+            torch.cuda.current_stream().wait_stream(side)
+    warmup = DDP_GRAPH_WARMUP if world > 1 else 3
+    step = make_step(wrapped, optimizer, train_config, dev, ema, warmup=warmup)
     eval_model = model if ema is None else ema.model
+    shapes = batcher = None
+    if graphed:  # this rank's few static shapes, holding every batch it will cut
+        shapes = plan_static_shapes(
+            data,
+            (b for e in range(train_config.max_epochs) for b in batches(e)),
+            buckets=train_config.shape_buckets,
+        )
+        batcher = PaddedBatcher(data_dev, shapes)
     while state.epoch < train_config.max_epochs and not state.stopped_early:
         t0 = time.perf_counter()
         model.train()
         total, count = torch.zeros((), dtype=torch.float64, device=dev), 0
-        for b in batches(state.epoch):
-            batch = data_dev.collate(b)
-            y = ((data_dev.targets(b) - scaler.mean) / scaler.std).to(torch.float32)
-            total += step(batch, y).double() * len(b)
+        plan = batches(state.epoch)
+        stream = batch_stream(data, data_dev, plan, workers=0, device=dev, shapes=shapes,
+                              batcher=batcher)  # fmt: skip
+        for b, (batch, y_raw, weight) in zip(plan, stream, strict=True):
+            y = ((y_raw - scaler.mean) / scaler.std).to(torch.float32)
+            loss = step(batch, y, None if weight is None else weight.to(torch.float32))
+            total += loss.double() * len(b)
             count += len(b)
             schedule.step()
         if world > 1:
@@ -212,7 +245,8 @@ def train_ddp(
             _atomic_save({"version": CHECKPOINT_VERSION, "identity": identity,
                           "finished": finished,
                           "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                          "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                          "optimizer": _optimizer_state_cpu(optimizer),
+                          "schedule": schedule.state_dict(),
                           "state": asdict(state), "best_weights": best_weights,
                           "ema": None if ema is None else ema.state_dict()}, last)  # fmt: skip
         if world > 1:
@@ -222,5 +256,7 @@ def train_ddp(
         summary = write_member(member_path, seed=seed, state=state, best_weights=best_weights,
                                model=model, model_config=model_config,
                                train_config=train_config, scaler=scaler, data=data, device=dev,
-                               cuda_graphs=False, static_shapes=None, processes=world)  # fmt: skip
+                               cuda_graphs=graphed, processes=world,
+                               static_shapes=None if shapes is None
+                               else [asdict(s) for s in shapes])  # fmt: skip
     return _broadcast(summary, world)

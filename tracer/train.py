@@ -230,11 +230,33 @@ def make_step(
     config: TrainConfig,
     device: torch.device,
     ema: WeightAverage | None = None,
+    *,
+    warmup: int = 3,
 ) -> EagerStep:
     """The training step the trainer uses: replayed from a CUDA graph when ``cuda_graphs`` is
-    set and ``device`` is CUDA (batches must then be padded), else eager."""
-    kind = CudaGraphStep if config.graphed_on(device) else EagerStep
-    return kind(model, optimizer, weighted_loss(config.loss), grad_clip=config.grad_clip, ema=ema)
+    set and ``device`` is CUDA (batches must then be padded; the first ``warmup`` steps are
+    eager), else eager."""
+    loss = weighted_loss(config.loss)
+    if config.graphed_on(device):
+        return CudaGraphStep(
+            model, optimizer, loss, grad_clip=config.grad_clip, ema=ema, warmup=warmup
+        )
+    return EagerStep(model, optimizer, loss, grad_clip=config.grad_clip, ema=ema)
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    *,
+    graphed: bool,
+    device: torch.device,
+) -> None:
+    """Restore a checkpointed optimiser state (it follows the parameters' device); a graphed
+    optimiser gets its learning rate back as a device tensor."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        lr = float(group["lr"])
+        group["lr"] = torch.tensor(lr, device=device) if graphed else lr
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -355,10 +377,7 @@ def train_member(
         ckpt = None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])  # state goes to the parameters' device
-        for group in optimizer.param_groups:
-            lr = float(group["lr"])
-            group["lr"] = torch.tensor(lr, device=dev) if graphed else lr
+        load_optimizer_state(optimizer, ckpt["optimizer"], graphed=graphed, device=dev)
         schedule.load_state_dict(ckpt["schedule"])
         state = TrainState(**ckpt["state"])
         best_weights = ckpt["best_weights"]

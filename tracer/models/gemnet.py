@@ -49,7 +49,10 @@ class GemNetTConfig:
     """GemNet-T hyperparameters (names as in the paper / fairchem). Lengths in Å.
 
     Defaults are fairchem's GemNet-T settings for OC20 except the embedding sizes, which the
-    profiles set (``params.yaml: gemnet``).
+    profiles set (``params.yaml: gemnet``). ``atom_features``: ``learned`` is the reference's
+    embedding per atomic number; ``cgcnn`` starts each element from a linear projection of CGCNN's
+    92 element-property bits (:mod:`tracer.models.element_features`, as ALIGNN's input) plus a
+    learned per-element residual that starts at zero.
     """
 
     kind: ClassVar[str] = "gemnet_t"
@@ -72,6 +75,7 @@ class GemNetTConfig:
     envelope_exponent: int = 5
     num_elements: int = 100
     output_init: Literal["HeOrthogonal", "zeros"] = "HeOrthogonal"
+    atom_features: Literal["learned", "cgcnn"] = "learned"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -513,7 +517,21 @@ class GemNetT(nn.Module):
         self.mlp_rbf_h = Dense(cfg.num_radial, cfg.emb_size_rbf)
         self.mlp_rbf_out = Dense(cfg.num_radial, cfg.emb_size_rbf)
         self.atom_emb = nn.Embedding(cfg.num_elements, cfg.emb_size_atom)
-        nn.init.uniform_(self.atom_emb.weight, -math.sqrt(3), math.sqrt(3))
+        if cfg.atom_features == "learned":
+            nn.init.uniform_(self.atom_emb.weight, -math.sqrt(3), math.sqrt(3))
+            self.element_features: Tensor | None = None
+        elif cfg.atom_features == "cgcnn":
+            from tracer.models.element_features import cgcnn_features
+
+            feats = cgcnn_features(cfg.num_elements)
+            self.register_buffer("element_features", feats, persistent=False)
+            self.element_proj = nn.Linear(feats.shape[1], cfg.emb_size_atom, bias=False)
+            # unit variance per component at the start: each element has ~9 bits set
+            bits = float(feats.sum(1).mean())
+            nn.init.normal_(self.element_proj.weight, std=1.0 / math.sqrt(bits))
+            nn.init.zeros_(self.atom_emb.weight)  # the learned residual starts at zero
+        else:
+            raise ValueError(f"unknown atom_features {cfg.atom_features!r}")
         self.edge_emb = EdgeEmbedding(cfg.emb_size_atom, cfg.num_radial, cfg.emb_size_edge)
         self.int_blocks = nn.ModuleList([InteractionBlock(cfg) for _ in range(cfg.num_blocks)])
         self.out_blocks = nn.ModuleList(
@@ -539,7 +557,7 @@ class GemNetT(nn.Module):
         sph = spherical_harmonics_m0(triplet_cosines(vec, trip), self.config.num_spherical)
         rbf = self.radial(dist)
 
-        h = self.atom_emb(g.z - 1)
+        h = self.embed_atoms(g.z)
         m = self.edge_emb(h, rbf, g.source, g.target)
         rbf3 = self.mlp_rbf3(rbf)
         cbf3 = self.mlp_cbf3(rbf, sph, trip, k_max)
@@ -551,6 +569,13 @@ class GemNetT(nn.Module):
             h, m = block(h, m, rbf3, cbf3, trip, k_max, rbf_h, g)
             e_atom = e_atom + out(m, rbf_out, g.target, g.num_atoms)
         return g.structure_mean(e_atom[:, 0])
+
+    def embed_atoms(self, z: Tensor) -> Tensor:
+        """Initial atom embeddings ``[N, emb_size_atom]`` from atomic numbers ``[N]``."""
+        h = self.atom_emb(z - 1)
+        if self.element_features is not None:
+            h = h + self.element_proj(self.element_features.index_select(0, z - 1).to(h.dtype))
+        return h
 
     @property
     def num_params(self) -> int:
