@@ -24,7 +24,6 @@ for b in batches:
     yaml.safe_dump({**params, "train": train}, open(f"{run}/ddp_b{b}.yaml", "w"))
 PY
 t() { python3 -m tracer.cli "$@"; }
-now() { date +%s.%N; }
 for b in $BATCHES; do  # the first run builds the graphs into the shared cache
   for n in 1 2; do
     python3 -m torch.distributed.run --standalone --nproc_per_node $n -m tracer.cli train-ddp \
@@ -33,15 +32,10 @@ for b in $BATCHES; do  # the first run builds the graphs into the shared cache
   done
 done
 for d in seq0 seq1 par; do mkdir -p "$R/$d"; cp "$R"/graphs/*.pt "$R/$d/graphs.pt"; done
-t0=$(now)
 for s in 0 1; do
   t train-ensemble --structures "$S" --split "$SP" --params "$R/members.yaml" --out "$R/seq$s" \
       --seeds $s --parallel 1 > "$R/seq$s.log" 2>&1
 done
-t1=$(now)
 t train-ensemble --structures "$S" --split "$SP" --params "$R/members.yaml" --out "$R/par" \
     --seeds 0 1 --parallel 2 > "$R/par.log" 2>&1
-t2=$(now)
-python3 -c "import json,sys; a,b,c=map(float,sys.argv[1:]); json.dump({'sequential_s': b-a, 'parallel_s': c-b}, open(sys.argv[4] if len(sys.argv)>4 else '/dev/stdout','w'))" "$t0" "$t1" "$t2" "$R/walls.json"
-cat "$R/walls.json"; echo
 for f in "$R"/*.log; do echo "== $f"; tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -2 | cut -c1-300; done

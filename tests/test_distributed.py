@@ -1,6 +1,7 @@
 """DDP on the CPU (gloo): the ranks' averaged gradient equals one process's gradient of the same
 batch, and a run checkpointed by two processes resumes in one."""
 
+import json
 import os
 import socket
 
@@ -107,6 +108,8 @@ def test_two_processes_checkpoint_and_one_resumes(small, tmp_path):
     model, _, record = load_member(tmp_path / "member_3.pt")
     assert [h["processes"] for h in record["history"]] == [2, 1]
     assert record["history"][0] == first["state"]["history"][0]  # kept, not redone
+    # per-epoch history beside the checkpoint, as the one-GPU trainer writes it
+    assert json.loads((tmp_path / "work" / "history.json").read_text()) == record["history"]
 
 
 def test_ranks_share_an_epoch_without_overlap():

@@ -58,6 +58,7 @@ def test_speed_record_keys_the_profile_timing_as_gemnet_t():
         "gemnet_t": timing(30, 32, "fp32", True, 4),
         "gemnet_t_eager": timing(30, 32, "fp32", False, 0),
         "gemnet_t_nb12_tf32": timing(12, 32, "tf32", True, 4),
+        "gemnet_t_learned": timing(12, 32, "tf32", True, 4),  # same settings, other model
         "alignn": {"batch_size": 64, "s_per_epoch": 1.5},
     }
     params = {
@@ -69,6 +70,7 @@ def test_speed_record_keys_the_profile_timing_as_gemnet_t():
     assert out["gemnet_t"]["s_per_epoch"] == 1.2
     assert out["gemnet_t_nb30_b32_fp32_graphs4"]["timed_as"] == "gemnet_t"
     assert out["gemnet_t_nb30_b32_fp32_eager"]["timed_as"] == "gemnet_t_eager"
+    assert out["gemnet_t_learned"]["timed_as"] == "gemnet_t_learned"
     assert out["alignn"] == raw["alignn"]
     params["train"]["shape_buckets"] = 8
     with pytest.raises(ValueError, match="profile's settings"):

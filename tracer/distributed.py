@@ -29,6 +29,7 @@ same early-stopping and best-epoch decisions. The member file has the format of
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -249,6 +250,7 @@ def train_ddp(
                           "schedule": schedule.state_dict(),
                           "state": asdict(state), "best_weights": best_weights,
                           "ema": None if ema is None else ema.state_dict()}, last)  # fmt: skip
+            (work_dir / "history.json").write_text(json.dumps(state.history, indent=1))
         if world > 1:
             dist.barrier()
     summary: dict[str, Any] = {}

@@ -88,8 +88,9 @@ def _speed_settings(m: dict[str, Any]) -> tuple:
 def speed_models_for_profile(raw_models: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """The timings of a ``train_speed.py`` run keyed for the record: ``gemnet_t`` is the one
     entry timed with the profile's settings (neighbours, batch size, precision, CUDA graphs
-    and their shape buckets), every other GemNet-T entry is named by its settings, and the
-    other models keep their names. ValueError when no entry matches the profile."""
+    and their shape buckets), every other GemNet-T entry is named by those settings (or keeps
+    its name when they are the profile's: a variant of model settings), and the other models
+    keep their names. ValueError when no entry matches the profile."""
     t = params["train"]
     want = (
         params["graph"]["max_neighbors"],
@@ -108,6 +109,9 @@ def speed_models_for_profile(raw_models: dict[str, Any], params: dict[str, Any])
         if settings == want and match is None:
             match = name
             out["gemnet_t"] = {**m, "timed_as": name}
+            continue
+        if settings == want:  # a variant of other model settings (e.g. atom features)
+            out[name] = {**m, "timed_as": name}
             continue
         nb, bs, prec, graphed, buckets = settings
         mode = f"graphs{buckets}" if graphed else "eager"
