@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tracer.config import load_params
 from tracer.provenance import provenance, write_metrics
+from tracer.splits import load_split
 
 
 def _epoch_time(run: Path, epochs: int) -> tuple[float, list[float] | None, int, str]:
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--device", required=True, help="the host's card name")
     ap.add_argument("--scale-up", default="results/cpu/scale_up.json")
+    ap.add_argument("--split", default="data/splits/flla.json", help="the run's split file")
     ap.add_argument("--out", default="results/gpu/scaleout.json")
     args = ap.parse_args()
     run = Path(args.run_dir)
@@ -111,8 +113,10 @@ def main() -> None:
             "host_mem_peak_gib_130k": 24.0,
         },
     }
-    prov = provenance(params=load_params(run / f"ddp_b{largest}.yaml"), dataset_sha256=None,
-                      split_sha256=None, wall_time_s=seq + par,
+    split = load_split(args.split)
+    prov = provenance(params=load_params(run / f"ddp_b{largest}.yaml"),
+                      dataset_sha256=split["dataset_sha256"],
+                      split_sha256=split["split_sha256"], wall_time_s=seq + par,
                       device=args.device, extra={"run": "benchmarks/scaleout.sh"})  # fmt: skip
     write_metrics(Path(args.out), out, prov)
     print(json.dumps(out, indent=1))

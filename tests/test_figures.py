@@ -45,3 +45,40 @@ def test_learning_curves_draws_one_line_per_run():
     assert [line.get_label() for line in ax.get_lines()] == list(runs)
     assert list(ax.get_lines()[1].get_ydata()) == [0.6, 0.4]
     assert ax.get_xscale() == "log" and "wall time" in ax.get_xlabel()
+
+
+def test_every_figure_function_draws_in_the_artifact_style():
+    import inspect
+
+    from matplotlib.figure import Figure
+
+    import tracer.figures as figures
+
+    drawers = [
+        fn
+        for name, fn in inspect.getmembers(figures, inspect.isfunction)
+        if fn.__module__ == figures.__name__
+        and inspect.signature(fn).return_annotation in (Figure, "Figure")
+    ]
+    assert len(drawers) >= 8
+    unstyled = [fn.__name__ for fn in drawers if "set_style()" not in inspect.getsource(fn)]
+    assert not unstyled, f"figure functions without set_style(): {unstyled}"
+
+
+def test_training_history_is_shown_inline_as_png():
+    from tracer.figures import as_image, training_history
+
+    h = pd.DataFrame(
+        {"epoch": [0, 1, 2], "train_loss": [1.0, 0.5, 0.2], "val_mae": [0.9, 0.6, 0.5]}
+    )
+    fig = training_history(h, title="member 0")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and len(ax.lines) == 2
+    assert ax.get_title() == "member 0"
+    # the colour-blind palette of the style, not matplotlib's default cycle
+    import seaborn as sns
+    from matplotlib.colors import to_hex
+
+    assert to_hex(ax.lines[0].get_color()) == sns.color_palette("colorblind").as_hex()[0]
+    image = as_image(fig)
+    assert image.data[:8] == b"\x89PNG\r\n\x1a\n"

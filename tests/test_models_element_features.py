@@ -29,7 +29,7 @@ def test_table_is_92_bits_for_elements_1_to_100():
     assert f.sum(1).min() >= 6  # every element has its properties binned
     assert len(torch.unique(f, dim=0)) > 90  # nearly all elements distinct
     assert ef.cgcnn_features(10).equal(f[:10])
-    with pytest.raises(ValueError, match="1..100"):
+    with pytest.raises(ValueError, match=r"1\.\.100"):
         ef.cgcnn_features(101)
 
 
@@ -51,7 +51,7 @@ def test_broken_table_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(ef, "TABLE", bad)
     ef._bits.cache_clear()
     try:
-        with pytest.raises(ValueError, match="elements 1..1"):
+        with pytest.raises(ValueError, match=r"elements 1\.\.1"):
             ef.cgcnn_features()
     finally:
         ef._bits.cache_clear()

@@ -51,6 +51,19 @@ def save_figure(fig: Figure, stem: str, out_dir: str | Path = "paper_figures") -
     return paths
 
 
+def as_image(fig: Figure) -> Any:
+    """The figure as an ``IPython.display.Image`` (PNG) for a notebook cell, then closed: this
+    module draws with the Agg backend, which does not show figures inline."""
+    from io import BytesIO
+
+    from IPython.display import Image
+
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return Image(data=buffer.getvalue(), format="png")
+
+
 def save_table(
     table: pd.DataFrame, stem: str, out_dir: str | Path = "paper_figures", floatfmt: str = ".4f"
 ) -> list[Path]:
@@ -121,6 +134,21 @@ def parity(
     ax.set_ylabel(f"predicted ({unit})")
     ax.set_xlim(lo - pad, hi + pad)
     ax.set_ylim(lo - pad, hi + pad)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def training_history(history: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """One run's training loss (standardised targets) and validation MAE (eV/atom) per epoch,
+    log scale (a frame with ``epoch``, ``train_loss`` and ``val_mae``)."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(5.0, 3.2))
+    ax.plot(history["epoch"], history["train_loss"], label="training loss (standardised)")
+    ax.plot(history["epoch"], history["val_mae"], label="validation MAE (eV/atom)")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.legend(frameon=False, fontsize="small")
     if title:
         ax.set_title(title)
     return fig

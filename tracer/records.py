@@ -365,7 +365,8 @@ def record_gpu_run(
     if not check["passed"]:
         shutil.rmtree(half_dir)
         check["shipped_to"] = None
-    (out_dir / "half_precision_check.json").write_text(json.dumps(check, indent=1) + "\n")
+    write_metrics(out_dir / "half_precision_check.json", check,
+                  {**prov, "device": "cpu", "note": "members re-run on a CPU"})  # fmt: skip
     if check["passed"]:
         ship_pretrained(half_dir, out_dir, params)
     return {"accuracy": results, "half_precision": check}
