@@ -3,8 +3,10 @@
 #   1. one member with DDP (`tracer train-ddp` under torchrun) on one GPU, then on two, at the same
 #      effective batch (B structures per step: B/2 per GPU on two), for each B in BATCHES, steps
 #      replayed from CUDA graphs as the profile says (DDP_GRAPHS=0: eager);
-#   2. two ensemble members one after the other (two processes, as `dvc repro` runs the member
-#      stages), then the same two at once, one per GPU (`tracer train-ensemble --parallel 2`).
+#   2. two ensemble members one after the other (two commands, as `dvc repro` runs the member
+#      stages), then the same two commands at once, one per GPU (as `tracer train-parallel` runs
+#      the stages' commands), then both from one process pool (`train-ensemble --parallel 2`);
+#      wall times of whole commands in walls.json.
 # Shortened schedules (EPOCHS, DDP_EPOCHS) keep it within one device call.
 # Then, here: python benchmarks/scaleout_record.py --run-dir RUN --device CARD (RUN without *.pt).
 set -u
@@ -31,11 +33,28 @@ for b in $BATCHES; do  # the first run builds the graphs into the shared cache
         --seed 0 --graphs-cache "$R/graphs" --workers "$W" > "$R/ddp${n}_b$b.log" 2>&1
   done
 done
-for d in seq0 seq1 par; do mkdir -p "$R/$d"; cp "$R"/graphs/*.pt "$R/$d/graphs.pt"; done
-for s in 0 1; do
+for d in seq0 seq1 cmd0 cmd1 par; do mkdir -p "$R/$d"; cp "$R"/graphs/*.pt "$R/$d/graphs.pt"; done
+now() { date +%s.%N; }
+t0=$(now)
+for s in 0 1; do  # one after the other: one command per member, as `dvc repro` runs them
   t train-ensemble --structures "$S" --split "$SP" --params "$R/members.yaml" --out "$R/seq$s" \
       --seeds $s --parallel 1 > "$R/seq$s.log" 2>&1
 done
+t1=$(now)
+for s in 0 1; do  # at once: the same commands, one per GPU, as `tracer train-parallel` runs them
+  CUDA_VISIBLE_DEVICES=$s t train-ensemble --structures "$S" --split "$SP" \
+      --params "$R/members.yaml" --out "$R/cmd$s" --seeds $s --parallel 1 > "$R/cmd$s.log" 2>&1 &
+done
+wait
+t2=$(now)
 t train-ensemble --structures "$S" --split "$SP" --params "$R/members.yaml" --out "$R/par" \
-    --seeds 0 1 --parallel 2 > "$R/par.log" 2>&1
+    --seeds 0 1 --parallel 2 > "$R/par.log" 2>&1   # at once from one process pool
+t3=$(now)
+python3 - "$t0" "$t1" "$t2" "$t3" "$R/walls.json" <<'PY'
+import json, sys
+t0, t1, t2, t3 = map(float, sys.argv[1:5])
+walls = {"sequential_s": t1 - t0, "concurrent_commands_s": t2 - t1, "pool_s": t3 - t2}
+json.dump(walls, open(sys.argv[5], "w"))
+print(walls)
+PY
 for f in "$R"/*.log; do echo "== $f"; tr '\r' '\n' < "$f" | grep -v '^\s*$' | tail -2 | cut -c1-300; done

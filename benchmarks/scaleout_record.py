@@ -2,7 +2,8 @@
 CPU scale-up measurement (``results/cpu/scale_up.json`` of ``benchmarks/scale_up.py``).
 
 * ``members_parallel_speedup``: wall time of two members one after the other (two commands)
-  over the wall time of the same two members at once, one per GPU (one command);
+  over the wall time of the same two commands at once, one per GPU (as ``tracer train-parallel``
+  runs the members' stage commands; ``walls.json``; runs without it: one process pool);
   ``members_parallel_time_ratio`` is its inverse (target ≤ 0.55);
 * ``ddp_epoch_ratio``: median epoch time of one member with DDP on two GPUs over the same on one
   GPU, at the same effective batch (first epoch excluded; without per-epoch histories, the mean
@@ -60,12 +61,19 @@ def main() -> None:
     ap.add_argument("--out", default="results/gpu/scaleout.json")
     args = ap.parse_args()
     run = Path(args.run_dir)
-    # train_ensemble's own wall time (graphs loaded to predictions written; interpreter start
-    # excluded): the two sequential commands added, against the one parallel command
-    seq = sum(json.loads((run / f"seq{s}" / "training.json").read_text())["wall_time_s"]
-              for s in (0, 1))  # fmt: skip
-    par_record = json.loads((run / "par" / "training.json").read_text())
-    par = par_record["wall_time_s"]
+    walls_path = run / "walls.json"
+    if walls_path.exists():  # whole commands, interpreter start included (scaleout.sh)
+        walls = json.loads(walls_path.read_text())
+        seq, par = walls["sequential_s"], walls["concurrent_commands_s"]
+        par_dirs = ["cmd0", "cmd1"]
+    else:  # runs before walls.json: train_ensemble's own wall time (graphs loaded to
+        # predictions written), the two sequential commands added, against the process pool
+        walls = None
+        seq = sum(json.loads((run / f"seq{s}" / "training.json").read_text())["wall_time_s"]
+                  for s in (0, 1))  # fmt: skip
+        par = json.loads((run / "par" / "training.json").read_text())["wall_time_s"]
+        par_dirs = ["par"]
+    par_records = [json.loads((run / d / "training.json").read_text()) for d in par_dirs]
     # each member's own training time (epochs only), to tell fixed costs from training
     train_s = {
         "sequential": [
@@ -73,7 +81,7 @@ def main() -> None:
             for s in (0, 1)
             for m in json.loads((run / f"seq{s}" / "training.json").read_text())["members"].values()
         ],
-        "parallel": [m["train_time_s"] for m in par_record["members"].values()],
+        "parallel": [m["train_time_s"] for r in par_records for m in r["members"].values()],
     }
     ddp: dict[str, dict] = {}
     runs = [p for p in run.glob("ddp1_b*") if p.is_dir()]
@@ -98,6 +106,10 @@ def main() -> None:
         "members_sequential_s": seq,
         "members_parallel_s": par,
         "members_train_time_s": train_s,
+        "members_parallel_how": "two commands at once, one per GPU (as tracer train-parallel)"
+        if walls
+        else "one process pool (train-ensemble --parallel 2), train_ensemble's own wall times",
+        "walls_s": walls,
         "member_epochs": load_params(run / "members.yaml")["train"]["max_epochs"],
         "ddp_epoch_ratio": ddp[largest]["ratio"],
         "ddp_batch": int(largest),

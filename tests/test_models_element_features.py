@@ -4,22 +4,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_train import CFG as SMALL
 
 from tracer.models import element_features as ef
-from tracer.models.gemnet import GemNetT, GemNetTConfig
-
-SMALL = GemNetTConfig(
-    num_radial=8,
-    num_blocks=1,
-    emb_size_atom=16,
-    emb_size_edge=16,
-    emb_size_trip=8,
-    emb_size_bil_trip=8,
-    emb_size_cbf=4,
-    emb_size_rbf=4,
-    cutoff=5.0,
-    max_neighbors=8,
-)
+from tracer.models.gemnet import GemNetT
 
 
 def test_table_is_92_bits_for_elements_1_to_100():

@@ -1,0 +1,77 @@
+"""benchmarks/scaleout_record.py on a made-up run folder: which times it divides, and both
+layouts (walls of whole commands; older runs without them)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _training(path: Path, wall: float, train_s: float, seed: int) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    record = {"members": {str(seed): {"train_time_s": train_s}}, "wall_time_s": wall}
+    (path / "training.json").write_text(json.dumps(record))
+
+
+def _ddp(run: Path, n: int, batch: int, epoch_s: list[float], val: float) -> None:
+    work = run / f"ddp{n}_b{batch}" / "work" / "member_0"
+    work.mkdir(parents=True)
+    history = [{"epoch_time_s": t, "val_mae": val, "processes": n} for t in epoch_s]
+    (work / "history.json").write_text(json.dumps(history))
+
+
+@pytest.fixture
+def run(tmp_path):
+    run = tmp_path / "run"
+    params = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    run.mkdir()
+    (run / "members.yaml").write_text(yaml.safe_dump(params))
+    for batch in (8, 16):
+        (run / f"ddp_b{batch}.yaml").write_text(yaml.safe_dump(params))
+        _ddp(run, 1, batch, [9.0, 2.0, 2.0, 2.2], 0.3)
+        _ddp(run, 2, batch, [9.0, 1.0, 1.2, 1.1], 0.31)
+    for s in (0, 1):
+        _training(run / f"seq{s}", 30.0, 20.0, s)
+        _training(run / f"cmd{s}", 31.0, 21.0, s)
+    _training(run / "par", 45.0, 22.0, 0)
+    scale = {"host_mem_peak_gib_130k": 2.0, "n_structures": 1, "n_edges": 2, "graph_build_s": 3,
+             "epoch_s": 4, "peak_rss_gib": {"self": 2.0}}  # fmt: skip
+    (tmp_path / "scale_up.json").write_text(json.dumps(scale))
+    return run
+
+
+def _record(run: Path) -> dict:
+    out = run.parent / "scaleout.json"
+    subprocess.run(
+        [sys.executable, "benchmarks/scaleout_record.py", "--run-dir", str(run),
+         "--device", "cards", "--scale-up", str(run.parent / "scale_up.json"), "--out", str(out)],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def test_whole_command_walls_give_the_members_ratio(run):
+    (run / "walls.json").write_text(
+        json.dumps({"sequential_s": 80.0, "concurrent_commands_s": 44.0, "pool_s": 50.0})
+    )
+    got = _record(run)
+    assert got["members_parallel_time_ratio"] == pytest.approx(44.0 / 80.0)
+    assert got["members_parallel_speedup"] == pytest.approx(80.0 / 44.0)
+    assert got["members_train_time_s"]["parallel"] == [21.0, 21.0]
+    # DDP: median epoch after the first, at the largest batch measured
+    assert got["ddp_batch"] == 16
+    assert got["ddp_epoch_ratio"] == pytest.approx(1.1 / 2.0)
+    assert got["ddp_by_batch"]["8"]["best_val_mae"] == {"1": 0.3, "2": 0.31}
+    assert got["host_mem_peak_gib_130k"] == 2.0
+    assert {"git_commit", "params_sha256", "split_sha256"} <= set(got["provenance"])
+
+
+def test_runs_without_walls_use_the_pool_and_the_trainers_own_times(run):
+    got = _record(run)
+    assert got["members_parallel_time_ratio"] == pytest.approx(45.0 / 60.0)
+    assert got["walls_s"] is None and got["members_train_time_s"]["parallel"] == [22.0]
