@@ -271,7 +271,12 @@ def run_graphs_stage(
         paths.metrics / "graphs.json",
         metrics,
         provenance(
-            params=params, dataset_sha256=None, split_sha256=None, wall_time_s=timer.elapsed_s
+            params=params,
+            dataset_sha256=raw_sha256(
+                dataset_name, Path(root) / params["dataset"]["raw_dir"], params["dataset"]["path"]
+            ),
+            split_sha256=None,
+            wall_time_s=timer.elapsed_s,
         ),
     )
     return metrics
@@ -1061,6 +1066,11 @@ def run_perovskites_stage(
         out_dir / "targets.parquet", index=False)  # fmt: skip
     status.update(
         status="RUN",
+        source_sha256=raw_sha256(
+            source,
+            Path(root) / params["dataset"]["raw_dir"],
+            None if src_path is None else Path(root) / src_path,
+        ),
         n_records=len(table),
         n_quarantined=len(table) - len(clean),
         unit=units[0],
@@ -1168,10 +1178,16 @@ def run_transfer_stage(
     write_metrics(
         paths.metrics / "transfer.json",
         out,
-        provenance(params=params, dataset_sha256=None, split_sha256=None,
+        provenance(params=params, dataset_sha256=_perovskite_source_sha(root), split_sha256=None,
                    wall_time_s=timer.elapsed_s),
     )  # fmt: skip
     return out
+
+
+def _perovskite_source_sha(root: str | Path) -> str | None:
+    """sha256 of the perovskite source the perovskites stage read (None when it did not)."""
+    status = Path(root) / "data" / "processed" / PEROVSKITES / "status.json"
+    return json.loads(status.read_text()).get("source_sha256") if status.exists() else None
 
 
 def _fine_tuned_test(folder: Path, test_ids: list[str]) -> pd.DataFrame:
