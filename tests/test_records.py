@@ -118,3 +118,62 @@ def test_baselines_of_a_gpu_run_are_scored_and_alignn_recipe_chosen_on_validatio
                      "schnet.parquet"]  # fmt: skip
     kept_history = json.loads((tmp_path / "out/runs/histories/alignn_paper.json").read_text())
     assert kept_history[1]["val_mae"] == 0.2
+
+
+def _records(folder, *, mae=0.08, fail_mae=0.08, n_test=395, unc_n_test=395):
+    folder.mkdir(parents=True, exist_ok=True)
+    acc = {"n_test": n_test, "models": {"gemnet_t_ensemble": {"mae": mae}}}
+    (folder / "accuracy.json").write_text(json.dumps(acc))
+    (folder / "failures.json").write_text(json.dumps({"mae": fail_mae}))
+    (folder / "uncertainty.json").write_text(json.dumps({"n_test": unc_n_test}))
+
+
+def test_reliability_records_of_another_ensemble_are_stale(tmp_path):
+    from tracer.records import ship_pretrained, stale_records
+
+    _records(tmp_path / "same")
+    assert stale_records(tmp_path / "same") is None
+    _records(tmp_path / "other", fail_mae=0.094)  # the gpu_results stage not run since
+    reason = stale_records(tmp_path / "other")
+    assert "another ensemble" in reason and "0.09400" in reason
+    _records(tmp_path / "size", unc_n_test=394)
+    assert stale_records(tmp_path / "size") is not None
+    (tmp_path / "gone").mkdir()
+    assert "missing" in stale_records(tmp_path / "gone")
+    with pytest.raises(ValueError, match="dvc repro gpu_results"):
+        ship_pretrained(tmp_path / "ship", tmp_path / "other", {})
+
+
+def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
+    """The committed gpu records and shipped members: a copy of the shipped folder gets a
+    recalibration equal to the run's σ-scaling, a model card and a manifest that loads."""
+    import shutil
+
+    from tracer.config import load_params
+    from tracer.predict import PRETRAINED_DIR, Ensemble
+    from tracer.records import finish_shipped, stale_records
+
+    if stale_records("results/gpu") is not None:
+        pytest.fail("results/gpu: reliability records are not the recorded ensemble's")
+    folder = tmp_path / "flla_gemnet_t"
+    shutil.copytree(PRETRAINED_DIR, folder)
+    for name in ("recalibration.json", "MODEL_CARD.md", "MANIFEST.json"):
+        (folder / name).unlink()
+    params = load_params("profiles/gpu.yaml")
+    # the run's check names the package folder, not this copy: left alone
+    assert not finish_shipped(folder, "results/gpu", params)
+    results = tmp_path / "results"
+    shutil.copytree("results/gpu", results, ignore=shutil.ignore_patterns("studies", "runs"))
+    check = json.loads((results / "half_precision_check.json").read_text())
+    check["shipped_to"] = str(folder)
+    (results / "half_precision_check.json").write_text(json.dumps(check))
+    assert finish_shipped(folder, results, params)
+    recal = json.loads((folder / "recalibration.json").read_text())
+    unc = json.loads((results / "uncertainty.json").read_text())
+    assert recal["sigma_scale"] == unc["sigma_scale"]
+    assert "Intended use" in (folder / "MODEL_CARD.md").read_text()
+    ens = Ensemble.load(folder)
+    assert len(ens.members) == 5 and ens.sigma_scale == recal["sigma_scale"]
+    # the package's own folder is the one the committed records finished
+    for name in ("recalibration.json", "MODEL_CARD.md", "MANIFEST.json"):
+        assert (folder / name).read_bytes() == (PRETRAINED_DIR / name).read_bytes(), name

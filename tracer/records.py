@@ -9,6 +9,7 @@ uses (:func:`tracer.stages.ensemble_accuracy`, :func:`tracer.accuracy.evaluate`)
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ from tracer.provenance import provenance, write_metrics
 from tracer.splits import load_split
 from tracer.stages import Paths, _fine_tuned_test, ensemble_accuracy, targets_by_set
 from tracer.table import read_table
+
+log = logging.getLogger(__name__)
 
 
 def half_precision_member(src: str | Path, dst: str | Path) -> Path:
@@ -368,8 +371,50 @@ def record_gpu_run(
     write_metrics(out_dir / "half_precision_check.json", check,
                   {**prov, "device": "cpu", "note": "members re-run on a CPU"})  # fmt: skip
     if check["passed"]:
-        ship_pretrained(half_dir, out_dir, params)
+        stale = stale_records(out_dir)
+        if stale is None:
+            ship_pretrained(half_dir, out_dir, params)
+        else:  # recalibration and model card come after the gpu_results stage has run
+            for name in ("recalibration.json", "MODEL_CARD.md"):
+                (half_dir / name).unlink(missing_ok=True)
+            write_manifest(half_dir)
+            log.warning("%s; the shipped folder gets its recalibration and model card when "
+                        "the gpu_results stage runs (dvc repro gpu_results)", stale)  # fmt: skip
     return {"accuracy": results, "half_precision": check}
+
+
+def stale_records(results_dir: str | Path) -> str | None:
+    """Why ``failures.json`` and ``uncertainty.json`` (written by the gpu_results stage) do not
+    belong to the ensemble of ``accuracy.json`` (written by ``record-gpu-run``), or None when
+    they do: their test MAE and test-set size must be those of the recorded ensemble."""
+    results_dir = Path(results_dir)
+    try:
+        acc, fail, unc = (json.loads((results_dir / f"{n}.json").read_text())
+                          for n in ("accuracy", "failures", "uncertainty"))  # fmt: skip
+    except FileNotFoundError as err:
+        return f"{err.filename} is missing"
+    mae = acc["models"]["gemnet_t_ensemble"]["mae"]
+    if abs(fail["mae"] - mae) > 1e-9 or unc["n_test"] != acc["n_test"]:
+        return (f"{results_dir}/failures.json and uncertainty.json are of another ensemble "
+                f"(test MAE {fail['mae']:.5f}, accuracy.json: {mae:.5f})")  # fmt: skip
+    return None
+
+
+def finish_shipped(folder: str | Path, results_dir: str | Path, params: dict[str, Any]) -> bool:
+    """Give a shipped folder whose members belong to ``results_dir``'s run its recalibration,
+    model card and manifest (:func:`ship_pretrained`) once the run's reliability records are
+    its own; True when written. A folder of other members is left alone."""
+    folder, results_dir = Path(folder), Path(results_dir)
+    check_path = results_dir / "half_precision_check.json"
+    if not check_path.exists() or stale_records(results_dir) is not None:
+        return False
+    check = json.loads(check_path.read_text())
+    if not check.get("passed") or not check.get("shipped_to"):
+        return False
+    if Path(check["shipped_to"]).resolve() != folder.resolve():
+        return False
+    ship_pretrained(folder, results_dir, params)
+    return True
 
 
 def ship_pretrained(folder: str | Path, results_dir: str | Path, params: dict[str, Any]) -> Path:
@@ -381,6 +426,9 @@ def ship_pretrained(folder: str | Path, results_dir: str | Path, params: dict[st
     ``training.json``, ``half_precision_check.json``, ``uncertainty.json`` and
     ``failures.json`` (the last two from the gpu_results stage)."""
     folder, results_dir = Path(folder), Path(results_dir)
+    stale = stale_records(results_dir)
+    if stale is not None:
+        raise ValueError(f"{stale}: run `dvc repro gpu_results` first")
 
     def read(name: str) -> dict[str, Any]:
         return json.loads((results_dir / name).read_text())
