@@ -34,7 +34,9 @@ import torch
 
 from tracer.config import load_params
 from tracer.dataset import GraphDataset, graphs_from_arrays, load_structure_tensors
+from tracer.download import sha256_file
 from tracer.models.gemnet import GemNetTConfig
+from tracer.provenance import provenance, write_metrics
 from tracer.train import TrainConfig, train_member
 
 
@@ -122,7 +124,10 @@ def main() -> None:
         "host_mem_peak_gib_130k": max(_peak_gib().values()),
         "device": "cpu",
     }
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    prov = provenance(params=params, dataset_sha256=sha256_file(args.structures), split_sha256=None,
+                      wall_time_s=copy_s + graph_s + epoch_s, device="cpu",
+                      extra={"data": f"{args.structures} x {args.copies}, jittered"})  # fmt: skip
+    write_metrics(Path(args.out), out, prov)
     print(json.dumps(out, indent=1))
 
 

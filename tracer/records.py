@@ -473,15 +473,18 @@ def model_card(
     shift = []
     if transfer and isinstance(transfer.get("zero_shot"), dict):
         z = transfer["zero_shot"]
+        # the transfer study may have run with members of other settings than these
+        same = transfer["provenance"]["params_sha256"] == prov["params_sha256"]
+        whose = "" if same else " of the previous members (other model settings)"
         shift = [f"- Other reference energies: on {transfer['dataset']} perovskites the zero-shot "
-                 f"MAE is {z['mae_ev_per_atom']:.2f} eV/atom ({z['n']} test cells; their "
+                 f"MAE{whose} is {z['mae_ev_per_atom']:.2f} eV/atom ({z['n']} test cells; their "
                  "elemental references differ from the Materials Project's); fine-tune before "
                  "use on such data."]  # fmt: skip
     lines = [
         "# Model card: TRACER GemNet-T ensemble, FLLA formation energy (gpu profile)",
         "",
-        "Written by `tracer record-gpu-run` from the committed records in `results/gpu/`; "
-        "do not edit by hand.",
+        "Written by the `gpu_results` stage (`tracer.records.ship_pretrained`) from the "
+        "committed records in `results/gpu/`; do not edit by hand.",
         "",
         "## What it predicts",
         "DFT formation energy per atom (eV/atom, Materials Project references as in FLLA) of an "
