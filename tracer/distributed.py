@@ -54,8 +54,8 @@ from tracer.train import (
     _optimizer_state_cpu,
     batch_stream,
     load_optimizer_state,
-    lr_factor,
     make_optimizer,
+    make_schedule,
     make_step,
     predict_normalised,
     run_identity,
@@ -151,15 +151,7 @@ def train_ddp(
     model = build_model(model_config).to(dev)
     n_steps = len(batches(0))
     optimizer = make_optimizer(model, train_config, dev)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(
-            step,
-            warmup_steps=train_config.warmup_epochs * n_steps,
-            total_steps=train_config.max_epochs * n_steps,
-            final=train_config.final_lr_factor,
-        ),
-    )
+    schedule = make_schedule(optimizer, train_config, n_steps)
     # no process count in the identity: a run resumes with any number of processes
     identity = run_identity(seed, model_config, train_config, data, split, ddp=True)
     last = work_dir / "last.pt"

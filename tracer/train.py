@@ -224,6 +224,22 @@ def make_optimizer(
     return optimizer
 
 
+def make_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule, stepped once per optimiser step: linear warm-up over
+    ``warmup_epochs``, then cosine decay to ``lr * final_lr_factor`` at ``max_epochs``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(
+            step,
+            warmup_steps=config.warmup_epochs * steps_per_epoch,
+            total_steps=config.max_epochs * steps_per_epoch,
+            final=config.final_lr_factor,
+        ),
+    )
+
+
 def make_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -355,15 +371,7 @@ def train_member(
     n_batches = len(epoch_batches(0))
     graphed = train_config.graphed_on(dev)
     optimizer = make_optimizer(model, train_config, dev)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(
-            step,
-            warmup_steps=train_config.warmup_epochs * n_batches,
-            total_steps=train_config.max_epochs * n_batches,
-            final=train_config.final_lr_factor,
-        ),
-    )
+    schedule = make_schedule(optimizer, train_config, n_batches)
     state = TrainState()
     best_weights: dict[str, torch.Tensor] | None = None
     last = work_dir / "last.pt"
