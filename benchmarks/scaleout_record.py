@@ -37,19 +37,21 @@ def _epoch_time(run: Path, epochs: int) -> tuple[float, list[float] | None, int,
         history = json.loads(found[0].read_text())
         times = [h["epoch_time_s"] for h in history]
         return statistics.median(times[1:] or times), times, history[-1]["processes"], "median"
-    lines = Path(f"{run}.log").read_text().splitlines()
-    summary = json.loads(next(x for x in reversed(lines) if x.startswith('{"best_epoch"')))
+    summary = _log_summary(run)
     return summary["train_time_s"] / epochs, None, summary["processes"], "mean incl. first"
+
+
+def _log_summary(run: Path) -> dict:
+    """The summary line ``tracer train-ddp`` prints last into ``<run>.log``."""
+    lines = Path(f"{run}.log").read_text().splitlines()
+    return json.loads(next(x for x in reversed(lines) if x.startswith('{"best_epoch"')))
 
 
 def _best_val(run: Path) -> float:
     found = sorted(run.glob("work/member_*/history.json"))
     if found:
         return min(h["val_mae"] for h in json.loads(found[0].read_text()))
-    lines = Path(f"{run}.log").read_text().splitlines()
-    return json.loads(next(x for x in reversed(lines) if x.startswith('{"best_epoch"')))[
-        "best_val_mae"
-    ]
+    return _log_summary(run)["best_val_mae"]
 
 
 def main() -> None:

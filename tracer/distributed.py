@@ -28,7 +28,6 @@ same early-stopping and best-epoch decisions. The member file has the format of
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -177,14 +176,14 @@ def train_ddp(
         if ckpt is not None:
             ema.load_state_dict(ckpt["ema"])
     wrapped: torch.nn.Module = model
-    if world > 1:
-        side = torch.cuda.Stream() if graphed else None
-        if side is not None:
-            side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+    if world > 1 and graphed:  # for CUDA-graph capture DDP is built on a side stream
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
             wrapped = DistributedDataParallel(model)
-        if side is not None:
-            torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream().wait_stream(side)
+    elif world > 1:
+        wrapped = DistributedDataParallel(model)
     warmup = DDP_GRAPH_WARMUP if world > 1 else 3
     step = make_step(wrapped, optimizer, train_config, dev, ema, warmup=warmup)
     eval_model = model if ema is None else ema.model

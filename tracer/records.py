@@ -239,8 +239,8 @@ def record_gpu_run(
     """Write ``accuracy.json``, ``speed.json``, ``training.json``, predictions, and the members
     in half precision into ``ship_dir`` (default: the package's :data:`PRETRAINED_DIR`) when
     their test predictions stay within ``half_tolerance_ev`` of the float32 members' (else
-    nothing is shipped); then the shipped folder's manifest and model card
-    (:func:`ship_pretrained`)."""
+    nothing is shipped), under a manifest; the gpu_results stage then gives that folder its
+    recalibration and model card from the run's reliability records (:func:`finish_shipped`)."""
     from tracer.dataset import GraphDataset
     from tracer.ensemble import predict_members
 
@@ -370,16 +370,12 @@ def record_gpu_run(
         check["shipped_to"] = None
     write_metrics(out_dir / "half_precision_check.json", check,
                   {**prov, "device": "cpu", "note": "members re-run on a CPU"})  # fmt: skip
-    if check["passed"]:
-        stale = stale_records(out_dir)
-        if stale is None:
-            ship_pretrained(half_dir, out_dir, params)
-        else:  # recalibration and model card come after the gpu_results stage has run
-            for name in ("recalibration.json", "MODEL_CARD.md"):
-                (half_dir / name).unlink(missing_ok=True)
-            write_manifest(half_dir)
-            log.warning("%s; the shipped folder gets its recalibration and model card when "
-                        "the gpu_results stage runs (dvc repro gpu_results)", stale)  # fmt: skip
+    if check["passed"]:  # recalibration and model card: the gpu_results stage (finish_shipped)
+        for name in ("recalibration.json", "MODEL_CARD.md"):
+            (half_dir / name).unlink(missing_ok=True)
+        write_manifest(half_dir)
+        log.warning("%s holds the new members; `dvc repro gpu_results` writes their "
+                    "recalibration and model card", half_dir)  # fmt: skip
     return {"accuracy": results, "half_precision": check}
 
 
