@@ -2,7 +2,8 @@
 # Issue 9 on one host with two GPUs (gpu profile, FLLA seed-42 split); times only:
 #   1. one member with DDP (`tracer train-ddp` under torchrun) on one GPU, then on two, at the same
 #      effective batch (B structures per step: B/2 per GPU on two), for each B in BATCHES, steps
-#      replayed from CUDA graphs as the profile says (DDP_GRAPHS=0: eager);
+#      replayed from CUDA graphs as the profile says (DDP_GRAPHS=0: eager), the forward pass
+#      compiled as the profile says (DDP_COMPILE=0 or 1: off or on);
 #   2. two ensemble members one after the other (two commands, as `dvc repro` runs the member
 #      stages), then the same two commands at once, one per GPU (as `tracer train-parallel` runs
 #      the stages' commands), then both from one process pool (`train-ensemble --parallel 2`);
@@ -12,17 +13,20 @@
 set -u
 S=${STRUCTURES:-flla_structures.pt}; SP=${SPLIT:-data/splits/flla.json}; R=${RUN:-/tmp/scaleout}
 P=${PARAMS:-profiles/gpu.yaml}; EPOCHS=${EPOCHS:-30}; DDP_EPOCHS=${DDP_EPOCHS:-8}
-BATCHES=${BATCHES:-128 256}; W=${WORKERS:-8}; GRAPHS=${DDP_GRAPHS:-1}
+BATCHES=${BATCHES:-128 256}; W=${WORKERS:-8}; GRAPHS=${DDP_GRAPHS:-1}; COMPILE=${DDP_COMPILE:--1}
 mkdir -p "$R"
-python3 - "$P" "$R" "$EPOCHS" "$DDP_EPOCHS" "$GRAPHS" $BATCHES <<'PY'
+python3 - "$P" "$R" "$EPOCHS" "$DDP_EPOCHS" "$GRAPHS" "$COMPILE" $BATCHES <<'PY'
 import sys, yaml
-src, run, epochs, ddp_epochs, graphs, *batches = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+src, run = sys.argv[1], sys.argv[2]
+epochs, ddp_epochs, graphs, compile_, *batches = map(int, sys.argv[3:])
 params = yaml.safe_load(open(src))
 members = {**params, "train": {**params["train"], "max_epochs": epochs}}
 yaml.safe_dump(members, open(f"{run}/members.yaml", "w"))
 for b in batches:
     train = {**params["train"], "max_epochs": ddp_epochs, "batch_size": b}
     train["cuda_graphs"] = bool(graphs) and train["cuda_graphs"]
+    if compile_ >= 0:
+        train["compile"] = bool(compile_)
     yaml.safe_dump({**params, "train": train}, open(f"{run}/ddp_b{b}.yaml", "w"))
 PY
 t() { python3 -m tracer.cli "$@"; }

@@ -56,7 +56,7 @@ def _peak_gib(dev: torch.device) -> float | None:
 
 
 def _time_epochs(model, step, epoch_batches, dev, epochs):
-    """Median-ready list of epoch times (first epoch = warm-up, excluded) and peak memory.
+    """Epoch times, the first (warm-up: compilation, graph capture) first, and peak memory.
 
     ``step(batch, y, weight)`` is one whole optimisation step."""
     times = []
@@ -69,8 +69,7 @@ def _time_epochs(model, step, epoch_batches, dev, epochs):
         for batch, y, w in epoch_batches(epoch):
             step(batch, y, w)
         _sync(dev)
-        if epoch > 0:
-            times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
     return times, _peak_gib(dev)
 
 
@@ -87,11 +86,14 @@ def _inference_rate(model, batches, n, dev):
 
 
 def _summary(model, bs, times, peak, infer, n):
+    """Timed epochs: all but the first, which is reported apart (``warmup_epoch_s``)."""
+    warmup, times = times[0], times[1:]
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "batch_size": bs,
         "s_per_epoch": statistics.median(times),
         "epoch_times_s": times,
+        "warmup_epoch_s": warmup,
         "train_structures_per_s": n / statistics.median(times),
         "infer_structures_per_s": infer,
         "peak_mem_gib": peak,
@@ -177,6 +179,7 @@ def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs, kind="gemn
         "precision": tc.precision,
         "shape_buckets": tc.shape_buckets if graphed else None,
         "steps_per_epoch": len(plans[0]),
+        "compiled": tc.compile,
     }
 
 

@@ -9,7 +9,7 @@ import torch
 
 from tracer.dataset import graphs_from_arrays, plan_static_shapes
 from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
-from tracer.steps import CudaGraphStep, EagerStep, WeightAverage, weighted_loss
+from tracer.steps import CudaGraphStep, EagerStep, WeightAverage, compiled, weighted_loss
 
 CFG = GemNetTConfig(
     num_radial=8, num_blocks=1, emb_size_atom=16, emb_size_edge=16, emb_size_trip=8,
@@ -98,6 +98,25 @@ def test_padded_steps_train_like_unpadded_steps(data):
             torch.testing.assert_close(a[k], b[k], rtol=1e-8, atol=1e-10)
 
 
+def test_compiled_steps_train_like_eager_steps(data):
+    """``train.compile``: the same losses and weights as the eager step, batch shapes varying
+    (one dynamic-shape compilation; recompiling per shape would fail ``recompile_limit``)."""
+    import torch._dynamo
+
+    runs = []
+    for use_compile in (False, True):
+        torch._dynamo.reset()
+        model = _model(data)
+        fwd = compiled(model) if use_compile else None
+        step = EagerStep(model, _optimizer(model), weighted_loss("l1"), grad_clip=1.0, forward=fwd)
+        with torch._dynamo.config.patch(recompile_limit=2):
+            losses = [float(step(data.collate(p), data.targets(p))) for p in PLANS]
+        runs.append((losses, model.state_dict()))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-9)
+    for k, v in runs[0][1].items():
+        torch.testing.assert_close(v, runs[1][1][k], rtol=1e-8, atol=1e-10)
+
+
 def test_cuda_graph_step_needs_a_capturable_optimiser(data):
     model = _model(data, dtype=torch.float32)
     with pytest.raises(ValueError, match="capturable"):
@@ -105,7 +124,8 @@ def test_cuda_graph_step_needs_a_capturable_optimiser(data):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_replay_matches_eager_steps(data):
+@pytest.mark.parametrize("use_compile", [False, True], ids=["eager", "compiled"])
+def test_cuda_graph_replay_matches_eager_steps(data, use_compile):
     dev = torch.device("cuda")
     shape = plan_static_shapes(data, PLANS, buckets=3, round_to=8)  # one graph per shape
     data_dev = data.to(dev)
@@ -116,8 +136,9 @@ def test_cuda_graph_replay_matches_eager_steps(data):
         ema = WeightAverage(model, 0.99)
         lr = torch.tensor(1e-2, device=dev) if graphed else 1e-2
         opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True, capturable=graphed)
+        extra = {"forward": compiled(model), "compiled": True} if graphed and use_compile else {}
         kind = CudaGraphStep if graphed else EagerStep
-        step = kind(model, opt, weighted_loss("l1"), grad_clip=1.0, ema=ema)
+        step = kind(model, opt, weighted_loss("l1"), grad_clip=1.0, ema=ema, **extra)
         losses = []
         for i, plan in enumerate(plans):
             for g in opt.param_groups:  # a schedule changes the rate between replays

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,7 +72,18 @@ def alignn_graphs(
 ) -> list[tuple[Any, Any]]:
     """ALIGNN's ``(graph, line graph)`` for each ``(z, pos Å, cell Å)``, built with the
     recipe's cutoffs by the ``alignn`` package (in ``workers`` processes)."""
-    jobs = [
+    return list(iter_alignn_graphs(arrays, recipe, workers=workers))
+
+
+def iter_alignn_graphs(
+    arrays: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    recipe: AlignnRecipe,
+    *,
+    workers: int = 1,
+) -> Iterator[tuple[Any, Any]]:
+    """:func:`alignn_graphs` one by one, in order, as the ``workers`` processes finish them
+    (so that a model can run on the first ones while the rest are built)."""
+    jobs = (
         (
             z.numpy(),
             pos.double().numpy(),
@@ -82,11 +93,12 @@ def alignn_graphs(
             recipe.max_neighbors,
         )
         for z, pos, cell in arrays
-    ]
+    )
     if workers <= 1:
-        return [pickle.loads(_graph_job(j)) for j in jobs]
+        yield from (pickle.loads(_graph_job(j)) for j in jobs)
+        return
     with ProcessPoolExecutor(workers) as pool:
-        return [pickle.loads(b) for b in pool.map(_graph_job, jobs, chunksize=32)]
+        yield from (pickle.loads(b) for b in pool.map(_graph_job, jobs, chunksize=32))
 
 
 @torch.no_grad()

@@ -44,7 +44,7 @@ from tracer.dataset import GraphDataset, PaddedBatcher, batches_by_size, plan_st
 from tracer.models.baselines import ModelConfig, build_model
 from tracer.models.gemnet import fit_scale_factors
 from tracer.normalization import TargetScaler
-from tracer.steps import WeightAverage
+from tracer.steps import WeightAverage, compiled
 from tracer.train import (
     CHECKPOINT_VERSION,
     TrainConfig,
@@ -176,16 +176,19 @@ def train_ddp(
         if ckpt is not None:
             ema.load_state_dict(ckpt["ema"])
     wrapped: torch.nn.Module = model
+    # DDP wraps the compiled module: its gradient hooks sit on the same parameters
+    inner = compiled(model) if train_config.compile and world > 1 else model
     if world > 1 and graphed:  # for CUDA-graph capture DDP is built on a side stream
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            wrapped = DistributedDataParallel(model)
+            wrapped = DistributedDataParallel(inner)
         torch.cuda.current_stream().wait_stream(side)
     elif world > 1:
-        wrapped = DistributedDataParallel(model)
+        wrapped = DistributedDataParallel(inner)
     warmup = DDP_GRAPH_WARMUP if world > 1 else 3
-    step = make_step(wrapped, optimizer, train_config, dev, ema, warmup=warmup)
+    step = make_step(wrapped, optimizer, train_config, dev, ema, warmup=warmup,
+                     precompiled=world > 1)  # fmt: skip
     eval_model = model if ema is None else ema.model
     shapes = batcher = None
     if graphed:  # this rank's few static shapes, holding every batch it will cut

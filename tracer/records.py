@@ -85,15 +85,16 @@ def summaries_from_histories(run_dir: str | Path, *, wall_time_s: float, paralle
 def _speed_settings(m: dict[str, Any]) -> tuple:
     shapes = m.get("static_shapes")
     buckets = m.get("shape_buckets", len(shapes) if shapes else None)
-    return (m.get("max_neighbors"), m["batch_size"], m.get("precision"), m["cuda_graphs"], buckets)
+    return (m.get("max_neighbors"), m["batch_size"], m.get("precision"), m["cuda_graphs"], buckets,
+            bool(m.get("compiled", False)))  # fmt: skip
 
 
 def speed_models_for_profile(raw_models: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """The timings of a ``train_speed.py`` run keyed for the record: ``gemnet_t`` is the one
     entry timed with the profile's settings (neighbours, batch size, precision, CUDA graphs
-    and their shape buckets), every other GemNet-T entry is named by those settings (or keeps
-    its name when they are the profile's: a variant of model settings), and the other models
-    keep their names. ValueError when no entry matches the profile."""
+    and their shape buckets, compilation), every other GemNet-T entry is named by those
+    settings (or keeps its name when they are the profile's: a variant of model settings), and
+    the other models keep their names. ValueError when no entry matches the profile."""
     t = params["train"]
     want = (
         params["graph"]["max_neighbors"],
@@ -101,6 +102,7 @@ def speed_models_for_profile(raw_models: dict[str, Any], params: dict[str, Any])
         t["precision"],
         bool(t["cuda_graphs"]),
         t["shape_buckets"] if t["cuda_graphs"] else None,
+        bool(t.get("compile", False)),
     )
     out: dict[str, Any] = {}
     match = None
@@ -116,13 +118,13 @@ def speed_models_for_profile(raw_models: dict[str, Any], params: dict[str, Any])
         if settings == want:  # a variant of other model settings (e.g. atom features)
             out[name] = {**m, "timed_as": name}
             continue
-        nb, bs, prec, graphed, buckets = settings
-        mode = f"graphs{buckets}" if graphed else "eager"
+        nb, bs, prec, graphed, buckets, comp = settings
+        mode = (f"graphs{buckets}" if graphed else "eager") + ("_compiled" if comp else "")
         out[f"gemnet_t_nb{nb}_b{bs}_{prec}_{mode}"] = {**m, "timed_as": name}
     if match is None:
         raise ValueError(
             f"speed.json has no GemNet-T timing with the profile's settings "
-            f"(max_neighbors, batch_size, precision, cuda_graphs, shape_buckets) = {want}"
+            f"(max_neighbors, batch_size, precision, cuda_graphs, shape_buckets, compile) = {want}"
         )
     return out
 

@@ -15,6 +15,7 @@ average of the weights, the model that is validated and kept (``train.ema_decay`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 
@@ -24,6 +25,13 @@ from torch import Tensor, nn
 from tracer.models.gemnet import GraphBatch
 
 LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+
+
+def compiled(model: nn.Module) -> Callable[[GraphBatch], Tensor]:
+    """``torch.compile`` of ``model``'s forward pass with dynamic shapes: one compilation serves
+    every batch shape (and every static shape of a CUDA-graph run), and fused kernels replace
+    most of the small elementwise ones. Parameters and gradients stay those of ``model``."""
+    return torch.compile(model, dynamic=True)
 
 
 def weighted_loss(kind: str) -> LossFn:
@@ -80,7 +88,11 @@ class WeightAverage:
 
 
 class EagerStep:
-    """Forward, loss, backward, clipping, optimiser step (and EMA update), launched eagerly."""
+    """Forward, loss, backward, clipping, optimiser step (and EMA update), launched eagerly.
+
+    ``forward`` computes the outputs (default: ``model`` itself; :func:`compiled` for fused
+    kernels); ``model`` owns the parameters that are clipped and stepped.
+    """
 
     def __init__(
         self,
@@ -90,13 +102,15 @@ class EagerStep:
         *,
         grad_clip: float,
         ema: WeightAverage | None = None,
+        forward: Callable[[GraphBatch], Tensor] | None = None,
     ) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.forward = model if forward is None else forward
         self.grad_clip, self.ema = grad_clip, ema
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def _compute(self, batch: GraphBatch, y: Tensor, weight: Tensor | None) -> Tensor:
-        loss = self.loss_fn(self.model(batch), y, weight)
+        loss = self.loss_fn(self.forward(batch), y, weight)
         loss.backward()
         nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
         self.optimizer.step()
@@ -143,6 +157,12 @@ class CudaGraphStep(EagerStep):
     requires); after them, the first batch of a new shape records its graph and replays it, so
     no batch is skipped or repeated. The optimiser must be capturable (AdamW
     ``capturable=True``) with a tensor learning rate, which a schedule updates in place.
+
+    With ``compiled`` set (the forward pass, or the module DDP wraps, is :func:`compiled`), a
+    new shape first runs one forward and backward pass outside
+    the capture (gradients discarded, no optimiser step; under DDP without gradient
+    synchronisation), so that any kernel the compiler still has to build or tune for that shape
+    is built before recording starts.
     """
 
     def __init__(
@@ -154,13 +174,15 @@ class CudaGraphStep(EagerStep):
         grad_clip: float,
         ema: WeightAverage | None = None,
         warmup: int = 3,
+        forward: Callable[[GraphBatch], Tensor] | None = None,
+        compiled: bool = False,
     ) -> None:
-        super().__init__(model, optimizer, loss_fn, grad_clip=grad_clip, ema=ema)
+        super().__init__(model, optimizer, loss_fn, grad_clip=grad_clip, ema=ema, forward=forward)
         if not all(g.get("capturable") for g in optimizer.param_groups):
             raise ValueError("CUDA-graph steps need a capturable optimiser")
         if not all(isinstance(g["lr"], Tensor) for g in optimizer.param_groups):
             raise ValueError("CUDA-graph steps need a tensor learning rate")
-        self.warmup = warmup
+        self.warmup, self.compiled = warmup, compiled
         self.steps = 0
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self._static: dict[tuple, tuple[GraphBatch, Tensor, Tensor]] = {}
@@ -183,6 +205,16 @@ class CudaGraphStep(EagerStep):
                 dst.copy_(src, non_blocking=True)
         return key, self._static[key]
 
+    def _dry_run(self, batch: GraphBatch, y: Tensor, weight: Tensor) -> None:
+        """Forward and backward on a side stream without an update (gradients dropped)."""
+        no_sync = getattr(self.model, "no_sync", contextlib.nullcontext)  # DDP: stay local
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), no_sync():
+            self.loss_fn(self.forward(batch), y, weight).backward()
+        torch.cuda.current_stream().wait_stream(side)
+        self.optimizer.zero_grad(set_to_none=True)
+
     def __call__(self, batch: GraphBatch, y: Tensor, weight: Tensor | None = None) -> Tensor:
         if weight is None:
             raise ValueError("CUDA-graph steps need padded batches with weights")
@@ -198,6 +230,8 @@ class CudaGraphStep(EagerStep):
                 loss = super().__call__(sb, sy, sw)
             torch.cuda.current_stream().wait_stream(side)
             return loss
+        if self.compiled:
+            self._dry_run(sb, sy, sw)
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):

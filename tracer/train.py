@@ -42,7 +42,7 @@ from tracer.models.baselines import CONFIGS, ModelConfig, build_model, config_fr
 from tracer.models.domain import DomainGemNetT
 from tracer.models.gemnet import GemNetT, check_atomic_numbers, fit_scale_factors
 from tracer.normalization import TargetScaler
-from tracer.steps import CudaGraphStep, EagerStep, WeightAverage, weighted_loss
+from tracer.steps import CudaGraphStep, EagerStep, WeightAverage, compiled, weighted_loss
 
 CHECKPOINT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -76,6 +76,9 @@ class TrainConfig:
             ignored on the CPU.
         shape_buckets: how many static shapes (and graphs) the batches of a CUDA-graph run are
             padded to (:func:`tracer.dataset.plan_static_shapes`); more buckets, less padding.
+        compile: train through ``torch.compile`` of the forward pass (dynamic shapes, one
+            compilation; :func:`tracer.steps.compiled`): fused kernels, fewer launches. The
+            compilation (tens of seconds) counts in the training time.
     """
 
     max_epochs: int = 100
@@ -95,6 +98,7 @@ class TrainConfig:
     ema_decay: float | None = None
     cuda_graphs: bool = False
     shape_buckets: int = 1
+    compile: bool = False
 
     def apply_precision(self) -> None:
         """Set this process's CUDA matmul/cuDNN TF32 switches to ``precision``."""
@@ -248,16 +252,21 @@ def make_step(
     ema: WeightAverage | None = None,
     *,
     warmup: int = 3,
+    precompiled: bool = False,
 ) -> EagerStep:
     """The training step the trainer uses: replayed from a CUDA graph when ``cuda_graphs`` is
     set and ``device`` is CUDA (batches must then be padded; the first ``warmup`` steps are
-    eager), else eager."""
+    eager), else eager. With ``compile``, the step runs ``model`` through
+    :func:`tracer.steps.compiled`, unless ``precompiled`` says that ``model`` already wraps a
+    compiled module (DDP around one)."""
     loss = weighted_loss(config.loss)
+    forward = compiled(model) if config.compile and not precompiled else model
+    common = {"grad_clip": config.grad_clip, "ema": ema, "forward": forward}
     if config.graphed_on(device):
         return CudaGraphStep(
-            model, optimizer, loss, grad_clip=config.grad_clip, ema=ema, warmup=warmup
+            model, optimizer, loss, warmup=warmup, compiled=config.compile, **common
         )
-    return EagerStep(model, optimizer, loss, grad_clip=config.grad_clip, ema=ema)
+    return EagerStep(model, optimizer, loss, **common)
 
 
 def load_optimizer_state(
