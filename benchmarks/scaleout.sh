@@ -8,7 +8,8 @@
 #      stages), then the same two commands at once, one per GPU (as `tracer train-parallel` runs
 #      the stages' commands), then both from one process pool (`train-ensemble --parallel 2`);
 #      wall times of whole commands in walls.json.
-# Shortened schedules (EPOCHS, DDP_EPOCHS) keep it within one device call.
+# Shortened schedules (EPOCHS, DDP_EPOCHS) keep it within one device call; DDP=0 or POOL=0 skip
+# parts 1 or the pool of part 2 (the graphs are then built once here for the members).
 # Then, here: python benchmarks/scaleout_record.py --run-dir RUN --device CARD (RUN without *.pt).
 set -u
 S=${STRUCTURES:-flla_structures.pt}; SP=${SPLIT:-data/splits/flla.json}; R=${RUN:-/tmp/scaleout}
@@ -30,6 +31,12 @@ for b in batches:
     yaml.safe_dump({**params, "train": train}, open(f"{run}/ddp_b{b}.yaml", "w"))
 PY
 t() { python3 -m tracer.cli "$@"; }
+if [ "${DDP:-1}" = 0 ]; then BATCHES=""; mkdir -p "$R/graphs"
+  python3 -c "import sys, yaml; from tracer.launch import build_graphs; from tracer.models.gemnet import GemNetTConfig
+p = yaml.safe_load(open(sys.argv[1]))
+build_graphs(sys.argv[2], GemNetTConfig.from_params(p['gemnet'], p['graph']), workers=int(sys.argv[3])).save(sys.argv[4])" \
+    "$P" "$S" "$W" "$R/graphs/graphs.pt"
+fi
 for b in $BATCHES; do  # the first run builds the graphs into the shared cache
   for n in 1 2; do
     python3 -m torch.distributed.run --standalone --nproc_per_node $n -m tracer.cli train-ddp \
@@ -51,9 +58,9 @@ for s in 0 1; do  # at once: the same commands, one per GPU, as `tracer train-pa
 done
 wait
 t2=$(now)
-t train-ensemble --structures "$S" --split "$SP" --params "$R/members.yaml" --out "$R/par" \
-    --seeds 0 1 --parallel 2 > "$R/par.log" 2>&1   # at once from one process pool
-t3=$(now)
+[ "${POOL:-1}" = 0 ] || t train-ensemble --structures "$S" --split "$SP" --params "$R/members.yaml" \
+    --out "$R/par" --seeds 0 1 --parallel 2 > "$R/par.log" 2>&1   # at once from one process pool
+[ "${POOL:-1}" = 0 ] && t3=$t2 || t3=$(now)
 python3 - "$t0" "$t1" "$t2" "$t3" "$R/walls.json" <<'PY'
 import json, sys
 t0, t1, t2, t3 = map(float, sys.argv[1:5])
