@@ -53,7 +53,8 @@ for s in 0 1; do  # one after the other: one command per member, as `dvc repro` 
 done
 t1=$(now)
 for s in 0 1; do  # at once: the same commands, one per GPU, as `tracer train-parallel` runs them
-  CUDA_VISIBLE_DEVICES=$s t train-ensemble --structures "$S" --split "$SP" \
+  # (with half the cores' threads each, as train-parallel's child_env gives them)
+  CUDA_VISIBLE_DEVICES=$s OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / 2 ))} t train-ensemble --structures "$S" --split "$SP" \
       --params "$R/members.yaml" --out "$R/cmd$s" --seeds $s --parallel 1 > "$R/cmd$s.log" 2>&1 &
 done
 wait
@@ -64,7 +65,8 @@ t2=$(now)
 python3 - "$t0" "$t1" "$t2" "$t3" "$R/walls.json" <<'PY'
 import json, sys
 t0, t1, t2, t3 = map(float, sys.argv[1:5])
-walls = {"sequential_s": t1 - t0, "concurrent_commands_s": t2 - t1, "pool_s": t3 - t2}
+walls = {"sequential_s": t1 - t0, "concurrent_commands_s": t2 - t1,
+         "pool_s": (t3 - t2) if t3 > t2 else None}  # None: POOL=0
 json.dump(walls, open(sys.argv[5], "w"))
 print(walls)
 PY

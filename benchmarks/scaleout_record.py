@@ -13,7 +13,10 @@ CPU scale-up measurement (``results/cpu/scale_up.json`` of ``benchmarks/scale_up
 * ``host_mem_peak_gib_130k``: peak resident memory of preprocessing and one training epoch over
   the ~130k-structure scale-up on the CPU machine (target < 24 GiB).
 
-Usage: ``python benchmarks/scaleout_record.py --run-dir RUN``.
+Usage: ``python benchmarks/scaleout_record.py --run-dir RUN``; ``--ddp-run-dir EARLIER`` takes the
+DDP runs from an earlier run's folder (run folders or only their logs, ``ddp<n>_b<batch>.log``, with
+``ddp_b<batch>.yaml``) when RUN measured the members only (``DDP=0 scaleout.sh``); both run
+folders are named in the record.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def main() -> None:
     ap.add_argument("--scale-up", default="results/cpu/scale_up.json")
     ap.add_argument("--split", default="data/splits/flla.json", help="the run's split file")
     ap.add_argument("--out", default="results/gpu/scaleout.json")
+    ap.add_argument("--ddp-run-dir", default=None, help="DDP runs of an earlier run (default: RUN)")
     args = ap.parse_args()
     run = Path(args.run_dir)
     walls_path = run / "walls.json"
@@ -86,19 +90,20 @@ def main() -> None:
         "parallel": [m["train_time_s"] for r in par_records for m in r["members"].values()],
     }
     ddp: dict[str, dict] = {}
-    runs = [p for p in run.glob("ddp1_b*") if p.is_dir()]
-    for one_dir in sorted(runs, key=lambda p: int(p.name.split("_b")[1])):
-        batch = one_dir.name.split("_b")[1]
-        epochs = load_params(run / f"ddp_b{batch}.yaml")["train"]["max_epochs"]
+    ddp_run = Path(args.ddp_run_dir) if args.ddp_run_dir else run
+    batches = {p.name.split("_b")[1].removesuffix(".log") for p in ddp_run.glob("ddp1_b*")}
+    for batch in sorted(batches, key=int):
+        one_dir, two_dir = ddp_run / f"ddp1_b{batch}", ddp_run / f"ddp2_b{batch}"
+        epochs = load_params(ddp_run / f"ddp_b{batch}.yaml")["train"]["max_epochs"]
         one, one_times, p1, basis = _epoch_time(one_dir, epochs)
-        two, two_times, p2, _ = _epoch_time(run / f"ddp2_b{batch}", epochs)
+        two, two_times, p2, _ = _epoch_time(two_dir, epochs)
         assert (p1, p2) == (1, 2), (p1, p2)
-        best = {"1": _best_val(one_dir), "2": _best_val(run / f"ddp2_b{batch}")}
+        best = {"1": _best_val(one_dir), "2": _best_val(two_dir)}
         ddp[batch] = {"ratio": two / one, "epoch_s": {"1": one, "2": two}, "basis": basis,
                       "epoch_times_s": {"1": one_times, "2": two_times},
                       "best_val_mae": best, "epochs": epochs}  # fmt: skip
     if not ddp:
-        raise FileNotFoundError(f"{run}: no ddp1_b<batch> runs")
+        raise FileNotFoundError(f"{ddp_run}: no ddp1_b<batch> runs")
     largest = max(ddp, key=int)
     scale = json.loads(Path(args.scale_up).read_text())
     out = {
@@ -116,6 +121,7 @@ def main() -> None:
         "ddp_epoch_ratio": ddp[largest]["ratio"],
         "ddp_batch": int(largest),
         "ddp_by_batch": ddp,
+        "run_dirs": {"members": str(run), "ddp": str(ddp_run)},
         "host_mem_peak_gib_130k": scale["host_mem_peak_gib_130k"],
         "scale_up": {
             k: scale[k]
@@ -128,7 +134,7 @@ def main() -> None:
         },
     }
     split = load_split(args.split)
-    prov = provenance(params=load_params(run / f"ddp_b{largest}.yaml"),
+    prov = provenance(params=load_params(ddp_run / f"ddp_b{largest}.yaml"),
                       dataset_sha256=split["dataset_sha256"],
                       split_sha256=split["split_sha256"], wall_time_s=seq + par,
                       device=args.device, extra={"run": "benchmarks/scaleout.sh"})  # fmt: skip

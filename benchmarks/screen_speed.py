@@ -4,17 +4,16 @@ construction included, in one run on one device.
 Both start from the same in-memory structures (atomic numbers, positions and cell in Å, as
 ``tracer predict`` has them after reading files) and end with a prediction per structure:
 
-* GemNet-T ensemble: :meth:`tracer.predict.Ensemble.predict_arrays` — graphs (in size-sorted
-  chunks on a GPU; one by one in ``--workers`` processes on the CPU), then every member over
-  batches of ``--batch`` structures in inference mode; on a GPU in blocks of ``--block``
-  structures, the next block's graphs built beside the members' work on this one (each
-  ``--block`` value is timed; ``0``: all graphs first, then the members);
+* GemNet-T ensemble: :meth:`tracer.predict.Ensemble.predict_arrays` — graphs built once (in
+  size-sorted chunks on a GPU; one by one in ``--workers`` processes on the CPU), then every
+  member over batches of ``--batch`` structures in inference mode (building the next block's
+  graphs in a second thread beside the members was tried: no faster, NOTES.md 20);
 * ALIGNN (published size, ``alignn`` package's pure-torch model; random weights, as only the
   compute is timed): graphs from the package's own builder (``alignn.torch_graph_builder``) at
   its ``TrainingConfig`` defaults — all first, in ``--workers`` CPU processes or one by one on
   the device, then the model over batches of ``--batch`` in inference mode; and overlapped:
   the model runs on each batch as soon as the CPU processes have built it. The fastest of its
-  ways is counted, and the fastest of GemNet-T's.
+  ways is counted.
 
 Each pipeline runs ``--repeats`` times after a warm-up on a few structures; medians are reported.
 File reading (pymatgen) is the same for both and left out.
@@ -58,24 +57,15 @@ def _timed(fn, dev, repeats):
     return statistics.median(times), times, out
 
 
-def gemnet(ens, ids, arrays, dev, batch, workers, repeats, blocks):
+def gemnet(ens, ids, arrays, dev, batch, workers, repeats):
     ens.predict_arrays(ids[:32], arrays[:32], device=str(dev), batch_size=batch)  # warm-up
     g_s, _, _ = _timed(lambda: ens.graphs(ids, arrays, device=str(dev), workers=workers),
                        dev, repeats)  # fmt: skip
-    by_block, ref = {}, None
-    for block in blocks if dev.type == "cuda" else [0]:
-        kw = {"device": str(dev), "batch_size": batch, "workers": workers,
-              "block_size": block or len(ids)}  # 0: one block, all graphs first  # fmt: skip
-        total, times, out = _timed(lambda kw=kw: ens.predict_arrays(ids, arrays, **kw), dev,
-                                   repeats)  # fmt: skip
-        assert np.isfinite(out["mean"]).all()
-        ref = out["members"] if ref is None else ref
-        diff = float(np.abs(out["members"] - ref).max())  # eV/atom, against the first way
-        by_block[str(block)] = {"s": total, "times_s": times, "max_abs_diff_ev_per_atom": diff}
-    best = min(by_block, key=lambda k: by_block[k]["s"])
-    total = by_block[best]["s"]
-    return {"s": total, "times_s": by_block[best]["times_s"], "graph_s": g_s,
-            "block": int(best), "s_by_block": by_block, "structures_per_s": len(ids) / total,
+    total, times, out = _timed(
+        lambda: ens.predict_arrays(ids, arrays, device=str(dev), batch_size=batch,
+                                   workers=workers), dev, repeats)  # fmt: skip
+    assert np.isfinite(out["mean"]).all()
+    return {"s": total, "times_s": times, "graph_s": g_s, "structures_per_s": len(ids) / total,
             "members": len(ens.members), "graphs_on": "device chunks" if dev.type == "cuda"
             else f"cpu, {workers} processes"}  # fmt: skip
 
@@ -143,8 +133,6 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--limit", type=int, default=None, help="first N structures only")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--block", type=int, nargs="+", default=[0, 512, 1024],
-                    help="GemNet-T block sizes to time on a GPU (0: all graphs first)")  # fmt: skip
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", required=True)
@@ -159,7 +147,7 @@ def main() -> None:
     run = (dev, args.batch, args.workers, args.repeats)
     out = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else device_name(),
            "n_structures": n, "batch": args.batch, "workers": args.workers,
-           "repeats": args.repeats, "gemnet_t_ensemble": gemnet(ens, ids, arrays, *run, args.block),
+           "repeats": args.repeats, "gemnet_t_ensemble": gemnet(ens, ids, arrays, *run),
            "alignn": alignn(arrays, cells, *run)}  # fmt: skip
     out["ratio_ensemble_over_alignn"] = (
         out["gemnet_t_ensemble"]["structures_per_s"] / out["alignn"]["structures_per_s"]

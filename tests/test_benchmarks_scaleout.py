@@ -45,11 +45,12 @@ def run(tmp_path):
     return run
 
 
-def _record(run: Path) -> dict:
+def _record(run: Path, *extra: str) -> dict:
     out = run.parent / "scaleout.json"
     subprocess.run(
         [sys.executable, "benchmarks/scaleout_record.py", "--run-dir", str(run),
-         "--device", "cards", "--scale-up", str(run.parent / "scale_up.json"), "--out", str(out)],
+         "--device", "cards", "--scale-up", str(run.parent / "scale_up.json"), "--out", str(out),
+         *extra],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
     return json.loads(out.read_text())
@@ -75,3 +76,28 @@ def test_runs_without_walls_use_the_pool_and_the_trainers_own_times(run):
     got = _record(run)
     assert got["members_parallel_time_ratio"] == pytest.approx(45.0 / 60.0)
     assert got["walls_s"] is None and got["members_train_time_s"]["parallel"] == [22.0]
+
+
+def test_ddp_runs_can_come_from_an_earlier_run_of_logs_only(run, tmp_path):
+    """Members measured again (``DDP=0``), DDP from an earlier run that kept only its logs."""
+    import shutil
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    for batch in (8, 16):
+        shutil.move(run / f"ddp_b{batch}.yaml", earlier / f"ddp_b{batch}.yaml")
+        for n, train_s in ((1, 12.0), (2, 8.0)):
+            shutil.rmtree(run / f"ddp{n}_b{batch}")
+            summary = {"best_epoch": 3, "best_val_mae": 0.3, "train_time_s": train_s,
+                       "processes": n}  # fmt: skip
+            (earlier / f"ddp{n}_b{batch}.log").write_text("noise\n" + json.dumps(summary) + "\n")
+    (run / "walls.json").write_text(
+        json.dumps({"sequential_s": 80.0, "concurrent_commands_s": 60.0, "pool_s": 0.0})
+    )
+    with pytest.raises(subprocess.CalledProcessError):
+        _record(run)  # no DDP runs in the members' run
+    got = _record(run, "--ddp-run-dir", str(earlier))
+    assert got["members_parallel_time_ratio"] == pytest.approx(0.75)
+    assert got["ddp_epoch_ratio"] == pytest.approx(8.0 / 12.0)
+    assert got["ddp_by_batch"]["16"]["basis"] == "mean incl. first"
+    assert got["run_dirs"] == {"members": str(run), "ddp": str(earlier)}

@@ -101,22 +101,6 @@ def test_api_takes_structures_and_ase_atoms_alike(ensemble_dir, flla_structures)
     np.testing.assert_allclose(a["sigma"], a["members"].std(axis=1), atol=1e-9)
 
 
-def test_blocks_built_beside_the_members_give_the_same_predictions(ensemble_dir, flla_table):
-    """Graphs of the next block built in a second thread while the members predict (as on a
-    GPU): the same numbers, in the input order, as one block."""
-    from tracer.dataset import structure_tensors
-
-    ens = Ensemble.load(ensemble_dir)
-    structures = list(flla_table.structure[40:51])  # real FLLA crystals
-    ids = [f"s{k}" for k in range(len(structures))]
-    arrays = [structure_tensors(s) for s in structures]
-    whole = ens.predict_arrays(ids, arrays, device="cpu")
-    blocked = ens.predict_arrays(ids, arrays, device="cpu", block_size=3, batch_size=2)
-    np.testing.assert_allclose(blocked["members"], whole["members"], atol=1e-6)
-    single = ens.predict_arrays(ids[7:8], arrays[7:8], device="cpu")
-    np.testing.assert_allclose(blocked["members"][7], single["members"][0], atol=1e-6)
-
-
 def test_reading_keeps_multi_structure_files_apart(folder):
     read = read_structures([folder / "two.extxyz", folder / "two.extxyz"], cutoff=6.0)
     assert [i for _, i, _ in read.items] == ["two-0", "two-1"]  # a repeated path is read once

@@ -72,9 +72,26 @@ def test_speed_record_keys_the_profile_timing_as_gemnet_t():
     assert out["gemnet_t_nb30_b32_fp32_eager"]["timed_as"] == "gemnet_t_eager"
     assert out["gemnet_t_learned"]["timed_as"] == "gemnet_t_learned"
     assert out["alignn"] == raw["alignn"]
+    # a compiled timing is the profile's only when the profile compiles
+    raw["gemnet_t_compiled"] = {**timing(12, 32, "tf32", True, 4), "compiled": True}
+    out = speed_models_for_profile(raw, params)
+    assert out["gemnet_t"]["timed_as"] == "gemnet_t_nb12_tf32"
+    assert out["gemnet_t_nb12_b32_tf32_graphs4_compiled"]["timed_as"] == "gemnet_t_compiled"
+    out = speed_models_for_profile(raw, {**params, "train": {**params["train"], "compile": True}})
+    assert out["gemnet_t"]["timed_as"] == "gemnet_t_compiled"
+    assert out["gemnet_t_nb12_b32_tf32_graphs4"]["timed_as"] == "gemnet_t_nb12_tf32"
     params["train"]["shape_buckets"] = 8
     with pytest.raises(ValueError, match="profile's settings"):
         speed_models_for_profile(raw, params)
+
+
+def test_training_record_says_whether_members_were_compiled():
+    from tracer.records import _compiled_note
+
+    assert _compiled_note({"0": {"compiled": True}, "1": {"compiled": True}}) == "yes"
+    assert _compiled_note({"0": {"compiled": False}}) == "no"
+    assert _compiled_note({"0": {}}).startswith("no: trained before train.compile existed")
+    assert _compiled_note({"0": {"compiled": True}, "1": {}}).startswith("mixed")
 
 
 def _predictions(path, ids, y, pred):

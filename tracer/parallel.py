@@ -57,6 +57,17 @@ def plan(targets: Sequence[str], *, root: str | Path = ".", force: bool = False)
     return todo
 
 
+def child_env(device: str, slots: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of one stage command: ``CUDA_VISIBLE_DEVICES`` naming its device (empty for
+    ``"cpu"``) and, unless already set, ``OMP_NUM_THREADS`` at this machine's cores shared by
+    the ``slots`` commands running at once (commands that each start one thread per core
+    oversubscribe the CPU, and their CPU-side work slows down many-fold)."""
+    env = dict(os.environ if base is None else base)
+    env["CUDA_VISIBLE_DEVICES"] = "" if device == "cpu" else device
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(slots, 1))))
+    return env
+
+
 def run_parallel(
     targets: Sequence[str],
     devices: Sequence[str],
@@ -66,11 +77,11 @@ def run_parallel(
     log_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the stages of ``targets`` (e.g. ``["train"]``: every member) concurrently over
-    ``devices`` (CUDA device ids as strings; ``"cpu"`` hides every GPU from that slot), then
-    ``dvc commit`` them. Each stage's output goes to ``<log_dir>/<stage>.log`` (default
-    ``.dvc/tmp/parallel``). Returns per stage its device, wall time (s) and exit code, and the
-    total wall time; raises ``RuntimeError`` naming the stages that failed (nothing is then
-    committed)."""
+    ``devices`` (CUDA device ids as strings; ``"cpu"`` hides every GPU from that slot; each
+    command's environment: :func:`child_env`), then ``dvc commit`` them. Each stage's output
+    goes to ``<log_dir>/<stage>.log`` (default ``.dvc/tmp/parallel``). Returns per stage its
+    device, wall time (s) and exit code, and the total wall time; raises ``RuntimeError``
+    naming the stages that failed (nothing is then committed)."""
     from dvc.repo import Repo
 
     if not devices:
@@ -85,7 +96,7 @@ def run_parallel(
 
     def run(stage: Any) -> dict[str, Any]:
         dev = free.get()
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "" if dev == "cpu" else dev}
+        env = child_env(dev, len(devices))
         t0 = time.perf_counter()
         log = logs / f"{stage.addressing.replace('@', '_')}.log"
         with log.open("w") as fh:

@@ -24,7 +24,6 @@ is flagged "check with DFT" when the half-width of that interval exceeds ``thres
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 from collections.abc import Sequence
@@ -212,75 +211,25 @@ class Ensemble:
                                   max_neighbors=self.max_neighbors, workers=workers)  # fmt: skip
 
     def predict_arrays(self, ids: Sequence[str], arrays: Sequence[tuple[Any, Any, Any]], *,
-                       device: str = "auto", batch_size: int = 256, workers: int = 1,
-                       block_size: int | None = None) -> dict[str, np.ndarray]:  # fmt: skip
-        """:meth:`predict` from ``(z, pos Å, cell Å)`` tensors (no pymatgen): graphs built
+                       device: str = "auto", batch_size: int = 256,
+                       workers: int = 1) -> dict[str, np.ndarray]:  # fmt: skip
+        """:meth:`predict` from ``(z, pos Å, cell Å)`` tensors (no pymatgen): graphs built once
         (:meth:`graphs`) and moved to the device, then every member (loaded once and kept) in
-        inference mode over batches of at most ``batch_size`` structures.
-
-        The structures go in blocks of ``block_size`` (by size; default 1,024 on a GPU, one
-        block on the CPU): the graphs of the next block are built in a second thread (on a GPU,
-        on a stream of its own) while the members predict this one, so that graph construction
-        and the members overlap. Graphs on the CPU are built in ``workers`` processes."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        import torch
-
-        from tracer.train import pick_device
-
-        dev = pick_device(device)
-        self._load_models(dev)
-        preds = np.zeros((len(ids), len(self._models)))
-        if block_size is None:
-            block_size = 1024 if dev.type == "cuda" else max(len(ids), 1)
-        if len(ids) <= block_size:
-            preds[:] = self._predict_graphs(
-                self.graphs(ids, arrays, device=device, workers=workers), dev, batch_size
-            )
-        else:
-            by_size = np.argsort([len(a[0]) for a in arrays], kind="stable")
-            blocks = [by_size[k : k + block_size] for k in range(0, len(ids), block_size)]
-            side = torch.cuda.Stream(dev) if dev.type == "cuda" else None
-
-            def build(block: np.ndarray) -> Any:
-                # graphs come back on the CPU, so the side stream's work is done on return
-                with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-                    return self.graphs([ids[i] for i in block], [arrays[i] for i in block],
-                                       device=device, workers=workers)  # fmt: skip
-
-            with ThreadPoolExecutor(1) as pool:
-                pending = pool.submit(build, blocks[0])
-                for k, block in enumerate(blocks):
-                    data = pending.result()
-                    if k + 1 < len(blocks):
-                        pending = pool.submit(build, blocks[k + 1])
-                    preds[block] = self._predict_graphs(data, dev, batch_size)
-        for m, (_, scaler) in enumerate(self._models):
-            preds[:, m] = scaler.inverse(preds[:, m])
-        mean, sigma = preds.mean(axis=1), preds.std(axis=1, ddof=0)
-        half = Z95 * (self.sigma_scale or 1.0) * sigma
-        return {"mean": mean, "sigma": sigma, "lower": mean - half, "upper": mean + half,
-                "members": preds}  # fmt: skip
-
-    def _load_models(self, dev: Any) -> None:
-        """Every member on ``dev`` (loaded once and kept)."""
-        from tracer.train import load_member
-
-        if self._models and next(self._models[0][0].parameters()).device == dev:
-            return
-        self._models = []
-        for path in self.members:
-            model, scaler, record = load_member(path, dev)
-            self._models.append((model, scaler))
-            self._precision = record.get("train_config", {}).get("precision", "fp32")
-
-    def _predict_graphs(self, data: Any, dev: Any, batch_size: int) -> np.ndarray:
-        """Every member's normalised outputs ``[S, M]`` for a :class:`GraphDataset`."""
+        inference mode over batches of at most ``batch_size`` structures."""
         import torch
 
         from tracer.dataset import batches_by_size
         from tracer.models.gemnet import check_atomic_numbers
+        from tracer.train import load_member, pick_device
 
+        dev = pick_device(device)
+        data = self.graphs(ids, arrays, device=device, workers=workers)
+        if not self._models or next(self._models[0][0].parameters()).device != dev:
+            self._models = []
+            for path in self.members:
+                model, scaler, record = load_member(path, dev)
+                self._models.append((model, scaler))
+                self._precision = record.get("train_config", {}).get("precision", "fp32")
         for model, _ in self._models:
             check_atomic_numbers(data.z, model.config.num_elements)
         data_dev = data.to(dev)
@@ -298,9 +247,14 @@ class Ensemble:
                     batch = data_dev.collate(b)
                     out = torch.stack([model(batch).double() for model, _ in self._models], 1)
                     preds[b] = out.cpu().numpy()
+            for m, (_, scaler) in enumerate(self._models):
+                preds[:, m] = scaler.inverse(preds[:, m])
         finally:
             torch.backends.cuda.matmul.allow_tf32 = before
-        return preds
+        mean, sigma = preds.mean(axis=1), preds.std(axis=1, ddof=0)
+        half = Z95 * (self.sigma_scale or 1.0) * sigma
+        return {"mean": mean, "sigma": sigma, "lower": mean - half, "upper": mean + half,
+                "members": preds}  # fmt: skip
 
 
 def screen(

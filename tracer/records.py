@@ -89,6 +89,18 @@ def _speed_settings(m: dict[str, Any]) -> tuple:
             bool(m.get("compiled", False)))  # fmt: skip
 
 
+def _compiled_note(members: dict[str, Any]) -> str:
+    """Whether the run's members trained through ``torch.compile`` (``train.compile``)."""
+    flags = {m.get("compiled") for m in members.values()}
+    if flags == {None}:
+        return "no: trained before train.compile existed (eager forward inside CUDA graphs)"
+    if flags == {True}:
+        return "yes"
+    if flags == {False}:
+        return "no"
+    return f"mixed: {sorted(str(f) for f in flags)}"
+
+
 def speed_models_for_profile(raw_models: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """The timings of a ``train_speed.py`` run keyed for the record: ``gemnet_t`` is the one
     entry timed with the profile's settings (neighbours, batch size, precision, CUDA graphs
@@ -120,7 +132,8 @@ def speed_models_for_profile(raw_models: dict[str, Any], params: dict[str, Any])
             continue
         nb, bs, prec, graphed, buckets, comp = settings
         mode = (f"graphs{buckets}" if graphed else "eager") + ("_compiled" if comp else "")
-        out[f"gemnet_t_nb{nb}_b{bs}_{prec}_{mode}"] = {**m, "timed_as": name}
+        key = f"gemnet_t_nb{nb}_b{bs}_{prec}_{mode}"
+        out[key if key not in out else name] = {**m, "timed_as": name}  # a second: its own name
     if match is None:
         raise ValueError(
             f"speed.json has no GemNet-T timing with the profile's settings "
@@ -288,6 +301,8 @@ def record_gpu_run(
             "dataset": dataset,
             **training,
             "best_val_mae_mean": float(np.mean([m["best_val_mae"] for m in members_info.values()])),
+            # the profile may have changed since: say how these members' forward pass ran
+            "compiled": _compiled_note(members_info),
         },
         prov,
     )
@@ -501,7 +516,8 @@ def model_card(
         f"member, {len(members)} members (seeds {', '.join(members)}); graph cutoff "
         f"{params['graph']['cutoff_angstrom']} Å, at most {params['graph']['max_neighbors']} "
         "neighbours",
-        f"- Trained on {first['device']} (profile `gpu`), best epoch on validation MAE",
+        f"- Trained on {first['device']} (profile `gpu`), best epoch on validation MAE; "
+        f"forward pass compiled: {_compiled_note(members)}",
         f"- Stored weights: {half['stored_dtype']}; largest change of a member's test "
         f"prediction against float32: {half['max_abs_diff_ev_per_atom']:.1e} eV/atom "
         f"(tolerance {half['tolerance_ev_per_atom']:.0e})",

@@ -562,6 +562,7 @@ def write_member(
         "device": _device_name(device),
         "num_params": sum(p.numel() for p in model.parameters()),
         "ema_decay": train_config.ema_decay,
+        "compiled": train_config.compile,
         **extra,
     }
     member = {
