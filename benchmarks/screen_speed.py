@@ -6,8 +6,10 @@ Both start from the same in-memory structures (atomic numbers, positions and cel
 
 * GemNet-T ensemble: :meth:`tracer.predict.Ensemble.predict_arrays` — graphs built once (in
   size-sorted chunks on a GPU; one by one in ``--workers`` processes on the CPU), then every
-  member over batches of ``--batch`` structures in inference mode (building the next block's
-  graphs in a second thread beside the members was tried: no faster, NOTES.md 20);
+  member over batches of ``--batch`` structures in inference mode; with ``--compile`` also with
+  the members compiled (the warm-up call pays the compilation: ``warmup_s``), the faster way
+  counted (building the next block's graphs in a second thread beside the members was tried:
+  no faster, NOTES.md 20);
 * ALIGNN (published size, ``alignn`` package's pure-torch model; random weights, as only the
   compute is timed): graphs from the package's own builder (``alignn.torch_graph_builder``) at
   its ``TrainingConfig`` defaults — all first, in ``--workers`` CPU processes or one by one on
@@ -57,17 +59,19 @@ def _timed(fn, dev, repeats):
     return statistics.median(times), times, out
 
 
-def gemnet(ens, ids, arrays, dev, batch, workers, repeats):
-    ens.predict_arrays(ids[:32], arrays[:32], device=str(dev), batch_size=batch)  # warm-up
+def gemnet(ens, ids, arrays, dev, batch, workers, repeats, compile=False):
+    kw = {"device": str(dev), "batch_size": batch, "workers": workers, "compile": compile}
+    t0 = time.perf_counter()
+    ens.predict_arrays(ids[:32], arrays[:32], **kw)  # warm-up (and compilation)
+    warmup_s = time.perf_counter() - t0
     g_s, _, _ = _timed(lambda: ens.graphs(ids, arrays, device=str(dev), workers=workers),
                        dev, repeats)  # fmt: skip
-    total, times, out = _timed(
-        lambda: ens.predict_arrays(ids, arrays, device=str(dev), batch_size=batch,
-                                   workers=workers), dev, repeats)  # fmt: skip
+    total, times, out = _timed(lambda: ens.predict_arrays(ids, arrays, **kw), dev, repeats)
     assert np.isfinite(out["mean"]).all()
     return {"s": total, "times_s": times, "graph_s": g_s, "structures_per_s": len(ids) / total,
             "members": len(ens.members), "graphs_on": "device chunks" if dev.type == "cuda"
-            else f"cpu, {workers} processes"}  # fmt: skip
+            else f"cpu, {workers} processes", "compiled": compile, "warmup_s": warmup_s,
+            "predictions": out["members"]}  # fmt: skip
 
 
 def alignn(arrays, cells, dev, batch, workers, repeats):
@@ -135,6 +139,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the members compiled (tracer.steps.compiled)")  # fmt: skip
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     dev = pick_device(args.device)
@@ -149,9 +155,14 @@ def main() -> None:
            "n_structures": n, "batch": args.batch, "workers": args.workers,
            "repeats": args.repeats, "gemnet_t_ensemble": gemnet(ens, ids, arrays, *run),
            "alignn": alignn(arrays, cells, *run)}  # fmt: skip
-    out["ratio_ensemble_over_alignn"] = (
-        out["gemnet_t_ensemble"]["structures_per_s"] / out["alignn"]["structures_per_s"]
-    )
+    plain = out["gemnet_t_ensemble"].pop("predictions")
+    if args.compile:  # the same members compiled; the faster way is the ensemble's
+        fused = gemnet(ens, ids, arrays, *run, compile=True)
+        diff = float(np.abs(fused.pop("predictions") - plain).max())
+        out["gemnet_t_ensemble_compiled"] = {**fused, "max_abs_diff_ev_per_atom": diff}
+    rates = {k: v["structures_per_s"] for k, v in out.items() if k.startswith("gemnet_t_ensemble")}
+    out["ensemble_timed_as"] = max(rates, key=rates.get)
+    out["ratio_ensemble_over_alignn"] = max(rates.values()) / out["alignn"]["structures_per_s"]
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
 

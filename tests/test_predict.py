@@ -101,6 +101,18 @@ def test_api_takes_structures_and_ase_atoms_alike(ensemble_dir, flla_structures)
     np.testing.assert_allclose(a["sigma"], a["members"].std(axis=1), atol=1e-9)
 
 
+def test_compiled_members_predict_as_the_members(ensemble_dir, flla_structures):
+    from tracer.dataset import structure_tensors
+
+    ens = Ensemble.load(ensemble_dir)
+    arrays = [structure_tensors(s) for s in flla_structures]
+    ids = [str(k) for k in range(len(arrays))]
+    plain = ens.predict_arrays(ids, arrays, device="cpu", batch_size=3)
+    fused = ens.predict_arrays(ids, arrays, device="cpu", batch_size=3, compile=True)
+    np.testing.assert_allclose(fused["members"], plain["members"], atol=1e-5)
+    assert len(ens._compiled) == len(ens.members)  # kept for the next call
+
+
 def test_reading_keeps_multi_structure_files_apart(folder):
     read = read_structures([folder / "two.extxyz", folder / "two.extxyz"], cutoff=6.0)
     assert [i for _, i, _ in read.items] == ["two-0", "two-1"]  # a repeated path is read once
