@@ -8,8 +8,8 @@
 #      stages), then the same two commands at once, one per GPU (as `tracer train-parallel` runs
 #      the stages' commands), then both from one process pool (`train-ensemble --parallel 2`);
 #      wall times of whole commands in walls.json.
-# Shortened schedules (EPOCHS, DDP_EPOCHS) keep it within one device call; DDP=0 or POOL=0 skip
-# parts 1 or the pool of part 2 (the graphs are then built once here for the members).
+# Shortened schedules (EPOCHS, DDP_EPOCHS) keep it within one device call; DDP=0, MEMBERS=0 or
+# POOL=0 skip part 1, part 2, or the pool of part 2 (with DDP=0 the graphs are built once here).
 # Then, here: python benchmarks/scaleout_record.py --run-dir RUN --device CARD (RUN without *.pt).
 set -u
 S=${STRUCTURES:-flla_structures.pt}; SP=${SPLIT:-data/splits/flla.json}; R=${RUN:-/tmp/scaleout}
@@ -44,6 +44,7 @@ for b in $BATCHES; do  # the first run builds the graphs into the shared cache
         --seed 0 --graphs-cache "$R/graphs" --workers "$W" > "$R/ddp${n}_b$b.log" 2>&1
   done
 done
+[ "${MEMBERS:-1}" = 0 ] && exit 0
 for d in seq0 seq1 cmd0 cmd1 par; do mkdir -p "$R/$d"; cp "$R"/graphs/*.pt "$R/$d/graphs.pt"; done
 now() { date +%s.%N; }
 t0=$(now)
