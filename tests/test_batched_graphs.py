@@ -57,3 +57,29 @@ def test_chunks_respect_the_budget_and_cover_everything():
     assert sorted(np.concatenate(groups).tolist()) == list(range(6))
     for g in groups:  # padded cost: the group's largest times its size, unless alone
         assert len(g) == 1 or cost[g].max() * len(g) <= 6.0
+
+
+def test_image_ranges_of_a_stack_match_one_cell_at_a_time(flla_arrays):
+    from tracer.batched_graphs import _image_ranges
+    from tracer.graphs import image_ranges
+
+    cells = torch.stack([c.to(torch.float64) for _, _, c in flla_arrays[1]])
+    want = torch.stack([image_ranges(c, 6.0) for c in cells])
+    assert torch.equal(_image_ranges(cells, 6.0), want)
+
+
+def test_first_bad_structure_in_input_order_is_named(flla_arrays):
+    ids, arrays = flla_arrays
+    z, _, _ = arrays[0]
+    lonely = (z[:1].repeat(2), torch.tensor([[0.0, 0, 0], [10.0, 10, 10]], dtype=torch.float64),
+              torch.eye(3, dtype=torch.float64) * 30.0)  # fmt: skip
+    # one atom in a cell 0.05 Å thick along c: images up to ±120 along c are in range, so with
+    # no neighbour cap the offsets leave int8
+    flat = (z[:1], torch.zeros(1, 3, dtype=torch.float64),
+            torch.diag(torch.tensor([3.0, 3.0, 0.025], dtype=torch.float64)))  # fmt: skip
+    with pytest.raises(ValueError, match="flat-cell: image offsets beyond int8"):
+        graphs_batched([ids[0], "flat-cell", "lonely-cell"], [arrays[0], flat, lonely], None,
+                       cutoff=6.0, max_neighbors=None)  # fmt: skip
+    with pytest.raises(ValueError, match=r"lonely-cell: atoms \[0, 1\]"):
+        graphs_batched([ids[0], "lonely-cell", "flat-cell"], [arrays[0], lonely, flat], None,
+                       cutoff=6.0, max_neighbors=None)  # fmt: skip

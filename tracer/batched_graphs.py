@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from tracer.dataset import GraphDataset
-from tracer.graphs import _finish, cap_neighbors, image_ranges
+from tracer.graphs import _finish, cap_neighbors
 
 
 def _chunks(cost: np.ndarray, budget: float) -> list[np.ndarray]:
@@ -37,26 +37,29 @@ def _chunks(cost: np.ndarray, budget: float) -> list[np.ndarray]:
 
 
 def _chunk_edges(
-    pos: list[Tensor],
+    pos: Tensor,
+    atom_start: Tensor,
+    n: Tensor,
     cell: Tensor,
     reps: Tensor,
     cutoff: float,
     max_neighbors: int | None,
     tolerance: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Edges of a chunk: global source/target atom ids (atoms numbered structure after
-    structure), offsets and global reverse ids, sorted as :func:`tracer.graphs._finish`
-    sorts them, plus each structure's atom count."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Edges of a chunk of structures whose atoms are ``pos[atom_start[b]:][:n[b]]`` (``pos``
+    of every structure, on the device): source/target atom ids numbered structure after
+    structure within the chunk, offsets and reverse edge ids, sorted as
+    :func:`tracer.graphs._finish` sorts them (so each structure's edges are contiguous)."""
     device = cell.device
-    b = len(pos)
-    n = torch.tensor([len(p) for p in pos], device=device)
+    b = len(n)
     n_max = int(n.max())
     base = torch.cumsum(n, 0) - n
+    owner = torch.repeat_interleave(torch.arange(b, device=device), n)
+    local = torch.arange(owner.numel(), device=device) - base[owner]
     padded = torch.zeros(b, n_max, 3, dtype=torch.float64, device=device)
     valid = torch.zeros(b, n_max, dtype=torch.bool, device=device)
-    for i, p in enumerate(pos):
-        padded[i, : len(p)] = p
-        valid[i, : len(p)] = True
+    padded[owner, local] = pos[atom_start[owner] + local]
+    valid[owner, local] = True
     frac = padded @ torch.linalg.inv(cell)
     shift = torch.floor(frac)
     wrapped = padded - shift @ cell
@@ -79,11 +82,11 @@ def _chunk_edges(
     del dist, ok
     offset = images[k_idx] + shift[b_idx, t_idx].long() - shift[b_idx, s_idx].long()
     t_g, s_g = base[b_idx] + t_idx, base[b_idx] + s_idx
-    total = int(n.sum())
+    total = owner.numel()
     if max_neighbors is not None and t_g.numel() > 0:
         s_g, t_g, offset = cap_neighbors(s_g, t_g, offset, d, total, max_neighbors, tolerance)
     g = _finish(s_g, t_g, offset, total)
-    return g.source, g.target, g.offset, g.reverse, n
+    return g.source, g.target, g.offset, g.reverse
 
 
 def graphs_batched(
@@ -102,7 +105,9 @@ def graphs_batched(
     :func:`tracer.dataset.graphs_from_arrays` builds, computed chunk by chunk on ``device``
     (the dataset comes back on the CPU). ``budget``: padded pair-image distances per chunk
     (atoms² × images × structures), which bounds its memory (about 40 bytes each); default
-    3e7 on a GPU, 2e6 on the CPU (cache-sized chunks).
+    3e7 on a GPU, 2e6 on the CPU (cache-sized chunks). Positions go to the device once, and
+    the edges of every chunk are put back in the structures' order by one stable sort: no step
+    runs once per structure.
 
     Raises ``ValueError`` naming the structure when an atom has no neighbour within the cutoff
     or an image offset leaves the int8 range, as the per-structure builder does."""
@@ -113,41 +118,30 @@ def graphs_batched(
     if (n_atoms == 0).any():
         raise ValueError(f"{ids[int(np.argmin(n_atoms))]}: structure has no atoms")
     cells = torch.stack([c.to(torch.float64) for _, _, c in arrays])
-    reps = torch.stack([image_ranges(c, cutoff) for c in cells])
+    reps = _image_ranges(cells, cutoff)
     images = (2 * reps + 1).prod(dim=1).numpy()
     cost = n_atoms.astype(float) ** 2 * images
-    per = [None] * len(arrays)
+    pos = torch.cat([p.to(torch.float64) for _, p, _ in arrays])
+    atom_ptr = _ptr(n_atoms)
+    pos_dev, cells_dev = pos.to(device), cells.to(device)
+    n_dev, start_dev = torch.from_numpy(n_atoms).to(device), atom_ptr[:-1].to(device)
+    parts: list[tuple[Tensor, ...]] = []
     for chunk in _chunks(cost, budget):
-        pos = [arrays[i][1].to(device, torch.float64) for i in chunk]
-        src, tgt, off, rev, n = _chunk_edges(
-            pos, cells[chunk].to(device), reps[chunk].amax(0), cutoff, max_neighbors, tolerance
-        )
-        src, tgt, off, rev, n = (x.cpu() for x in (src, tgt, off, rev, n))
+        c = torch.from_numpy(chunk).to(device)
+        src, tgt, off, rev = _chunk_edges(
+            pos_dev, start_dev[c], n_dev[c], cells_dev[c], reps[chunk].amax(0), cutoff,
+            max_neighbors, tolerance,
+        )  # fmt: skip
+        n = n_dev[c]
         base = torch.cumsum(n, 0) - n
-        owner = torch.repeat_interleave(torch.arange(len(chunk)), n)[tgt]
+        owner = torch.repeat_interleave(torch.arange(len(chunk), device=device), n)[tgt]
         counts = torch.bincount(owner, minlength=len(chunk))
         e_start = torch.cumsum(counts, 0) - counts
-        for j, i in enumerate(chunk):
-            lo, hi = int(e_start[j]), int(e_start[j] + counts[j])
-            sl = slice(lo, hi)
-            per[i] = (src[sl] - base[j], tgt[sl] - base[j], off[sl], rev[sl] - lo)
-    src_l, tgt_l, off_l, rev_l = [], [], [], []
-    for rid, (z, _, _), (s, t, o, r) in zip(ids, arrays, per, strict=True):
-        present = torch.zeros(len(z), dtype=torch.bool)
-        present[t] = True
-        if not bool(present.all()):
-            lonely = torch.nonzero(~present).flatten().tolist()
-            raise ValueError(f"{rid}: atoms {lonely[:5]} have no neighbour within {cutoff} Å")
-        if o.numel() and int(o.abs().max()) > 127:
-            raise ValueError(f"{rid}: image offsets beyond int8 range")
-        src_l.append(s.to(torch.int32))
-        tgt_l.append(t.to(torch.int32))
-        off_l.append(o.to(torch.int8))
-        rev_l.append(r.to(torch.int32))
-
-    def ptr(counts: Sequence[int]) -> Tensor:
-        return torch.tensor([0, *np.cumsum(counts)], dtype=torch.long)
-
+        parts.append((c[owner], src - base[owner], tgt - base[owner], off, rev - e_start[owner]))
+    struct, src, tgt, off, rev = (torch.cat(x) for x in zip(*parts, strict=True))
+    order = torch.argsort(struct, stable=True)  # chunk edges of a structure stay in their order
+    struct, src, tgt, off, rev = (x[order].cpu() for x in (struct, src, tgt, off, rev))
+    _check(ids, atom_ptr, struct, tgt, off, cutoff)
     return GraphDataset(
         ids=list(ids),
         target=torch.tensor(
@@ -155,15 +149,45 @@ def graphs_batched(
             dtype=torch.float64,
         ),
         z=torch.cat([z.to(torch.int16) for z, _, _ in arrays]),
-        pos=torch.cat([p.to(torch.float64) for _, p, _ in arrays]),
+        pos=pos,
         cell=cells,
-        atom_ptr=ptr(n_atoms.tolist()),
-        source=torch.cat(src_l),
-        target_atom=torch.cat(tgt_l),
-        offset=torch.cat(off_l),
-        reverse=torch.cat(rev_l),
-        edge_ptr=ptr([len(s) for s in src_l]),
+        atom_ptr=atom_ptr,
+        source=src.to(torch.int32),
+        target_atom=tgt.to(torch.int32),
+        offset=off.to(torch.int8),
+        reverse=rev.to(torch.int32),
+        edge_ptr=_ptr(torch.bincount(struct, minlength=len(ids)).numpy()),
         cutoff=float(cutoff),
         max_neighbors=max_neighbors,
         unit=unit,
     )
+
+
+def _image_ranges(cells: Tensor, cutoff: float) -> Tensor:
+    """:func:`tracer.graphs.image_ranges` of a stack of cells ``[N, 3, 3]`` (Å) at once."""
+    spacing = 1.0 / torch.linalg.norm(torch.linalg.inv(cells), dim=-2)
+    return torch.ceil(cutoff / spacing).to(torch.long)
+
+
+def _ptr(counts: np.ndarray) -> Tensor:
+    return torch.tensor([0, *np.cumsum(counts)], dtype=torch.long)
+
+
+def _check(
+    ids: Sequence[str], atom_ptr: Tensor, struct: Tensor, tgt: Tensor, off: Tensor, cutoff: float
+) -> None:
+    """The per-structure builder's errors, for the first structure (in input order) that has
+    one: an atom without a neighbour within ``cutoff`` Å, or an image offset beyond int8."""
+    present = torch.zeros(int(atom_ptr[-1]), dtype=torch.bool)
+    present[atom_ptr[struct] + tgt] = True
+    lonely = torch.nonzero(~present).flatten()
+    lonely_struct = torch.searchsorted(atom_ptr, lonely, right=True) - 1
+    far = struct[(off.abs() > 127).any(dim=1)] if off.numel() else struct[:0]
+    first_lonely = int(lonely_struct.min()) if lonely.numel() else len(ids)
+    first_far = int(far.min()) if far.numel() else len(ids)
+    if first_lonely < len(ids) and first_lonely <= first_far:
+        atoms = (lonely[lonely_struct == first_lonely] - atom_ptr[first_lonely]).tolist()
+        raise ValueError(f"{ids[first_lonely]}: atoms {atoms[:5]} have no neighbour within "
+                         f"{cutoff} Å")  # fmt: skip
+    if first_far < len(ids):
+        raise ValueError(f"{ids[first_far]}: image offsets beyond int8 range")
