@@ -9,7 +9,8 @@ CPU scale-up measurement (``results/cpu/scale_up.json`` of ``benchmarks/scale_up
   GPU, at the same effective batch (first epoch excluded; without per-epoch histories, the mean
   over all epochs, ``basis``; target ≤ 0.6), at the largest batch the
   run measured (``ddp_batch``); ``ddp_by_batch`` holds every batch measured, with each run's best
-  validation MAE (same within noise at equal effective batch);
+  validation MAE (same within noise at equal effective batch) and, where the histories hold
+  them, the medians of the epoch's two parts, the steps (``train_s``) and validation (``val_s``);
 * ``host_mem_peak_gib_130k``: peak resident memory of preprocessing and one training epoch over
   the ~130k-structure scale-up on the CPU machine (target < 24 GiB).
 
@@ -42,6 +43,15 @@ def _epoch_time(run: Path, epochs: int) -> tuple[float, list[float] | None, int,
         return statistics.median(times[1:] or times), times, history[-1]["processes"], "median"
     summary = _log_summary(run)
     return summary["train_time_s"] / epochs, None, summary["processes"], "mean incl. first"
+
+
+def _part_median(run: Path, key: str) -> float | None:
+    """Median after the first epoch of one part of the epoch (``train_s``: the steps, ``val_s``:
+    validation), from histories that hold them (None otherwise)."""
+    found = sorted(run.glob("work/member_*/history.json"))
+    history = json.loads(found[0].read_text()) if found else []
+    times = [h[key] for h in history if key in h]
+    return statistics.median(times[1:] or times) if times else None
 
 
 def _log_summary(run: Path) -> dict:
@@ -102,6 +112,10 @@ def main() -> None:
         ddp[batch] = {"ratio": two / one, "epoch_s": {"1": one, "2": two}, "basis": basis,
                       "epoch_times_s": {"1": one_times, "2": two_times},
                       "best_val_mae": best, "epochs": epochs}  # fmt: skip
+        for part in ("train_s", "val_s"):  # the epoch's two parts, where recorded
+            t1, t2 = _part_median(one_dir, part), _part_median(two_dir, part)
+            if t1 is not None and t2 is not None:
+                ddp[batch][part] = {"1": t1, "2": t2, "ratio": t2 / t1}
     if not ddp:
         raise FileNotFoundError(f"{ddp_run}: no ddp1_b<batch> runs")
     largest = max(ddp, key=int)

@@ -18,10 +18,13 @@ def _training(path: Path, wall: float, train_s: float, seed: int) -> None:
     (path / "training.json").write_text(json.dumps(record))
 
 
-def _ddp(run: Path, n: int, batch: int, epoch_s: list[float], val: float) -> None:
+def _ddp(run: Path, n: int, batch: int, epoch_s: list[float], val: float, parts: bool = False):
     work = run / f"ddp{n}_b{batch}" / "work" / "member_0"
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     history = [{"epoch_time_s": t, "val_mae": val, "processes": n} for t in epoch_s]
+    if parts:  # trainers since the eighth session: the steps and validation timed apart
+        history = [{**h, "train_s": 0.8 * h["epoch_time_s"], "val_s": 0.2 * h["epoch_time_s"]}
+                   for h in history]  # fmt: skip
     (work / "history.json").write_text(json.dumps(history))
 
 
@@ -101,3 +104,13 @@ def test_ddp_runs_can_come_from_an_earlier_run_of_logs_only(run, tmp_path):
     assert got["ddp_epoch_ratio"] == pytest.approx(8.0 / 12.0)
     assert got["ddp_by_batch"]["16"]["basis"] == "mean incl. first"
     assert got["run_dirs"] == {"members": str(run), "ddp": str(earlier)}
+
+
+def test_epoch_parts_are_recorded_where_histories_hold_them(run):
+    _ddp(run, 1, 16, [9.0, 2.0, 2.0, 2.2], 0.3, parts=True)
+    _ddp(run, 2, 16, [9.0, 1.0, 1.2, 1.1], 0.31, parts=True)
+    got = _record(run)["ddp_by_batch"]
+    assert got["16"]["train_s"]["1"] == pytest.approx(1.6)
+    assert got["16"]["train_s"]["ratio"] == pytest.approx(0.88 / 1.6)
+    assert got["16"]["val_s"]["2"] == pytest.approx(0.22)
+    assert "train_s" not in got["8"]  # older histories: the epoch only

@@ -13,10 +13,11 @@ import torch.multiprocessing as mp
 from test_train import CFG
 
 from tracer.dataset import GraphDataset, structures_to_graphs
-from tracer.distributed import rank_batches, train_ddp
+from tracer.distributed import rank_batches, sharded_val_mae, train_ddp
 from tracer.models.baselines import build_model
+from tracer.normalization import TargetScaler
 from tracer.steps import compiled, weighted_loss
-from tracer.train import TrainConfig, load_member
+from tracer.train import TrainConfig, load_member, predict_normalised
 from tracer.validation import validate
 
 
@@ -95,6 +96,9 @@ def test_two_processes_checkpoint_and_one_resumes(small, tmp_path):
     mp.spawn(_train_worker, args=(2, _free_port(), graphs, split, one, tmp_path), nprocs=2)
     first = torch.load(tmp_path / "work" / "last.pt", weights_only=False)
     assert first["finished"] and first["state"]["history"][0]["processes"] == 2
+    row = first["state"]["history"][0]  # the epoch's time and its parts
+    assert row["train_s"] > 0 and row["val_s"] > 0
+    assert row["train_s"] + row["val_s"] == pytest.approx(row["epoch_time_s"], abs=1e-3)
     # the same run with a longer schedule is another run (the schedule is part of its identity);
     # so resume the 1-epoch run's checkpoint by marking it unfinished under a 2-epoch identity
     two = TrainConfig(max_epochs=2, batch_size=8, scale_fit_batches=1, warmup_epochs=0)
@@ -112,6 +116,39 @@ def test_two_processes_checkpoint_and_one_resumes(small, tmp_path):
     assert record["history"][0] == first["state"]["history"][0]  # kept, not redone
     # per-epoch history beside the checkpoint, as the one-GPU trainer writes it
     assert json.loads((tmp_path / "work" / "history.json").read_text()) == record["history"]
+
+
+def _val_worker(rank, world, port, graphs, n_val, out):
+    _env(rank, world, port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    data = GraphDataset.load(graphs)
+    torch.manual_seed(0)
+    model = build_model(CFG).eval()
+    idx = np.arange(len(data))[::-1][:n_val].copy()  # not in dataset order
+    y = data.target[torch.as_tensor(idx)].numpy()
+    scaler = TargetScaler(mean=-1.0, std=2.0, n_train=16)
+    mae = sharded_val_mae(model, data, idx, y, scaler, rank=rank, world=world, batch_size=2,
+                          device=torch.device("cpu"))  # fmt: skip
+    torch.save(mae, out / f"mae_{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("n_val", [5, 1])  # shares of 3 and 2; one rank with none
+def test_validation_shared_by_two_ranks_gives_one_process_mae(small, tmp_path, n_val):
+    graphs, _ = small
+    mp.spawn(_val_worker, args=(2, _free_port(), graphs, n_val, tmp_path), nprocs=2)
+    data = GraphDataset.load(graphs)
+    torch.manual_seed(0)
+    model = build_model(CFG).eval()
+    idx = np.arange(len(data))[::-1][:n_val].copy()
+    pred = TargetScaler(mean=-1.0, std=2.0, n_train=16).inverse(
+        predict_normalised(model, data, idx, batch_size=2, device=torch.device("cpu"))
+    )
+    want = float(np.mean(np.abs(pred - data.target[torch.as_tensor(idx)].numpy())))
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"mae_{rank}.pt") == pytest.approx(want, rel=1e-6)
 
 
 def test_ranks_share_an_epoch_without_overlap():

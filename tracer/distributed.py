@@ -21,18 +21,24 @@ GPU only pays off once a step's time is the GPU's own work (benchmarks/NOTES.md 
 
 The checkpoint (``work_dir/last.pt``) holds the unwrapped model, optimiser, schedule and
 training state, identical on every rank and written by rank 0: a run resumes from it with any
-number of processes. Validation runs on rank 0 and its MAE is broadcast, so every rank takes the
-same early-stopping and best-epoch decisions. The member file has the format of
+number of processes. Validation is shared out too: each rank predicts every ``W``-th validation
+structure and the absolute errors' sum and count are all-reduced, so every rank gets the same MAE
+and takes the same early-stopping and best-epoch decisions. Each epoch's history row holds the
+epoch time and its two parts, the steps (``train_s``) and validation (``val_s``). With CUDA graphs
+on more than one process the forward pass runs uncompiled whatever ``train.compile`` says: the
+compiled module inside captured DDP steps hung on two H100s (benchmarks/NOTES.md 24); the member
+records that it ran uncompiled. The member file has the format of
 :func:`tracer.train.train_member`'s, so prediction and the ensemble code read it unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +66,8 @@ from tracer.train import (
     run_identity,
     write_member,
 )
+
+log = logging.getLogger(__name__)
 
 #: eager DDP steps before the first CUDA-graph capture (PyTorch's CUDA-graph notes on DDP)
 DDP_GRAPH_WARMUP = 11
@@ -112,6 +120,33 @@ def _broadcast(value: Any, world: int) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def sharded_val_mae(
+    model: torch.nn.Module,
+    data_dev: GraphDataset,
+    val_idx: np.ndarray,
+    y_val: np.ndarray,
+    scaler: TargetScaler,
+    *,
+    rank: int,
+    world: int,
+    batch_size: int,
+    device: torch.device,
+) -> float:
+    """Validation MAE (eV/atom) with the structures shared out: rank ``r`` predicts
+    ``val_idx[r::world]``, and the absolute errors' sum and count are all-reduced (float64), so
+    every rank returns the MAE over all of ``val_idx`` (``y_val`` in its order)."""
+    mine = np.arange(rank, len(val_idx), world)
+    err = torch.zeros(2, dtype=torch.float64, device=device)
+    if len(mine):
+        pred = scaler.inverse(predict_normalised(model, data_dev, val_idx[mine],
+                                                 batch_size=batch_size, device=device))  # fmt: skip
+        err[0] = float(np.abs(pred - y_val[mine]).sum())
+        err[1] = len(mine)
+    if world > 1:
+        dist.all_reduce(err)
+    return float(err[0] / err[1])
 
 
 def train_ddp(
@@ -176,6 +211,10 @@ def train_ddp(
         if ckpt is not None:
             ema.load_state_dict(ckpt["ema"])
     wrapped: torch.nn.Module = model
+    if train_config.compile and world > 1 and graphed:
+        log.warning("train.compile is ignored under DDP with CUDA graphs (hung on two H100s: "
+                    "benchmarks/NOTES.md 24); the forward pass runs uncompiled")  # fmt: skip
+        train_config = replace(train_config, compile=False)
     # DDP wraps the compiled module: its gradient hooks sit on the same parameters
     inner = compiled(model) if train_config.compile and world > 1 else model
     if world > 1 and graphed:  # for CUDA-graph capture DDP is built on a side stream
@@ -216,13 +255,14 @@ def train_ddp(
                                                     device=dev)])  # fmt: skip
             dist.all_reduce(sums)
             total, count = sums[0], int(sums[1])
-        val_mae = None
-        if rank == 0:
-            pred = scaler.inverse(predict_normalised(eval_model, data_dev, val_idx,
-                                  batch_size=train_config.eval_batch_size, device=dev))  # fmt: skip
-            val_mae = float(np.mean(np.abs(pred - y_val)))
-        val_mae = _broadcast(val_mae, world)
-        epoch_time = time.perf_counter() - t0
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t_val = time.perf_counter()
+        val_mae = sharded_val_mae(eval_model, data_dev, val_idx, y_val, scaler, rank=rank,
+                                  world=world, batch_size=train_config.eval_batch_size,
+                                  device=dev)  # fmt: skip
+        t_end = time.perf_counter()
+        epoch_time = t_end - t0
         state.train_time_s += epoch_time
         if val_mae < state.best_val_mae:
             state.best_val_mae, state.best_epoch, state.bad_epochs = val_mae, state.epoch, 0
@@ -231,7 +271,8 @@ def train_ddp(
             state.bad_epochs += 1
         state.history.append({"epoch": state.epoch, "train_loss": float(total) / max(count, 1),
                               "val_mae": val_mae, "lr": float(optimizer.param_groups[0]["lr"]),
-                              "epoch_time_s": epoch_time, "wall_time_s": state.train_time_s,
+                              "epoch_time_s": epoch_time, "train_s": t_val - t0,
+                              "val_s": t_end - t_val, "wall_time_s": state.train_time_s,
                               "processes": world})  # fmt: skip
         state.epoch += 1
         state.stopped_early = state.bad_epochs >= train_config.patience
