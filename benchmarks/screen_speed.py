@@ -59,6 +59,17 @@ def _timed(fn, dev, repeats):
     return statistics.median(times), times, out
 
 
+def ensemble_identity(ens) -> dict:
+    """Which members were timed: their folder, count, parameters and interaction blocks."""
+    first = torch.load(ens.members[0], map_location="cpu", weights_only=False)
+    where = Path(ens.members[0]).parent.resolve()
+    if where.is_relative_to(Path.cwd().resolve()):
+        where = where.relative_to(Path.cwd().resolve())
+    return {"dir": str(where), "members": len(ens.members),
+            "params_per_member": first["summary"]["num_params"],
+            "num_blocks": first["model_config"].get("num_blocks")}  # fmt: skip
+
+
 def gemnet(ens, ids, arrays, dev, batch, workers, repeats, compile=False):
     kw = {"device": str(dev), "batch_size": batch, "workers": workers, "compile": compile}
     t0 = time.perf_counter()
@@ -153,7 +164,8 @@ def main() -> None:
     run = (dev, args.batch, args.workers, args.repeats)
     out = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else device_name(),
            "n_structures": n, "batch": args.batch, "workers": args.workers,
-           "repeats": args.repeats, "gemnet_t_ensemble": gemnet(ens, ids, arrays, *run),
+           "repeats": args.repeats, "ensemble": ensemble_identity(ens),
+           "gemnet_t_ensemble": gemnet(ens, ids, arrays, *run),
            "alignn": alignn(arrays, cells, *run)}  # fmt: skip
     plain = out["gemnet_t_ensemble"].pop("predictions")
     if args.compile:  # the same members compiled; the faster way is the ensemble's

@@ -5,7 +5,11 @@ Each run goes into the record under its file name, marked with how ALIGNN was ti
 the overlapped way: graphs first only). ``ratio_ensemble_over_alignn_gpu`` is the ratio of the
 run named by ``--headline`` (target ≥ 3), the newest GPU run, whose ALIGNN timing is the fairest.
 
-Usage: ``python benchmarks/screen_speed_record.py --headline s16_h200_b1024``.
+Runs name the members they timed (``ensemble``); earlier runs timed the ensemble shipped in
+their session (s15, s16: four interaction blocks, 2.04 M parameters a member; s17 on: three
+blocks, 1.57 M).
+
+Usage: ``python benchmarks/screen_speed_record.py --headline s17_h100_b1024``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ def main() -> None:
     if args.headline not in runs:
         raise SystemExit(f"--headline {args.headline!r} is none of {sorted(runs)}")
     for run in runs.values():
+        # runs before screen_speed.py named its members: the ensemble shipped at the time
+        run.setdefault("ensemble", "not recorded: the ensemble shipped in that session")
         overlapped = "overlapped_s" in run["alignn"]
         run["alignn_ways"] = (
             "graphs first (CPU processes or device) and overlapped with the model; fastest counted"

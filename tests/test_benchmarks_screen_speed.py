@@ -30,13 +30,15 @@ def test_record_takes_the_headline_run_and_marks_each_way(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "old.json").write_text(json.dumps(_run(3.1, False)))
-    (runs / "new.json").write_text(json.dumps(_run(2.2, True)))
+    (runs / "new.json").write_text(json.dumps({**_run(2.2, True), "ensemble": {"members": 5}}))
     out = tmp_path / "screen_speed.json"
     assert _record(runs, out, "new").returncode == 0
     got = json.loads(out.read_text())
     assert got["ratio_ensemble_over_alignn_gpu"] == 2.2 and got["target_met"] is False
     assert got["runs"]["old"]["alignn_ways"].startswith("graphs first only")
     assert "overlapped" in got["runs"]["new"]["alignn_ways"]
+    assert got["runs"]["new"]["ensemble"] == {"members": 5}  # the members it timed
+    assert got["runs"]["old"]["ensemble"].startswith("not recorded")
     assert got["provenance"]["wall_time_s"] == 12.3
     bad = _record(runs, tmp_path / "x.json", "missing")
     assert bad.returncode != 0 and "none of" in bad.stderr
