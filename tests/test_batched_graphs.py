@@ -60,12 +60,11 @@ def test_chunks_respect_the_budget_and_cover_everything():
 
 
 def test_image_ranges_of_a_stack_match_one_cell_at_a_time(flla_arrays):
-    from tracer.batched_graphs import _image_ranges
     from tracer.graphs import image_ranges
 
     cells = torch.stack([c.to(torch.float64) for _, _, c in flla_arrays[1]])
     want = torch.stack([image_ranges(c, 6.0) for c in cells])
-    assert torch.equal(_image_ranges(cells, 6.0), want)
+    assert torch.equal(image_ranges(cells, 6.0), want)
 
 
 def test_first_bad_structure_in_input_order_is_named(flla_arrays):

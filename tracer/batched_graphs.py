@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from tracer.dataset import GraphDataset
-from tracer.graphs import _finish, cap_neighbors
+from tracer.graphs import _finish, cap_neighbors, image_ranges
 
 
 def _chunks(cost: np.ndarray, budget: float) -> list[np.ndarray]:
@@ -118,7 +118,7 @@ def graphs_batched(
     if (n_atoms == 0).any():
         raise ValueError(f"{ids[int(np.argmin(n_atoms))]}: structure has no atoms")
     cells = torch.stack([c.to(torch.float64) for _, _, c in arrays])
-    reps = _image_ranges(cells, cutoff)
+    reps = image_ranges(cells, cutoff)
     images = (2 * reps + 1).prod(dim=1).numpy()
     cost = n_atoms.astype(float) ** 2 * images
     pos = torch.cat([p.to(torch.float64) for _, p, _ in arrays])
@@ -161,12 +161,6 @@ def graphs_batched(
         max_neighbors=max_neighbors,
         unit=unit,
     )
-
-
-def _image_ranges(cells: Tensor, cutoff: float) -> Tensor:
-    """:func:`tracer.graphs.image_ranges` of a stack of cells ``[N, 3, 3]`` (Å) at once."""
-    spacing = 1.0 / torch.linalg.norm(torch.linalg.inv(cells), dim=-2)
-    return torch.ceil(cutoff / spacing).to(torch.long)
 
 
 def _ptr(counts: np.ndarray) -> Tensor:

@@ -41,13 +41,14 @@ class PeriodicGraph:
 
 
 def image_ranges(cell: Tensor, cutoff: float) -> Tensor:
-    """How many cell translations along each lattice vector can hold a neighbour within cutoff.
+    """How many cell translations along each lattice vector can hold a neighbour within cutoff
+    (``cell`` ``[3, 3]`` Å, or a stack ``[N, 3, 3]`` for ``[N, 3]`` at once).
 
     For fractional coordinates wrapped into [0, 1), ``ceil(cutoff / d_i)`` images suffice, where
     ``d_i`` is the spacing of the lattice planes spanned by the other two vectors.
     """
     inv = torch.linalg.inv(cell)  # columns are reciprocal vectors (without 2π)
-    spacing = 1.0 / torch.linalg.norm(inv, dim=0)
+    spacing = 1.0 / torch.linalg.norm(inv, dim=-2)
     return torch.ceil(cutoff / spacing).to(torch.long)
 
 
