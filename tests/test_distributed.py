@@ -43,6 +43,15 @@ def _env(rank: int, world: int, port: int) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
 
 
+def _leave() -> None:
+    """End a spawned rank once every rank is done: barrier, then exit without the interpreter's
+    teardown. Twice in a clean-clone CI run a rank that had finished its work (and whose results
+    the test then read) was killed by SIGABRT ("terminate called without an active exception")
+    while torch's gloo state was torn down at exit; ``os._exit`` skips that teardown."""
+    dist.barrier()  # no rank leaves while another still talks to it
+    os._exit(0)
+
+
 def _gradient(model, data, idx):
     batch, y = data.collate(idx), data.targets(idx).float()
     weighted_loss("l1")(model(batch), y, None).backward()
@@ -60,8 +69,7 @@ def _grad_worker(rank, world, port, graphs, out, use_compile=False):
     _gradient(ddp, data, np.arange(8)[rank * 4 : rank * 4 + 4])  # each rank: half the batch
     if rank == 0:
         torch.save({n: p.grad for n, p in model.named_parameters()}, out)
-    dist.barrier()  # no rank leaves while another still talks to it
-    dist.destroy_process_group()
+    _leave()
 
 
 @pytest.mark.parametrize("use_compile", [False, True], ids=["eager", "compiled"])
@@ -86,8 +94,7 @@ def _train_worker(rank, world, port, graphs, split, tc, work):
     paths = {"work_dir": work / "work", "member_path": work / "member_3.pt"}
     train_ddp(data=GraphDataset.load(graphs), split=split, seed=3, model_config=CFG,
               train_config=tc, **paths)  # fmt: skip
-    dist.barrier()
-    dist.destroy_process_group()
+    _leave()
 
 
 def test_two_processes_checkpoint_and_one_resumes(small, tmp_path):
@@ -131,8 +138,7 @@ def _val_worker(rank, world, port, graphs, n_val, out):
     mae = sharded_val_mae(model, data, idx, y, scaler, rank=rank, world=world, batch_size=2,
                           device=torch.device("cpu"))  # fmt: skip
     torch.save(mae, out / f"mae_{rank}.pt")
-    dist.barrier()
-    dist.destroy_process_group()
+    _leave()
 
 
 @pytest.mark.parametrize("n_val", [5, 1])  # shares of 3 and 2; one rank with none
