@@ -11,6 +11,10 @@ CPU scale-up measurement (``results/cpu/scale_up.json`` of ``benchmarks/scale_up
   run measured (``ddp_batch``); ``ddp_by_batch`` holds every batch measured, with each run's best
   validation MAE (same within noise at equal effective batch) and, where the histories hold
   them, the medians of the epoch's two parts, the steps (``train_s``) and validation (``val_s``);
+  ``ddp_device`` names the host of the DDP runs when it was not the members' (``--ddp-device``);
+* ``ddp_scaled`` (``--ddp-scaled-run-dir``): the same DDP comparison on a synthetic scale-up of
+  FLLA (jittered copies, throughput only, ``--ddp-scaled-data`` says which), where an epoch has
+  tens of steps rather than FLLA's three or four at these batches; ``None`` when not run;
 * ``host_mem_peak_gib_130k``: peak resident memory of preprocessing and one training epoch over
   the ~130k-structure scale-up on the CPU machine (target < 24 GiB).
 
@@ -67,6 +71,30 @@ def _best_val(run: Path) -> float:
     return _log_summary(run)["best_val_mae"]
 
 
+def _ddp_by_batch(ddp_run: Path) -> dict[str, dict]:
+    """Every batch a run folder measured on one and on two GPUs: epoch ratio, epoch times, best
+    validation MAE and, where the histories hold them, the epoch's two parts."""
+    ddp: dict[str, dict] = {}
+    batches = {p.name.split("_b")[1].removesuffix(".log") for p in ddp_run.glob("ddp1_b*")}
+    for batch in sorted(batches, key=int):
+        one_dir, two_dir = ddp_run / f"ddp1_b{batch}", ddp_run / f"ddp2_b{batch}"
+        epochs = load_params(ddp_run / f"ddp_b{batch}.yaml")["train"]["max_epochs"]
+        one, one_times, p1, basis = _epoch_time(one_dir, epochs)
+        two, two_times, p2, _ = _epoch_time(two_dir, epochs)
+        assert (p1, p2) == (1, 2), (p1, p2)
+        best = {"1": _best_val(one_dir), "2": _best_val(two_dir)}
+        ddp[batch] = {"ratio": two / one, "epoch_s": {"1": one, "2": two}, "basis": basis,
+                      "epoch_times_s": {"1": one_times, "2": two_times},
+                      "best_val_mae": best, "epochs": epochs}  # fmt: skip
+        for part in ("train_s", "val_s"):  # the epoch's two parts, where recorded
+            t1, t2 = _part_median(one_dir, part), _part_median(two_dir, part)
+            if t1 is not None and t2 is not None:
+                ddp[batch][part] = {"1": t1, "2": t2, "ratio": t2 / t1}
+    if not ddp:
+        raise FileNotFoundError(f"{ddp_run}: no ddp1_b<batch> runs")
+    return ddp
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run-dir", required=True)
@@ -75,6 +103,15 @@ def main() -> None:
     ap.add_argument("--split", default="data/splits/flla.json", help="the run's split file")
     ap.add_argument("--out", default="results/gpu/scaleout.json")
     ap.add_argument("--ddp-run-dir", default=None, help="DDP runs of an earlier run (default: RUN)")
+    ap.add_argument(
+        "--ddp-device", default=None, help="card name of the DDP runs' host (default: --device)"
+    )
+    ap.add_argument(
+        "--ddp-scaled-run-dir",
+        default=None,
+        help="DDP runs on a synthetic scale-up (throughput only; recorded beside FLLA's)",
+    )
+    ap.add_argument("--ddp-scaled-data", default=None, help="what the scale-up was (recorded)")
     args = ap.parse_args()
     run = Path(args.run_dir)
     walls_path = run / "walls.json"
@@ -99,26 +136,10 @@ def main() -> None:
         ],
         "parallel": [m["train_time_s"] for r in par_records for m in r["members"].values()],
     }
-    ddp: dict[str, dict] = {}
     ddp_run = Path(args.ddp_run_dir) if args.ddp_run_dir else run
-    batches = {p.name.split("_b")[1].removesuffix(".log") for p in ddp_run.glob("ddp1_b*")}
-    for batch in sorted(batches, key=int):
-        one_dir, two_dir = ddp_run / f"ddp1_b{batch}", ddp_run / f"ddp2_b{batch}"
-        epochs = load_params(ddp_run / f"ddp_b{batch}.yaml")["train"]["max_epochs"]
-        one, one_times, p1, basis = _epoch_time(one_dir, epochs)
-        two, two_times, p2, _ = _epoch_time(two_dir, epochs)
-        assert (p1, p2) == (1, 2), (p1, p2)
-        best = {"1": _best_val(one_dir), "2": _best_val(two_dir)}
-        ddp[batch] = {"ratio": two / one, "epoch_s": {"1": one, "2": two}, "basis": basis,
-                      "epoch_times_s": {"1": one_times, "2": two_times},
-                      "best_val_mae": best, "epochs": epochs}  # fmt: skip
-        for part in ("train_s", "val_s"):  # the epoch's two parts, where recorded
-            t1, t2 = _part_median(one_dir, part), _part_median(two_dir, part)
-            if t1 is not None and t2 is not None:
-                ddp[batch][part] = {"1": t1, "2": t2, "ratio": t2 / t1}
-    if not ddp:
-        raise FileNotFoundError(f"{ddp_run}: no ddp1_b<batch> runs")
+    ddp = _ddp_by_batch(ddp_run)
     largest = max(ddp, key=int)
+    scaled = _ddp_by_batch(Path(args.ddp_scaled_run_dir)) if args.ddp_scaled_run_dir else None
     scale = json.loads(Path(args.scale_up).read_text())
     out = {
         "device": args.device,
@@ -135,7 +156,20 @@ def main() -> None:
         "ddp_epoch_ratio": ddp[largest]["ratio"],
         "ddp_batch": int(largest),
         "ddp_by_batch": ddp,
-        "run_dirs": {"members": str(run), "ddp": str(ddp_run)},
+        "ddp_device": args.ddp_device or args.device,
+        "ddp_scaled": None
+        if scaled is None
+        else {
+            "data": args.ddp_scaled_data,
+            "epoch_ratio": scaled[max(scaled, key=int)]["ratio"],
+            "batch": int(max(scaled, key=int)),
+            "by_batch": scaled,
+        },
+        "run_dirs": {
+            "members": str(run),
+            "ddp": str(ddp_run),
+            **({"ddp_scaled": args.ddp_scaled_run_dir} if scaled else {}),
+        },
         "host_mem_peak_gib_130k": scale["host_mem_peak_gib_130k"],
         "scale_up": {
             k: scale[k]

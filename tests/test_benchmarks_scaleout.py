@@ -114,3 +114,22 @@ def test_epoch_parts_are_recorded_where_histories_hold_them(run):
     assert got["16"]["train_s"]["ratio"] == pytest.approx(0.88 / 1.6)
     assert got["16"]["val_s"]["2"] == pytest.approx(0.22)
     assert "train_s" not in got["8"]  # older histories: the epoch only
+
+
+def test_ddp_on_a_scale_up_and_another_host_are_recorded_beside_flla(run, tmp_path):
+    scaled = tmp_path / "scaled"
+    scaled.mkdir()
+    params = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    for batch in (32, 64):
+        (scaled / f"ddp_b{batch}.yaml").write_text(yaml.safe_dump(params))
+        _ddp(scaled, 1, batch, [9.0, 4.0, 4.0], 0.3, parts=True)
+        _ddp(scaled, 2, batch, [9.0, 2.0, 2.4 if batch == 64 else 3.0], 0.3, parts=True)
+    got = _record(run, "--ddp-scaled-run-dir", str(scaled), "--ddp-scaled-data", "x8",
+                  "--ddp-device", "other cards")  # fmt: skip
+    assert got["device"] == "cards" and got["ddp_device"] == "other cards"
+    assert got["ddp_epoch_ratio"] == pytest.approx(1.1 / 2.0)  # FLLA's runs stay the headline
+    assert got["ddp_scaled"]["data"] == "x8" and got["ddp_scaled"]["batch"] == 64
+    assert got["ddp_scaled"]["epoch_ratio"] == pytest.approx(2.2 / 4.0)
+    assert got["ddp_scaled"]["by_batch"]["32"]["ratio"] == pytest.approx(2.5 / 4.0)
+    assert got["run_dirs"]["ddp_scaled"] == str(scaled)
+    assert _record(run)["ddp_scaled"] is None and _record(run)["ddp_device"] == "cards"

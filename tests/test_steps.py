@@ -9,7 +9,14 @@ import torch
 
 from tracer.dataset import graphs_from_arrays, plan_static_shapes
 from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
-from tracer.steps import CudaGraphStep, EagerStep, WeightAverage, compiled, weighted_loss
+from tracer.steps import (
+    CudaGraphStep,
+    EagerStep,
+    WeightAverage,
+    compiled,
+    seed_position_noise,
+    weighted_loss,
+)
 
 CFG = GemNetTConfig(
     num_radial=8, num_blocks=1, emb_size_atom=16, emb_size_edge=16, emb_size_trip=8,
@@ -117,6 +124,51 @@ def test_compiled_steps_train_like_eager_steps(data):
         torch.testing.assert_close(v, runs[1][1][k], rtol=1e-8, atol=1e-10)
 
 
+def _seen_positions(data, noise: float, plan, seed: tuple[int, ...] = (0, 0)):
+    """(batch positions, positions the forward pass saw) of one eager step, the noise seeded by
+    ``seed_position_noise(*seed)`` after the model is built (which seeds torch itself)."""
+    model = _model(data)
+    seen = []
+
+    def forward(batch):
+        seen.append(batch.pos.clone())
+        return model(batch)
+
+    step = EagerStep(model, _optimizer(model), weighted_loss("l1"), grad_clip=1.0,
+                     forward=forward, position_noise=noise)  # fmt: skip
+    batch = data.collate(plan)
+    before = batch.pos.clone()
+    seed_position_noise(*seed)
+    step(batch, data.targets(plan))
+    assert torch.equal(batch.pos, before)  # the batch itself is never jittered
+    return before, seen[0]
+
+
+def test_position_noise_displaces_atoms_by_sigma_and_is_seeded():
+    rng = np.random.default_rng(1)
+    arrays = []
+    for _ in range(12):  # enough atoms (12 x 8) to estimate σ
+        cell = np.eye(3) * 5.2 + rng.normal(0, 0.05, (3, 3))
+        grid = np.array([(i, j, k) for i in range(2) for j in range(2) for k in range(2)])
+        frac = (grid + 0.25 + rng.normal(0, 0.02, (8, 3))) / 2.0
+        arrays.append((torch.as_tensor(rng.integers(1, 30, 8)), torch.as_tensor(frac @ cell),
+                       torch.as_tensor(cell)))  # fmt: skip
+    data = graphs_from_arrays([f"c{i}" for i in range(12)], arrays, [0.0] * 12, cutoff=5.0,
+                              max_neighbors=8)  # fmt: skip
+    plan = np.arange(12)
+    before, seen = _seen_positions(data, 0.0, plan)
+    assert torch.equal(seen, before)
+    before, seen = _seen_positions(data, 0.05, plan, (7, 3))
+    shift = (seen - before).flatten()
+    assert 0.04 < float(shift.std()) < 0.06 and abs(float(shift.mean())) < 0.015
+    assert torch.equal(_seen_positions(data, 0.05, plan, (7, 3))[1], seen)  # same (seed, epoch)
+    assert not torch.equal(_seen_positions(data, 0.05, plan, (7, 4))[1], seen)  # next epoch
+    assert not torch.equal(_seen_positions(data, 0.05, plan, (7, 3, 1))[1], seen)  # other rank
+    with pytest.raises(ValueError, match="noise"):
+        EagerStep(torch.nn.Linear(1, 1), None, weighted_loss("l1"), grad_clip=1.0,
+                  position_noise=-0.1)  # fmt: skip
+
+
 def test_cuda_graph_step_needs_a_capturable_optimiser(data):
     model = _model(data, dtype=torch.float32)
     with pytest.raises(ValueError, match="capturable"):
@@ -154,3 +206,26 @@ def test_cuda_graph_replay_matches_eager_steps(data, use_compile):
     for a, b in ((results[0][1], results[1][1]), (results[0][2], results[1][2])):
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_replays_draw_fresh_seeded_position_noise(data):
+    """A recorded step draws new noise at each replay, and the same noise after reseeding."""
+    dev = torch.device("cuda")
+    shape = plan_static_shapes(data, PLANS[:1], buckets=1, round_to=8)
+    model = _model(data, dev, dtype=torch.float32)
+    lr = torch.tensor(0.0, device=dev)  # weights fixed: a loss changes with the noise only
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True, capturable=True)
+    step = CudaGraphStep(model, opt, weighted_loss("l1"), grad_clip=1.0, position_noise=0.05)
+    batch, y, w = data.to(dev).collate_padded(PLANS[0], shape)
+    for _ in range(5):  # warm-up steps, then the capture
+        step(batch, y, w)
+    assert len(step.graphs) == 1
+    runs = []
+    for _ in range(2):
+        seed_position_noise(0, 1)
+        runs.append([float(step(batch, y, w)) for _ in range(4)])
+    # the same noise again (the scatter-adds' atomic sums differ in the last bits only)
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-6)
+    gaps = np.abs(np.diff(runs[0])) / np.abs(runs[0][1:])
+    assert gaps.min() > 1e-4  # and new noise at every replay

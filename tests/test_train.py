@@ -91,10 +91,12 @@ def _train(tmp, data, split, train_config=TC, **kw):
     )
 
 
-@pytest.mark.parametrize("ema_decay", [None, 0.9])
-def test_resume_after_interruption_gives_the_identical_member(tmp_path, data_and_split, ema_decay):
+@pytest.mark.parametrize(("ema_decay", "noise"), [(None, 0.0), (0.9, 0.0), (0.9, 0.05)])
+def test_resume_after_interruption_gives_the_identical_member(
+    tmp_path, data_and_split, ema_decay, noise
+):
     data, split = data_and_split
-    tc = dataclasses.replace(TC, ema_decay=ema_decay)
+    tc = dataclasses.replace(TC, ema_decay=ema_decay, position_noise_angstrom=noise)
     full = _train(tmp_path / "a", data, split, tc)
 
     def stop_after_second(epoch, metrics):

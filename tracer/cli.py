@@ -211,7 +211,7 @@ def _cmd_train_ddp(args: argparse.Namespace) -> int:
     if rank == 0:
         keys = ("best_epoch", "best_val_mae", "train_time_s", "processes")
         print(json.dumps({k: summary[k] for k in keys}))
-    if world > 1:
+    if dist.is_initialized():  # torchrun starts a group for one process too
         dist.destroy_process_group()
     return 0
 

@@ -50,7 +50,7 @@ from tracer.dataset import GraphDataset, PaddedBatcher, batches_by_size, plan_st
 from tracer.models.baselines import ModelConfig, build_model
 from tracer.models.gemnet import fit_scale_factors
 from tracer.normalization import TargetScaler
-from tracer.steps import WeightAverage, compiled
+from tracer.steps import WeightAverage, compiled, seed_position_noise
 from tracer.train import (
     CHECKPOINT_VERSION,
     TrainConfig,
@@ -239,6 +239,8 @@ def train_ddp(
         batcher = PaddedBatcher(data_dev, shapes)
     while state.epoch < train_config.max_epochs and not state.stopped_early:
         t0 = time.perf_counter()
+        if train_config.position_noise_angstrom > 0:  # each rank its own noise
+            seed_position_noise(seed, state.epoch, rank)
         model.train()
         total, count = torch.zeros((), dtype=torch.float64, device=dev), 0
         plan = batches(state.epoch)

@@ -10,15 +10,20 @@ real structures unchanged), and one graph is recorded per shape.
 
 :class:`EagerStep` does the same arithmetic eagerly (CPU, or CUDA without graphs); the trainer
 picks one of them (``train.cuda_graphs``). :class:`WeightAverage` keeps an exponential moving
-average of the weights, the model that is validated and kept (``train.ema_decay``).
+average of the weights, the model that is validated and kept (``train.ema_decay``). Either step
+can displace every atom by Gaussian noise before the forward pass, a regulariser
+(``train.position_noise_angstrom``); :func:`seed_position_noise` makes that noise a function of
+(seed, epoch, rank).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -87,11 +92,21 @@ class WeightAverage:
         self.num_updates.fill_(float(state["num_updates"]))  # type: ignore[arg-type]
 
 
+def seed_position_noise(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed torch's generators (CPU and CUDA) for one epoch's position noise from (member seed,
+    epoch, rank), so that a resumed run draws the same noise as an uninterrupted one and DDP
+    ranks draw different noise. A CUDA graph reads the generator's seed at each replay."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
+
+
 class EagerStep:
     """Forward, loss, backward, clipping, optimiser step (and EMA update), launched eagerly.
 
     ``forward`` computes the outputs (default: ``model`` itself; :func:`compiled` for fused
-    kernels); ``model`` owns the parameters that are clipped and stepped.
+    kernels); ``model`` owns the parameters that are clipped and stepped. With
+    ``position_noise`` σ > 0 (Å), every atom's position is displaced by fresh N(0, σ²) noise per
+    Cartesian component at each step before the forward pass (the batch itself is unchanged;
+    edges and image offsets stay those of the relaxed structure; targets unchanged).
     """
 
     def __init__(
@@ -103,13 +118,20 @@ class EagerStep:
         grad_clip: float,
         ema: WeightAverage | None = None,
         forward: Callable[[GraphBatch], Tensor] | None = None,
+        position_noise: float = 0.0,
     ) -> None:
+        if position_noise < 0:
+            raise ValueError(f"position noise must be >= 0 Å, got {position_noise}")
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.forward = model if forward is None else forward
         self.grad_clip, self.ema = grad_clip, ema
+        self.position_noise = position_noise
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def _compute(self, batch: GraphBatch, y: Tensor, weight: Tensor | None) -> Tensor:
+        if self.position_noise > 0:  # drawn inside a recorded graph too: fresh at each replay
+            jitter = self.position_noise * torch.randn_like(batch.pos)
+            batch = dataclasses.replace(batch, pos=batch.pos + jitter)
         loss = self.loss_fn(self.forward(batch), y, weight)
         loss.backward()
         nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
@@ -176,8 +198,10 @@ class CudaGraphStep(EagerStep):
         warmup: int = 3,
         forward: Callable[[GraphBatch], Tensor] | None = None,
         compiled: bool = False,
+        position_noise: float = 0.0,
     ) -> None:
-        super().__init__(model, optimizer, loss_fn, grad_clip=grad_clip, ema=ema, forward=forward)
+        super().__init__(model, optimizer, loss_fn, grad_clip=grad_clip, ema=ema, forward=forward,
+                         position_noise=position_noise)  # fmt: skip
         if not all(g.get("capturable") for g in optimizer.param_groups):
             raise ValueError("CUDA-graph steps need a capturable optimiser")
         if not all(isinstance(g["lr"], Tensor) for g in optimizer.param_groups):

@@ -42,7 +42,14 @@ from tracer.models.baselines import CONFIGS, ModelConfig, build_model, config_fr
 from tracer.models.domain import DomainGemNetT
 from tracer.models.gemnet import GemNetT, check_atomic_numbers, fit_scale_factors
 from tracer.normalization import TargetScaler
-from tracer.steps import CudaGraphStep, EagerStep, WeightAverage, compiled, weighted_loss
+from tracer.steps import (
+    CudaGraphStep,
+    EagerStep,
+    WeightAverage,
+    compiled,
+    seed_position_noise,
+    weighted_loss,
+)
 
 CHECKPOINT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -79,6 +86,11 @@ class TrainConfig:
         compile: train through ``torch.compile`` of the forward pass (dynamic shapes, one
             compilation; :func:`tracer.steps.compiled`): fused kernels, fewer launches. The
             compilation (tens of seconds) counts in the training time.
+        position_noise_angstrom: σ (Å) of the Gaussian displacement given to every atom at
+            each training step (:class:`tracer.steps.EagerStep`; a regulariser against
+            memorising a few thousand relaxed structures; validation and prediction never
+            jitter); the noise is seeded per (seed, epoch), so a resumed run draws the same.
+            0: none.
     """
 
     max_epochs: int = 100
@@ -99,6 +111,7 @@ class TrainConfig:
     cuda_graphs: bool = False
     shape_buckets: int = 1
     compile: bool = False
+    position_noise_angstrom: float = 0.0
 
     def apply_precision(self) -> None:
         """Set this process's CUDA matmul/cuDNN TF32 switches to ``precision``."""
@@ -261,7 +274,8 @@ def make_step(
     compiled module (DDP around one)."""
     loss = weighted_loss(config.loss)
     forward = compiled(model) if config.compile and not precompiled else model
-    common = {"grad_clip": config.grad_clip, "ema": ema, "forward": forward}
+    common = {"grad_clip": config.grad_clip, "ema": ema, "forward": forward,
+              "position_noise": config.position_noise_angstrom}  # fmt: skip
     if config.graphed_on(device):
         return CudaGraphStep(
             model, optimizer, loss, warmup=warmup, compiled=config.compile, **common
@@ -426,6 +440,8 @@ def train_member(
     while state.epoch < train_config.max_epochs and not state.stopped_early:
         epoch = state.epoch
         t0 = time.perf_counter()
+        if train_config.position_noise_angstrom > 0:
+            seed_position_noise(seed, epoch)
         model.train()
         batches = epoch_batches(epoch)
         total = torch.zeros((), dtype=torch.float64, device=dev)  # no per-step host sync
