@@ -170,6 +170,34 @@ def test_ranks_share_an_epoch_without_overlap():
         rank_batches(idx, edges, batch_size=5, rank=0, world=2, seed=0, epoch=0)
 
 
+def test_ranks_deal_out_the_one_process_batches_balanced_by_edges():
+    from tracer.dataset import batches_by_size
+
+    rng = np.random.default_rng(3)
+    idx = np.arange(5, 58)  # 53 structures: batches of 8, the last one of 5
+    edges = rng.integers(10, 400, size=60)
+    one = batches_by_size(
+        idx, edges, batch_size=8, shuffle=True, rng=np.random.default_rng([7, 2 + 1])
+    )  # the one-process epoch 2
+    assert [list(b) for b in rank_batches(idx, edges, batch_size=8, rank=0, world=1, seed=7,
+                                          epoch=2)] == [list(b) for b in one]  # fmt: skip
+    for world in (2, 4):
+        parts = [rank_batches(idx, edges, batch_size=8, rank=r, world=world, seed=7, epoch=2)
+                 for r in range(world)]  # fmt: skip
+        assert {len(p) for p in parts} == {len(one)}  # the same number of steps
+        for step, batch in enumerate(one):
+            got = [parts[r][step] for r in range(world)]
+            assert {len(g) for g in got} == {-(-len(batch) // world)}  # equal parts
+            union = np.concatenate(got)
+            assert set(union) == set(batch)  # the one-process batch, nothing else
+            if len(batch) % world == 0:
+                assert sorted(union) == sorted(batch)  # no repeats
+            loads = [int(edges[g].sum()) for g in got]
+            assert max(loads) - min(loads) <= int(edges[batch].max())  # balanced
+    tiny = rank_batches(np.array([4]), edges, batch_size=4, rank=3, world=4, seed=0, epoch=0)
+    assert [list(b) for b in tiny] == [[4]]  # one structure: every rank repeats it
+
+
 def test_torchrun_trains_one_member_on_two_processes(tmp_path, flla_table):
     """The command line as a user launches it: torchrun, two CPU processes, the tiny profile."""
     import json

@@ -6,13 +6,13 @@ Launch with torchrun, one process per GPU::
         --structures flla.pt --split data/splits/flla.json --params profiles/gpu.yaml \\
         --out models/ddp --seed 0
 
-The effective batch is the profile's ``train.batch_size`` whatever the number of processes:
-each of the ``W`` ranks takes ``batch_size / W`` structures per step from its share of the
-epoch (:class:`torch.utils.data.DistributedSampler`, reshuffled every epoch), DDP averages the
-ranks' gradients, so one step sees the same number of structures as a one-GPU step and an epoch
-has the same number of steps (the learning-rate schedule is unchanged). The loss on a rank is the
-mean over its structures; with equal shares the averaged gradient is the gradient of the batch
-mean (tested against one process on gloo). With ``train.cuda_graphs`` on CUDA, each rank pads its
+The effective batch is the profile's ``train.batch_size`` whatever the number of processes: the
+epoch's batches are those of the one-process trainer, and each is dealt out to the ``W`` ranks in
+equal parts of ``batch_size / W`` structures balanced by edge count (:func:`rank_batches`); DDP
+averages the ranks' gradients, so a step sees the one-GPU step's structures and an epoch has the
+same number of steps (the learning-rate schedule is unchanged). The loss on a rank is the mean
+over its structures; with equal parts the averaged gradient is the gradient of the batch mean
+(tested against one process on gloo). With ``train.cuda_graphs`` on CUDA, each rank pads its
 batches to its own few static shapes and replays its whole step — DDP's gradient all-reduce
 included — from CUDA graphs, as the one-GPU trainer does (PyTorch's recipe for DDP under CUDA
 graphs: DDP built on a side stream, 11 eager warm-up steps before the first capture, NCCL's
@@ -98,20 +98,37 @@ def rank_batches(
     world: int,
     seed: int,
     epoch: int,
+    max_edges: int | None = None,
 ) -> list[np.ndarray]:
-    """This rank's batches of one epoch: its :class:`DistributedSampler` share of the shuffled
-    training indices (padded by repetition to equal shares) in batches of ``batch_size / world``
-    structures, so that every rank takes the same number of steps."""
-    from torch.utils.data import DistributedSampler
+    """This rank's batches of one epoch.
 
+    The epoch's batches are the one-process trainer's (:func:`tracer.train.train_member`: the
+    training indices shuffled by ``default_rng([seed, epoch + 1])``, cut into batches of
+    ``batch_size`` structures and at most ``max_edges`` edges). Each batch is dealt out to the
+    ``world`` ranks in equal parts: its structures sorted by edge count, largest first, and dealt
+    in snake order (ranks 0, 1, …, W−1, W−1, …, 0, 0, …), so that the parts carry nearly the same
+    number of edges — a step waits for its slowest rank. Where a batch's size is not a multiple of
+    ``world``, its smallest structures are repeated to fill the last round (as
+    :class:`torch.utils.data.DistributedSampler` repeats indices); every other batch's parts
+    together are exactly the one-process batch, so the averaged gradient is that batch's.
+    Every rank takes the same number of steps.
+    """
     if batch_size % world:
         raise ValueError(f"batch size {batch_size} is not divisible by {world} processes")
-    sampler = DistributedSampler(
-        range(len(train_idx)), num_replicas=world, rank=rank, shuffle=True, seed=seed
-    )
-    sampler.set_epoch(epoch)
-    mine = train_idx[np.fromiter(iter(sampler), dtype=np.int64)]
-    return batches_by_size(mine, num_edges, batch_size=batch_size // world, shuffle=False)
+    rng = np.random.default_rng([seed, epoch + 1])  # the one-process trainer's epoch order
+    mine = []
+    for batch in batches_by_size(train_idx, num_edges, batch_size=batch_size,
+                                 max_edges=max_edges, shuffle=True, rng=rng):  # fmt: skip
+        if world == 1:  # the one-process batch as it is, order included
+            mine.append(batch)
+            continue
+        ranked = batch[np.argsort(-num_edges[batch], kind="stable")]
+        fill = (-len(ranked)) % world
+        ranked = np.concatenate([ranked, np.resize(ranked[::-1], fill)])
+        rounds = ranked.reshape(-1, world)
+        rounds[1::2] = rounds[1::2, ::-1]  # snake order
+        mine.append(rounds[:, rank].copy())
+    return mine
 
 
 def _broadcast(value: Any, world: int) -> Any:
@@ -179,7 +196,8 @@ def train_ddp(
 
     def batches(epoch: int) -> list[np.ndarray]:
         return rank_batches(train_idx, num_edges, batch_size=train_config.batch_size, rank=rank,
-                            world=world, seed=seed, epoch=epoch)  # fmt: skip
+                            world=world, seed=seed, epoch=epoch,
+                            max_edges=train_config.max_edges_per_batch)  # fmt: skip
 
     torch.manual_seed(seed)
     model = build_model(model_config).to(dev)
