@@ -188,7 +188,10 @@ def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
     recal = json.loads((folder / "recalibration.json").read_text())
     unc = json.loads((results / "uncertainty.json").read_text())
     assert recal["sigma_scale"] == unc["sigma_scale"]
-    assert "Intended use" in (folder / "MODEL_CARD.md").read_text()
+    text = (folder / "MODEL_CARD.md").read_text()
+    assert "Intended use" in text
+    noise = params["train"].get("position_noise_angstrom", 0.0)
+    assert (f"Gaussian noise of σ = {noise} Å" in text) == bool(noise)  # how it was trained
     ens = Ensemble.load(folder)
     assert len(ens.members) == 5 and ens.sigma_scale == recal["sigma_scale"]
     # the package's own folder is the one the committed records finished (the copy's

@@ -476,6 +476,9 @@ def model_card(
     first = next(iter(members.values()))
     prov = acc["provenance"]
     split = json.loads(Path(Paths(acc["dataset"]).split).read_text())
+    noise = params["train"].get("position_noise_angstrom", 0.0)
+    noise_note = f"; atoms displaced by Gaussian noise of σ = {noise} Å at each training step"
+    noise_note = noise_note if noise else ""
 
     def groups(key: str) -> list[str]:
         rows = [(k, v) for k, v in fail[key].items() if v["n"] and v["mae"] > 1.5 * fail["mae"]]
@@ -517,7 +520,7 @@ def model_card(
         f"{params['graph']['cutoff_angstrom']} Å, at most {params['graph']['max_neighbors']} "
         "neighbours",
         f"- Trained on {first['device']} (profile `gpu`), best epoch on validation MAE; "
-        f"forward pass compiled: {_compiled_note(members)}",
+        f"forward pass compiled: {_compiled_note(members)}{noise_note}",
         f"- Stored weights: {half['stored_dtype']}; largest change of a member's test "
         f"prediction against float32: {half['max_abs_diff_ev_per_atom']:.1e} eV/atom "
         f"(tolerance {half['tolerance_ev_per_atom']:.0e})",
