@@ -57,6 +57,23 @@ def test_batches_by_size_caps_structures_and_edges():
     assert sorted(np.concatenate(shuffled).tolist()) == list(range(6))
 
 
+def test_epoch_batches_are_a_seeded_shuffle_per_epoch():
+    from tracer.dataset import epoch_batches
+
+    edges = np.arange(40) % 7 + 3
+    idx = np.arange(3, 40)
+
+    def cut(seed, epoch):
+        return [b.tolist() for b in epoch_batches(idx, edges, batch_size=5, max_edges=20,
+                                                  seed=seed, epoch=epoch)]  # fmt: skip
+
+    first = cut(1, 0)
+    assert first == cut(1, 0)  # a resumed or second trainer cuts the same epoch
+    assert first != cut(1, 1) and first != cut(2, 0)  # reshuffled per epoch and per seed
+    assert sorted(i for b in first for i in b) == idx.tolist()
+    assert all(len(b) <= 5 and edges[b].sum() <= 20 for b in first)
+
+
 def test_unknown_id_named(flla_structures):
     ds = structures_to_graphs(["a"], flla_structures[:1], None, cutoff=5.0, max_neighbors=None)
     try:

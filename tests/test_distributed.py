@@ -171,14 +171,12 @@ def test_ranks_share_an_epoch_without_overlap():
 
 
 def test_ranks_deal_out_the_one_process_batches_balanced_by_edges():
-    from tracer.dataset import batches_by_size
+    from tracer.dataset import epoch_batches
 
     rng = np.random.default_rng(3)
     idx = np.arange(5, 58)  # 53 structures: batches of 8, the last one of 5
     edges = rng.integers(10, 400, size=60)
-    one = batches_by_size(
-        idx, edges, batch_size=8, shuffle=True, rng=np.random.default_rng([7, 2 + 1])
-    )  # the one-process epoch 2
+    one = epoch_batches(idx, edges, batch_size=8, max_edges=None, seed=7, epoch=2)
     assert [list(b) for b in rank_batches(idx, edges, batch_size=8, rank=0, world=1, seed=7,
                                           epoch=2)] == [list(b) for b in one]  # fmt: skip
     for world in (2, 4):

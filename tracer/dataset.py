@@ -610,6 +610,23 @@ def structures_to_graphs(
     )
 
 
+def epoch_batches(
+    indices: np.ndarray,
+    num_edges: np.ndarray,
+    *,
+    batch_size: int,
+    max_edges: int | None,
+    seed: int,
+    epoch: int,
+) -> list[np.ndarray]:
+    """The training batches of one epoch: ``indices`` shuffled by ``default_rng([seed, epoch +
+    1])`` and cut by :func:`batches_by_size`. The one-process trainer takes them as they are; each
+    DDP rank takes its part of every one (:func:`tracer.distributed.rank_batches`)."""
+    rng = np.random.default_rng([seed, epoch + 1])
+    return batches_by_size(indices, num_edges, batch_size=batch_size, max_edges=max_edges,
+                           shuffle=True, rng=rng)  # fmt: skip
+
+
 def batches_by_size(
     indices: np.ndarray,
     num_edges: np.ndarray,

@@ -46,7 +46,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from tracer.dataset import GraphDataset, PaddedBatcher, batches_by_size, plan_static_shapes
+from tracer.dataset import (
+    GraphDataset,
+    PaddedBatcher,
+    batches_by_size,
+    epoch_batches,
+    plan_static_shapes,
+)
 from tracer.models.baselines import ModelConfig, build_model
 from tracer.models.gemnet import fit_scale_factors
 from tracer.normalization import TargetScaler
@@ -102,9 +108,8 @@ def rank_batches(
 ) -> list[np.ndarray]:
     """This rank's batches of one epoch.
 
-    The epoch's batches are the one-process trainer's (:func:`tracer.train.train_member`: the
-    training indices shuffled by ``default_rng([seed, epoch + 1])``, cut into batches of
-    ``batch_size`` structures and at most ``max_edges`` edges). Each batch is dealt out to the
+    The epoch's batches are the one-process trainer's (:func:`tracer.dataset.epoch_batches`:
+    ``batch_size`` structures, at most ``max_edges`` edges). Each batch is dealt out to the
     ``world`` ranks in equal parts: its structures sorted by edge count, largest first, and dealt
     in snake order (ranks 0, 1, …, W−1, W−1, …, 0, 0, …), so that the parts carry nearly the same
     number of edges — a step waits for its slowest rank. Where a batch's size is not a multiple of
@@ -115,10 +120,9 @@ def rank_batches(
     """
     if batch_size % world:
         raise ValueError(f"batch size {batch_size} is not divisible by {world} processes")
-    rng = np.random.default_rng([seed, epoch + 1])  # the one-process trainer's epoch order
     mine = []
-    for batch in batches_by_size(train_idx, num_edges, batch_size=batch_size,
-                                 max_edges=max_edges, shuffle=True, rng=rng):  # fmt: skip
+    for batch in epoch_batches(train_idx, num_edges, batch_size=batch_size, max_edges=max_edges,
+                               seed=seed, epoch=epoch):  # fmt: skip
         if world == 1:  # the one-process batch as it is, order included
             mine.append(batch)
             continue

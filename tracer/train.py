@@ -36,6 +36,7 @@ from tracer.dataset import (
     PaddedBatcher,
     Shapes,
     batches_by_size,
+    epoch_batches,
     plan_static_shapes,
 )
 from tracer.models.baselines import CONFIGS, ModelConfig, build_model, config_from_dict
@@ -376,22 +377,17 @@ def train_member(
     y_val = data.target[torch.as_tensor(val_idx)].numpy()
     num_edges = data.num_edges().numpy()
 
-    def epoch_batches(epoch: int) -> list[np.ndarray]:
-        return batches_by_size(
-            train_idx,
-            num_edges,
-            batch_size=train_config.batch_size,
-            max_edges=train_config.max_edges_per_batch,
-            shuffle=True,
-            rng=np.random.default_rng([seed, epoch + 1]),
-        )
+    def batches_of(epoch: int) -> list[np.ndarray]:
+        return epoch_batches(train_idx, num_edges, batch_size=train_config.batch_size,
+                             max_edges=train_config.max_edges_per_batch, seed=seed,
+                             epoch=epoch)  # fmt: skip
 
     torch.manual_seed(seed)
     if train_config.graphed_on(dev) and not model_config.kind.startswith("gemnet_t"):
         # padded batches: CGCNN's batch norm would see the padding atoms
         raise ValueError(f"CUDA-graph training is for GemNet-T only, not {model_config.kind}")
     model = build_model(model_config).to(dev)
-    n_batches = len(epoch_batches(0))
+    n_batches = len(batches_of(0))
     graphed = train_config.graphed_on(dev)
     optimizer = make_optimizer(model, train_config, dev)
     schedule = make_schedule(optimizer, train_config, n_batches)
@@ -432,7 +428,7 @@ def train_member(
     if graphed:  # a few shapes that together hold every batch of every epoch
         shapes = plan_static_shapes(
             data,
-            (b for e in range(train_config.max_epochs) for b in epoch_batches(e)),
+            (b for e in range(train_config.max_epochs) for b in batches_of(e)),
             buckets=train_config.shape_buckets,
         )
         batcher = PaddedBatcher(data_dev, shapes) if train_config.loader_workers <= 0 else None
@@ -443,7 +439,7 @@ def train_member(
         if train_config.position_noise_angstrom > 0:
             seed_position_noise(seed, epoch)
         model.train()
-        batches = epoch_batches(epoch)
+        batches = batches_of(epoch)
         total = torch.zeros((), dtype=torch.float64, device=dev)  # no per-step host sync
         count = 0
         stream = batch_stream(
