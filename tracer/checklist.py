@@ -121,6 +121,10 @@ def claim_trains_faster(r: Records) -> list[Row]:
         else f"ALIGNN's best validation MAE after {reach:.0f} s of training"
         + (f" (ALIGNN: {times['alignn']:.0f} s)" if times.get("alignn") else "")
     )
+    members_card = times.get("gemnet_t_members_device")
+    if reach is not None and members_card and members_card != speed["device"]:
+        reach_txt += f"; members trained on {members_card}"
+
     return [Row("claim", "GemNet trains several (≥ 3) times faster than ALIGNN",
                 "claimed in the lay summary; no timing published",
                 f"epoch time ratio {ratio:.2f} ({1 / ratio:.1f}× faster per epoch); {reach_txt}",

@@ -312,6 +312,8 @@ def record_gpu_run(
         raw = json.loads(speed_src.read_text())
         named = speed_models_for_profile(raw["models"], params)
         reach = times_to_alignn_best(run_dir, alignn) if alignn else None
+        if reach is not None:  # the members' card; the epoch times may come from another run
+            reach["gemnet_t_members_device"] = device
         models = {
             name: {
                 "params": m["params"],
