@@ -74,6 +74,23 @@ def test_epoch_batches_are_a_seeded_shuffle_per_epoch():
     assert all(len(b) <= 5 and edges[b].sum() <= 20 for b in first)
 
 
+def test_scale_fit_batches_are_the_first_of_their_own_seeded_shuffle():
+    from tracer.dataset import epoch_batches, scale_fit_batches
+
+    edges = np.arange(40) % 7 + 3
+    idx = np.arange(3, 40)
+    fit = [b.tolist() for b in scale_fit_batches(idx, edges, batch_size=5, seed=1, count=3)]
+    assert fit == [b.tolist() for b in scale_fit_batches(idx, edges, batch_size=5, seed=1, count=3)]
+    assert len(fit) == 3 and all(len(b) == 5 for b in fit)
+    assert len({i for b in fit for i in b}) == 15 and set().union(*fit) <= set(idx.tolist())
+    # the convention the checkpoints of record were trained with: shuffle by default_rng([seed, 0])
+    order = np.random.default_rng([1, 0]).permutation(idx).tolist()
+    assert fit == [order[0:5], order[5:10], order[10:15]]
+    first_epoch = epoch_batches(idx, edges, batch_size=5, max_edges=None, seed=1, epoch=0)
+    assert fit != [b.tolist() for b in first_epoch[:3]]  # not the first epoch's batches
+    assert scale_fit_batches(idx, edges, batch_size=5, seed=2, count=3)[0].tolist() != fit[0]
+
+
 def test_unknown_id_named(flla_structures):
     ds = structures_to_graphs(["a"], flla_structures[:1], None, cutoff=5.0, max_neighbors=None)
     try:

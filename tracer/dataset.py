@@ -627,6 +627,18 @@ def epoch_batches(
                            shuffle=True, rng=rng)  # fmt: skip
 
 
+def scale_fit_batches(
+    indices: np.ndarray, num_edges: np.ndarray, *, batch_size: int, seed: int, count: int
+) -> list[np.ndarray]:
+    """The training batches GemNet's scale factors are fitted on (before the first epoch): the
+    first ``count`` batches of ``batch_size`` structures of ``indices`` shuffled by
+    ``default_rng([seed, 0])`` (epochs use ``[seed, epoch + 1]``, :func:`epoch_batches`). The
+    one-process trainer and every DDP rank fit on these same batches, so both start alike."""
+    rng = np.random.default_rng([seed, 0])
+    batches = batches_by_size(indices, num_edges, batch_size=batch_size, shuffle=True, rng=rng)
+    return batches[:count]
+
+
 def batches_by_size(
     indices: np.ndarray,
     num_edges: np.ndarray,

@@ -49,9 +49,9 @@ import torch.distributed as dist
 from tracer.dataset import (
     GraphDataset,
     PaddedBatcher,
-    batches_by_size,
     epoch_batches,
     plan_static_shapes,
+    scale_fit_batches,
 )
 from tracer.models.baselines import ModelConfig, build_model
 from tracer.models.gemnet import fit_scale_factors
@@ -222,11 +222,9 @@ def train_ddp(
         schedule.load_state_dict(ckpt["schedule"])
         state, best_weights = TrainState(**ckpt["state"]), ckpt["best_weights"]
     else:
-        fit = batches_by_size(train_idx, num_edges, batch_size=train_config.batch_size,
-                              shuffle=True, rng=np.random.default_rng([seed, 0]))  # fmt: skip
-        fit_scale_factors(
-            model, [data_dev.collate(b) for b in fit[: train_config.scale_fit_batches]]
-        )
+        fit = scale_fit_batches(train_idx, num_edges, batch_size=train_config.batch_size,
+                                seed=seed, count=train_config.scale_fit_batches)  # fmt: skip
+        fit_scale_factors(model, [data_dev.collate(b) for b in fit])
     ema = None
     if train_config.ema_decay is not None:
         ema = WeightAverage(model, train_config.ema_decay)

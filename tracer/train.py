@@ -38,6 +38,7 @@ from tracer.dataset import (
     batches_by_size,
     epoch_batches,
     plan_static_shapes,
+    scale_fit_batches,
 )
 from tracer.models.baselines import CONFIGS, ModelConfig, build_model, config_from_dict
 from tracer.models.domain import DomainGemNetT
@@ -412,11 +413,9 @@ def train_member(
         model.load_state_dict(_initial_weights(init_from, model_config))
     data_dev = data.to(dev)  # batches are cut on the device
     if ckpt is None and init_from is None and isinstance(model, GemNetT | DomainGemNetT):
-        rng = np.random.default_rng([seed, 0])
-        fit_batches = batches_by_size(
-            train_idx, num_edges, batch_size=train_config.batch_size, shuffle=True, rng=rng
-        )[: train_config.scale_fit_batches]
-        fit_scale_factors(model, [data_dev.collate(b) for b in fit_batches])
+        fit = scale_fit_batches(train_idx, num_edges, batch_size=train_config.batch_size,
+                                seed=seed, count=train_config.scale_fit_batches)  # fmt: skip
+        fit_scale_factors(model, [data_dev.collate(b) for b in fit])
     ema = None
     if train_config.ema_decay is not None:
         ema = WeightAverage(model, train_config.ema_decay)
