@@ -297,21 +297,28 @@ def _train_logged(
     live_dir: Path,
     device: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """:func:`tracer.train.train_member` with each epoch logged by dvclive into ``live_dir``
-    (resumed along with the training); returns the summary and the per-epoch history."""
+    """:func:`tracer.train.train_member` with each epoch logged by dvclive into ``live_dir``,
+    the epoch as the step; returns the summary and the per-epoch history.
+
+    The log is opened at the first epoch the trainer reports: from epoch 0 it starts afresh
+    (a new run, or a finished or different checkpoint the trainer did not resume), from a
+    later epoch it continues the interrupted run's log."""
     from dvclive import Live
     from tracer.train import train_member
 
-    resuming = (work / "last.pt").exists()
-    with Live(
-        str(live_dir), resume=resuming, report=None, save_dvc_exp=False, dvcyaml=None
-    ) as live:
+    live: Live | None = None
 
-        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            for key in ("train_loss", "val_mae", "lr", "epoch_time_s"):
-                live.log_metric(key, metrics[key])
-            live.next_step()
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        nonlocal live
+        if live is None:
+            live = Live(str(live_dir), resume=epoch > 0, report=None, save_dvc_exp=False,
+                        dvcyaml=None)  # fmt: skip
+        live.step = epoch
+        for key in ("train_loss", "val_mae", "lr", "epoch_time_s"):
+            live.log_metric(key, metrics[key])
+        live.next_step()
 
+    try:
         summary = train_member(
             data=data,
             split=split,
@@ -324,6 +331,9 @@ def _train_logged(
             progress=True,
             on_epoch_end=log_epoch,
         )
+    finally:
+        if live is not None:
+            live.end()
     history = pd.DataFrame(json.loads((work / "history.json").read_text()))
     return summary, history
 
