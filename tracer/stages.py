@@ -2,7 +2,8 @@
 
 Notebooks call one function here per stage and display what it returns; the functions are
 tested directly, and end to end through ``dvc repro`` on the tiny profile. Paths follow
-:class:`Paths`, one layout per dataset name.
+:class:`Paths`, one layout per dataset name. The training stages' entry points are in
+:mod:`tracer.train_stages`.
 """
 
 from __future__ import annotations
@@ -280,142 +281,6 @@ def run_graphs_stage(
         ),
     )
     return metrics
-
-
-# --------------------------------------------------------------------------------------------
-# train: one ensemble member per seed (resumable), logged with dvclive
-# --------------------------------------------------------------------------------------------
-def _train_logged(
-    *,
-    data: Any,
-    split: dict[str, Any],
-    seed: int,
-    model_config: Any,
-    train_config: Any,
-    work: Path,
-    model_path: Path,
-    live_dir: Path,
-    device: str,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """:func:`tracer.train.train_member` with each epoch logged by dvclive into ``live_dir``,
-    the epoch as the step; returns the summary and the per-epoch history.
-
-    The log is opened at the first epoch the trainer reports: from epoch 0 it starts afresh
-    (a new run, or a finished or different checkpoint the trainer did not resume), from a
-    later epoch it continues the interrupted run's log."""
-    from dvclive import Live
-    from tracer.train import train_member
-
-    live: Live | None = None
-
-    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        nonlocal live
-        if live is None:
-            live = Live(str(live_dir), resume=epoch > 0, report=None, save_dvc_exp=False,
-                        dvcyaml=None)  # fmt: skip
-        live.step = epoch
-        for key in ("train_loss", "val_mae", "lr", "epoch_time_s"):
-            live.log_metric(key, metrics[key])
-        live.next_step()
-
-    try:
-        summary = train_member(
-            data=data,
-            split=split,
-            seed=seed,
-            model_config=model_config,
-            train_config=train_config,
-            work_dir=work,
-            member_path=model_path,
-            device=device,
-            progress=True,
-            on_epoch_end=log_epoch,
-        )
-    finally:
-        if live is not None:
-            live.end()
-    history = pd.DataFrame(json.loads((work / "history.json").read_text()))
-    return summary, history
-
-
-def run_train_stage(
-    *,
-    dataset_name: str,
-    seed: int,
-    gemnet: dict[str, Any],
-    graph: dict[str, Any],
-    train: dict[str, Any],
-    device: str = "auto",
-    root: str | Path = ".",
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Train (or resume) member ``seed``; log each epoch with dvclive; return summary + curve."""
-    from tracer.dataset import GraphDataset
-    from tracer.models.gemnet import GemNetTConfig
-    from tracer.train import TrainConfig
-
-    paths = Paths(dataset_name, Path(root))
-    return _train_logged(
-        data=GraphDataset.load(paths.graphs),
-        split=load_split(paths.split),
-        seed=seed,
-        model_config=GemNetTConfig.from_params(gemnet, graph),
-        train_config=TrainConfig(**train),
-        work=paths.member_work(seed),
-        model_path=paths.member(seed),
-        live_dir=paths.live(seed),
-        device=device,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# baseline: one Table 1 baseline (SchNet, CGCNN) on the ensemble's split, with its own graphs
-# --------------------------------------------------------------------------------------------
-def run_baseline_stage(
-    *,
-    params: dict[str, Any],
-    dataset_name: str,
-    kind: str,
-    baselines: dict[str, Any],
-    train: dict[str, Any],
-    device: str = "auto",
-    root: str | Path = ".",
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Train baseline ``kind`` with the shared trainer (``train`` overridden by
-    ``baselines.train``) on graphs built with its own cutoff and neighbour cap; write its
-    model file and its validation/test predictions (``results/<dataset>/<kind>.parquet``,
-    ``y_pred`` in eV/atom)."""
-    from tracer.dataset import structures_to_graphs
-    from tracer.launch import baseline_settings, single_model_predictions
-
-    config, train_config, seed = baseline_settings(kind, baselines, train)
-    paths = Paths(dataset_name, Path(root))
-    split = load_split(paths.split)
-    table = read_table(paths.table)
-    data = structures_to_graphs(
-        list(table["id"]),
-        list(table["structure"]),
-        list(table["target"]),
-        cutoff=config.cutoff,
-        max_neighbors=config.max_neighbors,
-        unit=str(table["target_unit"].iloc[0]),
-        progress=True,
-    )
-    summary, history = _train_logged(
-        data=data,
-        split=split,
-        seed=seed,
-        model_config=config,
-        train_config=train_config,
-        work=paths.baseline_work(kind),
-        model_path=paths.baseline(kind),
-        live_dir=paths.baseline_live(kind),
-        device=device,
-    )
-    paths.results.mkdir(parents=True, exist_ok=True)
-    single_model_predictions(paths.baseline(kind), data, split, device).to_parquet(
-        paths.predictions(kind), index=False
-    )
-    return summary, history
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,44 @@
+"""The training stages' dvclive logs: the epoch is the step, a fresh run starts a fresh log and
+a resumed run continues its own (the training itself is tested in test_train.py and end to end
+through ``dvc repro`` on the tiny profile)."""
+
+import json
+
+import pandas as pd
+
+
+def _logged_run(tmp_path, monkeypatch, epochs):
+    """``train_logged`` with a stand-in trainer that reports ``epochs`` (as a fresh run from 0,
+    or a resumed one from a later epoch) and leaves a checkpoint behind, as the trainer does."""
+    import tracer.train
+    from tracer.train_stages import train_logged
+
+    work = tmp_path / "work"
+
+    def fake_train_member(*, work_dir, on_epoch_end, **_):
+        work_dir.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for epoch in epochs:
+            row = {"epoch": epoch, "train_loss": 1.0 / (epoch + 1), "val_mae": 0.5,
+                   "lr": 1e-3, "epoch_time_s": 0.1}  # fmt: skip
+            rows.append(row)
+            (work_dir / "last.pt").write_bytes(b"checkpoint")
+            on_epoch_end(epoch, row)
+        (work_dir / "history.json").write_text(json.dumps(rows))
+        return {"epochs": len(rows)}
+
+    monkeypatch.setattr(tracer.train, "train_member", fake_train_member)
+    live = tmp_path / "live"
+    train_logged(data=None, split={}, seed=0, model_config=None, train_config=None, work=work,
+                  model_path=tmp_path / "m.pt", live_dir=live, device="cpu")  # fmt: skip
+    table = pd.read_csv(live / "plots/metrics/val_mae.tsv", sep="\t")
+    return table["step"].tolist()
+
+
+def test_dvclive_steps_are_epochs_for_fresh_reruns_and_resumed_runs(tmp_path, monkeypatch):
+    assert _logged_run(tmp_path, monkeypatch, [0, 1, 2]) == [0, 1, 2]
+    # run again from scratch (a finished checkpoint is not resumed): a new log, not steps 3-5
+    assert _logged_run(tmp_path, monkeypatch, [0, 1, 2]) == [0, 1, 2]
+    # an interrupted run resumed at epoch 2 continues its log
+    _logged_run(tmp_path, monkeypatch, [0, 1])
+    assert _logged_run(tmp_path, monkeypatch, [2, 3]) == [0, 1, 2, 3]
