@@ -13,7 +13,7 @@ from test_train import train_small_members
 
 from tracer.cli import main
 from tracer.ensemble import predict_members
-from tracer.predict import Z95, Ensemble, read_structures
+from tracer.predict import Z95, Ensemble
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def test_command_predicts_every_good_file_and_names_every_bad_one(
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["predicted"] == 8 and summary["errors"] == 3 and summary["sigma_scale"] == 2.5
+    assert summary["skipped"] == 1 and summary["files"] == 10  # notes.txt: not a structure
     res = pd.read_csv(out)
     assert sorted(res["id"]) == sorted(["real_0", "real_1", "real_2", "real_3", "POSCAR", "s5",
                                         "two-0", "two-1"])  # fmt: skip
@@ -61,6 +62,9 @@ def test_command_predicts_every_good_file_and_names_every_bad_one(
                        strict=True))  # fmt: skip
     assert "unreadable" in reasons["broken.cif"] and "overlapping" in reasons["overlap.cif"]
     assert "no such file" in reasons["nothing*.cif"]
+    skipped = pd.read_csv(tmp_path / "res.skipped.csv")
+    assert list(skipped["source"].map(lambda s: s.split("/")[-1])) == ["notes.txt"]
+    assert "not a structure format" in skipped["reason"][0]
     # the numbers are the ensemble's, interval from the recalibration factor
     ens = Ensemble.load(ensemble_dir)
     from tracer.dataset import structures_to_graphs
@@ -72,12 +76,15 @@ def test_command_predicts_every_good_file_and_names_every_bad_one(
     assert row["e_form_ev_per_atom"] == pytest.approx(ref["mean"][0], abs=1e-6)  # CIF digits
     half = row["upper95_ev_per_atom"] - row["e_form_ev_per_atom"]
     assert half == pytest.approx(Z95 * 2.5 * ref["std"][0], rel=1e-4)
-    assert row["check_with_dft"] == (half > 0.1)
+    assert row["check_with_dft"] == (half > 0.1)  # no applicability domain in this folder
+    assert row["interval_method"].startswith("σ-scaling")
     top = pd.read_csv(tmp_path / "res.budget.csv")
     assert list(top["sigma_ev_per_atom"]) == sorted(res["sigma_ev_per_atom"], reverse=True)[:3]
     # never overwritten unless told to
     assert main(["predict", str(folder), "-o", str(out), "--ensemble", str(ensemble_dir)]) == 2
     assert pd.read_csv(out).equals(res)
+    (tmp_path / "res.csv").unlink()  # a leftover errors file alone also blocks the run
+    assert main(["predict", str(folder), "-o", str(out), "--ensemble", str(ensemble_dir)]) == 2
     assert main(["predict", str(folder), "-o", str(out), "--ensemble", str(ensemble_dir),
                  "--force"]) == 0  # fmt: skip
 
@@ -113,10 +120,27 @@ def test_compiled_members_predict_as_the_members(ensemble_dir, flla_structures):
     assert len(ens._compiled) == len(ens.members)  # kept for the next call
 
 
-def test_reading_keeps_multi_structure_files_apart(folder):
-    read = read_structures([folder / "two.extxyz", folder / "two.extxyz"], cutoff=6.0)
-    assert [i for _, i, _ in read.items] == ["two-0", "two-1"]  # a repeated path is read once
-    assert not read.errors
+def test_a_structure_failing_inside_the_model_is_named_and_the_run_goes_on(
+    tmp_path, ensemble_dir, folder, monkeypatch
+):
+    """One structure whose prediction raises (as out of memory would) goes to the errors file
+    with the reason; the chunk's other structures are still predicted."""
+    import tracer.predict as predict
+
+    real = predict._predict_rows
+
+    def failing(ens, pending, which, threshold, device):
+        if "real_1" in [pending.ids[k] for k in which]:
+            raise MemoryError("planted")
+        return real(ens, pending, which, threshold, device)
+
+    monkeypatch.setattr(predict, "_predict_rows", failing)
+    out = tmp_path / "r.csv"
+    summary = predict.screen([folder], out, ensemble=ensemble_dir, device="cpu")
+    assert summary["predicted"] == 7
+    errors = pd.read_csv(tmp_path / "r.errors.csv").set_index("id")
+    assert "prediction failed: MemoryError: planted" in errors.loc["real_1", "reason"]
+    assert "real_1" not in set(pd.read_csv(out)["id"])
 
 
 def test_shipped_ensemble_gives_the_gpu_runs_predictions(flla_table):

@@ -52,10 +52,13 @@ def structure_problems(structure: Structure, config: ValidationConfig) -> list[s
     if not structure.is_ordered:
         reasons.append("disordered structure (partial occupancies)")
         return reasons
-    for site in structure:
+    unknown: dict[str, list[int]] = {}
+    for k, site in enumerate(structure):
         el = site.specie
         if not isinstance(el, Element) or config.max_atomic_number < el.Z:
-            reasons.append(f"unknown or unsupported element {el!s}")
+            unknown.setdefault(str(el), []).append(k)
+    reasons += [f"unknown or unsupported element {el} (site{'s' if len(ks) > 1 else ''} "
+                f"{_site_list(ks)})" for el, ks in unknown.items()]  # fmt: skip
     volume = float(structure.volume)
     if not math.isfinite(volume) or volume <= 0.0:
         return [*reasons, f"non-positive cell volume {volume:.4g} Å^3"]
@@ -63,33 +66,35 @@ def structure_problems(structure: Structure, config: ValidationConfig) -> list[s
     if not np.all(np.isfinite(coords)):
         return [*reasons, "non-finite atomic coordinates"]
 
-    # Closest distinct pair under the minimum-image convention (catches exact overlaps, which
-    # neighbour-list routines drop as "self" pairs) ...
-    if len(structure) > 1:
-        dm = structure.distance_matrix
-        np.fill_diagonal(dm, np.inf)
-        i, j = np.unravel_index(int(np.argmin(dm)), dm.shape)
-        if dm[i, j] < config.min_distance_angstrom:
-            reasons.append(
-                f"overlapping atoms: sites {min(i, j)} and {max(i, j)} are {dm[i, j]:.3f} Å apart "
-                f"(< {config.min_distance_angstrom} Å)"
-            )
-    # ... and every atom, including against its own periodic images, within the graph cutoff.
-    centers, _, _, dists = structure.get_neighbor_list(config.graph_cutoff_angstrom)
+    # One cell-list neighbour search (memory linear in the atoms) for both checks: the closest
+    # pair, periodic images and exact overlaps of distinct sites included (only a site's zero
+    # distance to itself is left out), and every atom's nearest neighbour within the cutoff.
+    radius = max(config.graph_cutoff_angstrom, config.min_distance_angstrom)
+    centers, points, _, dists = structure.get_neighbor_list(radius)
     if len(dists) and float(np.min(dists)) < config.min_distance_angstrom:
         k = int(np.argmin(dists))
-        if not any(r.startswith("overlapping atoms") for r in reasons):
-            reasons.append(
-                f"overlapping atoms: site {int(centers[k])} has a periodic image "
-                f"{float(dists[k]):.3f} Å away (< {config.min_distance_angstrom} Å)"
-            )
-    lonely = sorted(set(range(len(structure))) - set(np.asarray(centers).tolist()))
+        i, j = int(centers[k]), int(points[k])
+        what = (f"sites {min(i, j)} and {max(i, j)} are" if i != j
+                else f"site {i} and its periodic image are")  # fmt: skip
+        close = dists < config.min_distance_angstrom
+        pairs = np.unique(np.sort(np.stack([centers[close], points[close]], 1), axis=1), axis=0)
+        n_close = len(pairs)
+        more = f"; {n_close} close pairs in all" if n_close > 1 else ""
+        reasons.append(f"overlapping atoms: {what} {float(dists[k]):.3f} Å apart "
+                       f"(< {config.min_distance_angstrom} Å){more}")  # fmt: skip
+    within = dists <= config.graph_cutoff_angstrom
+    lonely = sorted(set(range(len(structure))) - set(np.asarray(centers[within]).tolist()))
     if lonely:
         reasons.append(
-            f"no neighbour within {config.graph_cutoff_angstrom} Å for site(s) "
-            f"{', '.join(map(str, lonely[:10]))}{' …' if len(lonely) > 10 else ''}"
+            f"no neighbour within {config.graph_cutoff_angstrom} Å for site(s) {_site_list(lonely)}"
         )
     return reasons
+
+
+def _site_list(sites: list[int], shown: int = 10) -> str:
+    """``0, 3, 5`` (the first ``shown`` site indices, then ``… (N in all)``)."""
+    head = ", ".join(map(str, sites[:shown]))
+    return head if len(sites) <= shown else f"{head} … ({len(sites)} in all)"
 
 
 def record_problems(table: pd.DataFrame, config: ValidationConfig) -> dict[int, list[str]]:
