@@ -67,7 +67,7 @@ def format_by_content(path: Path) -> str | None:
     from ase.io.formats import filetype
 
     try:
-        fmt = filetype(str(path), read=True, guess=False)
+        fmt = filetype(str(path), read=True, guess=True)
     except Exception:  # ASE raises several kinds for unknown, empty or binary files
         return None
     return f"ase:{fmt}" if fmt in ASE_FORMATS else None
