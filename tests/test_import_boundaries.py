@@ -21,6 +21,8 @@ def test_training_path_runs_without_pymatgen_or_dvc():
         BLOCKER
         + """
 import tracer.train, tracer.ensemble, tracer.launch, tracer.dataset, tracer.graphs
+import tracer.neighbors, tracer.models.gemnet_chunked, tracer.cv_launch, tracer.cross_validation
+import tracer.inference.applicability
 from tracer.splits import load_split
 from tracer.models.gemnet import GemNetT, GemNetTConfig
 split = load_split('data/splits/flla.json')

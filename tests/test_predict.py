@@ -150,8 +150,9 @@ def test_shipped_ensemble_gives_the_gpu_runs_predictions(flla_table):
 
     ens = Ensemble.load()
     assert ens.members[0].parent == PRETRAINED_DIR and len(ens.members) == 5
-    assert ens.sigma_scale == json.loads((PRETRAINED_DIR / "recalibration.json").read_text())[
-        "sigma_scale"]  # fmt: skip
+    calibration = json.loads((PRETRAINED_DIR / "calibration.json").read_text())
+    assert ens.interval.factor == calibration["scale_or_quantile"]
+    assert ens.interval.method.startswith("split-conformal") and ens.domain is not None
     recorded = pd.read_parquet("results/gpu/gemnet_t.parquet")
     test = recorded[recorded["set"] == "test"].iloc[::8]  # 50 structures
     structures = flla_table.set_index("id").loc[test["id"], "structure"]
@@ -173,9 +174,9 @@ def test_a_changed_shipped_file_is_refused(tmp_path):
         byte = fh.read(1)
         fh.seek(2000)
         fh.write(bytes([byte[0] ^ 0xFF]))
-    (copy / "recalibration.json").unlink()
-    with pytest.raises(ValueError, match=r"member_3.pt \(sha256 differs\).*recalibration.json "
-                       r"\(missing\)"):  # fmt: skip
+    (copy / "calibration.json").unlink()
+    with pytest.raises(ValueError, match=r"calibration.json \(missing\), member_3.pt "
+                       r"\(sha256 differs\)"):  # fmt: skip
         Ensemble.load(copy)
 
 
@@ -187,6 +188,24 @@ def test_command_uses_the_shipped_ensemble_by_default(tmp_path, folder, capsys, 
     assert main(["predict", str(folder), "-o", "res.csv"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["predicted"] == 8 and summary["errors"] == 2
-    assert summary["recalibration"] == str(PRETRAINED_DIR / "recalibration.json")
+    assert summary["recalibration"] == str(PRETRAINED_DIR / "calibration.json")
+    assert summary["interval_method"].startswith("split-conformal")
     res = pd.read_csv(tmp_path / "res.csv")
     assert res["e_form_ev_per_atom"].between(-5, 2).all() and (res["sigma_ev_per_atom"] > 0).all()
+    # real FLLA crystals: inside the training domain, unless a check names why not
+    assert (res["out_of_domain"] == res["domain_reasons"].notna()).all()
+
+
+def test_an_isolated_dimer_is_flagged_out_of_domain(tmp_path):
+    """A Re2 dimer alone in a 20 Å box: readable and valid, but nothing like a crystal of the
+    training set; the shipped domain says so and the row asks for DFT."""
+    from pymatgen.core import Lattice, Structure
+
+    from tracer.predict import screen
+
+    Structure(Lattice.cubic(20.0), ["Re", "Re"], [[0.5, 0.5, 0.5], [0.5, 0.5, 0.61]]).to(
+        filename=str(tmp_path / "Re2.cif"))  # fmt: skip
+    screen([tmp_path / "Re2.cif"], tmp_path / "out.csv", device="cpu")
+    row = pd.read_csv(tmp_path / "out.csv").iloc[0]
+    assert bool(row["out_of_domain"]) and bool(row["check_with_dft"])
+    assert "widest empty slab" in row["domain_reasons"]

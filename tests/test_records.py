@@ -174,7 +174,7 @@ def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
         pytest.fail("results/gpu: reliability records are not the recorded ensemble's")
     folder = tmp_path / "flla_gemnet_t"
     shutil.copytree(PRETRAINED_DIR, folder)
-    for name in ("recalibration.json", "MODEL_CARD.md", "MANIFEST.json"):
+    for name in ("calibration.json", "MODEL_CARD.md", "MANIFEST.json"):
         (folder / name).unlink()
     params = load_params("profiles/gpu.yaml")
     # the run's check names the package folder, not this copy: left alone
@@ -185,10 +185,16 @@ def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
     check["shipped_to"] = str(folder)
     (results / "half_precision_check.json").write_text(json.dumps(check))
     assert finish_shipped(folder, results, params)
-    recal = json.loads((folder / "recalibration.json").read_text())
+    recal = json.loads((folder / "calibration.json").read_text())
     unc = json.loads((results / "uncertainty.json").read_text())
     assert recal["sigma_scale"] == unc["sigma_scale"]
+    # the shipped interval is the split-conformal one, with its measured test coverage
+    assert recal["scale_or_quantile"] == unc["conformal_quantile"]
+    assert recal["test_coverage95"] == unc["conformal_coverage95"]
+    assert 0.93 <= recal["test_coverage95"] <= 0.97
+    assert Ensemble.load(folder).interval.factor == unc["conformal_quantile"]
     text = (folder / "MODEL_CARD.md").read_text()
+    assert f"covers {unc['conformal_coverage95']:.3f}" in text
     assert "Intended use" in text
     noise = params["train"].get("position_noise_angstrom", 0.0)
     assert (f"Gaussian noise of σ = {noise} Å" in text) == bool(noise)  # how it was trained
@@ -198,6 +204,6 @@ def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
     # recalibration names its own results folder as the source)
     card = "MODEL_CARD.md"
     assert (folder / card).read_bytes() == (PRETRAINED_DIR / card).read_bytes()
-    shipped = json.loads((PRETRAINED_DIR / "recalibration.json").read_text())
+    shipped = json.loads((PRETRAINED_DIR / "calibration.json").read_text())
     assert shipped["source"] == "results/gpu/uncertainty.json"
     assert {**shipped, "source": None} == {**recal, "source": None}

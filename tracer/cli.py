@@ -95,6 +95,97 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if summary["predicted"] else 1
 
 
+def _cmd_fit_domain(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.inference.domain_study import run_domain_study
+    from tracer.predict import APPLICABILITY, Ensemble
+    from tracer.splits import load_split
+    from tracer.table import read_table
+
+    ens = Ensemble.load(args.ensemble)
+    folder = ens.members[0].parent
+    target = folder / APPLICABILITY
+    if target.exists() and not args.force:
+        print(f"tracer fit-domain: would overwrite {target} (use --force)", file=sys.stderr)
+        return 2
+    ens.domain = None  # measured afresh, not with a previous fit
+    split = load_split(args.split)
+    domain, record = run_domain_study(ens, read_table(args.table), split,
+                                      progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    domain.save(target)
+    record["ensemble"] = folder.name
+    record["split"] = str(args.split)
+    (folder / "ood.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({k: record[k] for k in ("flagged_fraction_test", "mae_ratio")}))
+    return 0
+
+
+def _cmd_make_folds(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.cross_validation import group_kfold, save_folds
+    from tracer.splits import duplicate_groups, load_split
+    from tracer.stages import Paths
+    from tracer.table import read_table
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(f"tracer make-folds: would overwrite {out} (use --force)", file=sys.stderr)
+        return 2
+    paths = Paths(args.dataset)
+    table = read_table(paths.table)
+    split = load_split(paths.split)  # the same data the seed-42 split was made from
+    groups = duplicate_groups(list(table["reduced_formula"]), list(table["structure"]))
+    runs = group_kfold(list(table["id"]), groups, k=args.k, seed=args.seed,
+                       val_fraction=args.val_fraction)  # fmt: skip
+    save_folds(out, runs, dataset=args.dataset, dataset_sha256=split["dataset_sha256"],
+               table_sha256=split["table_sha256"], seed=args.seed,
+               val_fraction=args.val_fraction)  # fmt: skip
+    print(json.dumps({"k": args.k, "n_groups": int(groups.max()) + 1,
+                      "test_sizes": [len(r["test"]) for r in runs]}))  # fmt: skip
+    return 0
+
+
+def _cmd_train_cv(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.config import load_params
+    from tracer.cross_validation import load_folds
+    from tracer.cv_launch import train_cv_members
+    from tracer.models.gemnet import GemNetTConfig
+    from tracer.train import TrainConfig
+
+    params = load_params(args.params)
+    folds = load_folds(args.folds)
+    report = train_cv_members(
+        structures_path=args.structures, folds=folds,
+        which=args.which if args.which else range(folds["k"]),
+        seeds=params["ensemble"]["seeds"],
+        model_config=GemNetTConfig.from_params(params["gemnet"], params["graph"]),
+        train_config=TrainConfig(**params["train"]), out_dir=args.out,
+        parallel=args.parallel, workers=args.workers,
+    )  # fmt: skip
+    print(json.dumps({"wall_time_s": report["wall_time_s"], "folds": list(report["folds"])}))
+    return 0
+
+
+def _cmd_record_cv(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.config import load_params
+    from tracer.cross_validation import load_folds
+    from tracer.cv_analysis import record_cv
+    from tracer.table import read_table
+
+    folds = load_folds(args.folds)
+    records = record_cv(args.run_dir, folds, read_table(args.table), load_params(args.params),
+                        device=args.device)  # fmt: skip
+    models = records["cv_accuracy"]["models"]
+    print(json.dumps({k: [v["mae"], v["mae_ci95"]] for k, v in models.items()}))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from tracer.report import build_site
 
@@ -367,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--structures", required=True, help="file from export-structures")
     p.add_argument("--split", required=True, help="split JSON")
-    p.add_argument("--recipe", choices=["defaults", "paper"], default="defaults")
+    p.add_argument("--recipe", choices=["defaults", "paper", "authors"], default="defaults")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -417,6 +508,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "fit-domain",
+        help="fit an ensemble's applicability domain on its training split and measure it "
+        "(applicability.pt and ood.json beside the members; then `tracer ship` for the manifest)",
+    )
+    p.add_argument("--ensemble", default=None, help="members' folder (default: the shipped one)")
+    p.add_argument("--table", default="data/processed/flla.parquet")
+    p.add_argument("--split", default="data/splits/flla.json")
+    p.add_argument("--force", action="store_true", help="replace an existing applicability.pt")
+    p.set_defaults(func=_cmd_fit_domain)
+
+    p = sub.add_parser("make-folds", help="group-aware k-fold runs of a dataset (fold file)")
+    p.add_argument("--dataset", default="flla")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--out", default="data/splits/flla_cv5.json")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=_cmd_make_folds)
+
+    p = sub.add_parser(
+        "train-cv", help="train the GemNet-T members of cross-validation folds, no DVC (GPU)"
+    )
+    p.add_argument("--structures", required=True, help="file from export-structures")
+    p.add_argument("--folds", required=True, help="fold file from make-folds")
+    p.add_argument("--params", default="profiles/gpu.yaml")
+    p.add_argument("--out", required=True)
+    p.add_argument("--which", type=int, nargs="*", help="folds to run (default: all)")
+    p.add_argument("--parallel", type=int, default=1, help="members trained concurrently")
+    p.add_argument("--workers", type=int, default=1, help="processes building graphs")
+    p.set_defaults(func=_cmd_train_cv)
+
+    p = sub.add_parser(
+        "record-cv", help="score a cross-validation folder (out-of-fold records, cv_*.json)"
+    )
+    p.add_argument("--run-dir", default="results/flla_cv5")
+    p.add_argument("--folds", default="data/splits/flla_cv5.json")
+    p.add_argument("--table", default="data/processed/flla.parquet")
+    p.add_argument("--params", default="profiles/gpu.yaml")
+    p.add_argument("--device", required=True, help="the card the members trained on")
+    p.set_defaults(func=_cmd_record_cv)
 
     p = sub.add_parser("report", help="render the run into an offline HTML site")
     p.add_argument("--out", default="site")

@@ -12,13 +12,13 @@ Python API::
 Command line: ``tracer predict PATH... [--ensemble DIR] [--budget N] -o results.csv``.
 
 The shipped ensemble (:data:`PRETRAINED_DIR`: five GemNet-T members of the ``gpu`` profile on
-FLLA, weight matrices in float16, with ``recalibration.json``, ``applicability.pt``,
+FLLA, weight matrices in float16, with ``calibration.json``, ``applicability.pt``, ``ood.json``,
 ``MODEL_CARD.md`` and ``MANIFEST.json``) is checked against its manifest's sha256 sums whenever
 it is loaded.
 
 Uncertainty: ``sigma`` is the members' spread (ddof 0). The 95% interval is ``mean ± q · σ``
 with ``q`` the split-conformal quantile of the normalised validation residuals ``|y - mean| / σ``
-(``conformal_quantile`` in ``recalibration.json``; its coverage on the held-out test split is
+(``scale_or_quantile`` in ``calibration.json``; its coverage on the held-out test split is
 measured and stated there and in the model card). A file with only a σ-scaling factor ``s``
 gives ``mean ± 1.96 · s · σ``; without a file the interval is ``mean ± 1.96 · σ`` and the output
 says so. The CSV names the method in ``interval_method``. A structure is flagged "check with DFT"
@@ -42,7 +42,8 @@ from tracer.download import sha256_file
 Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 PRETRAINED_DIR = Path(__file__).parent / "pretrained" / "flla_gemnet_t"
 MANIFEST = "MANIFEST.json"
-RECALIBRATION = "recalibration.json"
+CALIBRATION = "calibration.json"  # the shipped interval (docs/METRICS.md)
+RECALIBRATION = "recalibration.json"  # a σ-scaling factor beside pipeline-trained members
 APPLICABILITY = "applicability.pt"
 COLUMNS = ("source", "id", "formula", "n_atoms", "e_form_ev_per_atom", "sigma_ev_per_atom",
            "lower95_ev_per_atom", "upper95_ev_per_atom", "interval_method", "out_of_domain",
@@ -63,13 +64,15 @@ class Interval:
 
     @classmethod
     def read(cls, directory: Path) -> Interval:
-        """From ``recalibration.json`` beside the members, else ``metrics/uncertainty.json`` of
-        the run that trained them: the conformal quantile when there is one, else σ-scaling."""
-        for cand in (directory / RECALIBRATION, Path("metrics") / "uncertainty.json"):
+        """From ``calibration.json`` (the shipped split-conformal quantile) or
+        ``recalibration.json`` beside the members, else ``metrics/uncertainty.json`` of the run
+        that trained them: the conformal quantile when there is one, else σ-scaling."""
+        for cand in (directory / CALIBRATION, directory / RECALIBRATION,
+                     Path("metrics") / "uncertainty.json"):  # fmt: skip
             if cand.exists():
                 rec = json.loads(cand.read_text())
                 scale = rec.get("sigma_scale")
-                q = rec.get("conformal_quantile")
+                q = rec.get("conformal_quantile", rec.get("scale_or_quantile"))
                 if q is not None:
                     return cls(float(q), "split-conformal 95% (σ-normalised residuals, "
                                "validation)", str(cand), scale)  # fmt: skip
@@ -458,7 +461,7 @@ def _flush(ens: Ensemble, pending: _Pending, preds: _Table, errors: _Table,
 
 def _predict_rows(ens: Ensemble, pending: _Pending, which: Sequence[int], threshold: float,
                   device: str) -> list[list[Any]]:  # fmt: skip
-    from tracer.inference.applicability import geometry_descriptors
+    from tracer.inference.applicability import geometry_of
 
     which = list(which)
     ids = [pending.ids[k] for k in which]
@@ -467,8 +470,7 @@ def _predict_rows(ens: Ensemble, pending: _Pending, which: Sequence[int], thresh
     out = ens.predict_arrays(ids, arrays, device=device, data=data,
                              embedding=ens.domain is not None)  # fmt: skip
     if ens.domain is not None:
-        z = [a[0].numpy() for a in arrays]
-        reasons = ens.domain.check(z, geometry_descriptors(data), out["embedding"])
+        reasons = ens.domain.check(geometry_of(data), out["embedding"])
     else:
         reasons = [["no applicability domain shipped with these members"]] * len(ids)
     rows = []

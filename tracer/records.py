@@ -24,7 +24,7 @@ from tracer.alignn_train import time_to_reach
 from tracer.config import load_params
 from tracer.ensemble import member_seed
 from tracer.models.dummy import MeanPredictor
-from tracer.predict import PRETRAINED_DIR, write_manifest
+from tracer.predict import CALIBRATION, PRETRAINED_DIR, write_manifest
 from tracer.provenance import provenance, write_metrics
 from tracer.splits import load_split
 from tracer.stages import Paths, _fine_tuned_test, ensemble_accuracy, targets_by_set
@@ -389,8 +389,10 @@ def record_gpu_run(
         check["shipped_to"] = None
     write_metrics(out_dir / "half_precision_check.json", check,
                   {**prov, "device": "cpu", "note": "members re-run on a CPU"})  # fmt: skip
-    if check["passed"]:  # recalibration and model card: the gpu_results stage (finish_shipped)
-        for name in ("recalibration.json", "MODEL_CARD.md"):
+    if check["passed"]:  # calibration and model card: the gpu_results stage (finish_shipped);
+        # the applicability domain: `tracer fit-domain` (both belong to the members they fit)
+        for name in ("recalibration.json", CALIBRATION, "MODEL_CARD.md", "applicability.pt",
+                     "ood.json"):  # fmt: skip
             (half_dir / name).unlink(missing_ok=True)
         write_manifest(half_dir)
         log.warning("%s holds the new members; `dvc repro gpu_results` writes their "
@@ -434,8 +436,9 @@ def finish_shipped(folder: str | Path, results_dir: str | Path, params: dict[str
 
 def ship_pretrained(folder: str | Path, results_dir: str | Path, params: dict[str, Any]) -> Path:
     """Finish a shipped ensemble folder (half-precision ``member_*.pt`` already there):
-    ``recalibration.json`` (the σ-scaling factor the run's uncertainty analysis fitted on its
-    validation set), ``MODEL_CARD.md`` (data, split, model, metrics, intended use, known failure
+    ``calibration.json`` (the split-conformal quantile the run's uncertainty analysis fitted on
+    its validation set, with its measured test coverage, and the σ-scaling factor beside it),
+    ``MODEL_CARD.md`` (data, split, model, metrics, intended use, known failure
     regions, all read from ``results_dir``) and ``MANIFEST.json`` (sha256 of every file, checked
     by :meth:`tracer.predict.Ensemble.load`). Needs the run's ``accuracy.json``,
     ``training.json``, ``half_precision_check.json``, ``uncertainty.json`` and
@@ -450,12 +453,23 @@ def ship_pretrained(folder: str | Path, results_dir: str | Path, params: dict[st
 
     names = ("uncertainty", "failures", "accuracy", "training", "half_precision_check")
     unc, fail, acc, train, half = (read(f"{n}.json") for n in names)
-    recal = {"sigma_scale": unc["sigma_scale"], "source": str(results_dir / "uncertainty.json"),
-             "fitted_on": f"validation set ({unc['n_val']} structures)",
-             "coverage95_test_after": unc["coverage95_recal"]}  # fmt: skip
-    (folder / "recalibration.json").write_text(json.dumps(recal, indent=1) + "\n")
+    calibration = {"method": "split-conformal, σ-normalised residuals |y - mean| / σ",
+                   "scale_or_quantile": unc["conformal_quantile"],
+                   "interval": "mean ± scale_or_quantile · σ (eV/atom)",
+                   "test_coverage95": unc["conformal_coverage95"],
+                   "n_test": unc["n_test"],
+                   "mean_halfwidth_test_ev_per_atom": unc["conformal_mean_halfwidth"],
+                   "fitted_on": f"validation set ({unc['n_val']} structures)",
+                   "sigma_scale": unc["sigma_scale"],
+                   "test_coverage95_sigma_scaled": unc["coverage95_recal"],
+                   "source": str(results_dir / "uncertainty.json")}  # fmt: skip
+    (folder / CALIBRATION).write_text(json.dumps(calibration, indent=1) + "\n")
+    if (folder / "recalibration.json").exists():  # the σ-scaling file it replaces
+        (folder / "recalibration.json").unlink()
     transfer = read("transfer.json") if (results_dir / "transfer.json").exists() else None
-    card = model_card(acc, train, unc, fail, half, params, transfer=transfer)
+    domain = json.loads((folder / "ood.json").read_text()) if (folder / "ood.json").exists() \
+        else None  # fmt: skip
+    card = model_card(acc, train, unc, fail, half, params, transfer=transfer, domain=domain)
     (folder / "MODEL_CARD.md").write_text(card)
     write_manifest(folder)
     return folder
@@ -470,9 +484,11 @@ def model_card(
     params: dict,
     *,
     transfer: dict | None = None,
+    domain: dict | None = None,
 ) -> str:
     """The shipped ensemble's model card (Markdown), every number read from the run's records
-    (``transfer``: the run's ``transfer.json``, for the zero-shot error on perovskites)."""
+    (``transfer``: the run's ``transfer.json``, for the zero-shot error on perovskites;
+    ``domain``: its ``applicability.json``, the measured out-of-domain flags)."""
     m, s = acc["models"]["gemnet_t_ensemble"], acc["models"]["gemnet_t_single"]
     members = train["members"]
     first = next(iter(members.values()))
@@ -498,6 +514,27 @@ def model_card(
                  f"MAE{whose} is {z['mae_ev_per_atom']:.2f} eV/atom ({z['n']} test cells; their "
                  "elemental references differ from the Materials Project's); fine-tune before "
                  "use on such data."]  # fmt: skip
+    ood = []
+    if domain:
+        rates = ", ".join(f"{k} {v['flagged_fraction']:.0%}"
+                          for k, v in domain["shift_detection"].items())  # fmt: skip
+        ood = [
+            "",
+            "## Out of domain (`out_of_domain` column)",
+            f"- Flags {domain['flagged_fraction_test']:.1%} of the test split "
+            f"({domain['n_flagged_test']} of {domain['n_test']}); their MAE "
+            f"{domain['mae_flagged']:.3f} vs {domain['mae_unflagged']:.3f} eV/atom for "
+            "the others (`ood.json`)",
+            f"- Made-up shifted copies of the test structures flagged: {rates}",
+            "- Checks: elements never or rarely (< "
+            f"{domain['min_element_count']} structures) in training; shortest bond, bond lengths "
+            "against the training median for each element pair, coordination, volume per atom "
+            "and widest empty slab outside the training range (tails of "
+            f"{domain['range_quantile']:.2%} cut, chosen on validation); distance to the "
+            f"{domain['representation_k']} nearest training structures "
+            "in the model's representation above its validation "
+            f"{domain['representation_quantile']:.0%} quantile",
+        ]
     lines = [
         "# Model card: TRACER GemNet-T ensemble, FLLA formation energy (gpu profile)",
         "",
@@ -506,8 +543,13 @@ def model_card(
         "",
         "## What it predicts",
         "DFT formation energy per atom (eV/atom, Materials Project references as in FLLA) of an "
-        "inorganic crystal, with the spread of five members (σ) and a recalibrated 95% interval "
-        f"(σ × {unc['sigma_scale']:.3f}, fitted on the validation set).",
+        "inorganic crystal, with the spread of five members (σ) and a 95% interval "
+        f"mean ± {unc['conformal_quantile']:.2f} σ (split-conformal quantile of the normalised "
+        "residuals |y − mean| / σ, fitted on the validation set): on the held-out test split it "
+        f"covers {unc['conformal_coverage95']:.3f} of {unc['n_test']} structures (mean half-width "
+        f"{unc['conformal_mean_halfwidth']:.3f} eV/atom). Each prediction also says whether the "
+        "structure lies outside the training domain (`applicability.pt`, fitted on the training "
+        "structures; its measured behaviour in `applicability.json` of the run).",
         "",
         "## Training data and split",
         f"- Dataset: {acc['dataset']} (Faber et al. 2015; 3,938 Materials Project crystals), "
@@ -533,8 +575,9 @@ def model_card(
         f"- One member: MAE {s['mae']:.4f} ± {s.get('mae_std', float('nan')):.4f} "
         "(mean ± std over members)",
         f"- Uncertainty: Spearman(σ, |error|) {unc['spearman']:.2f}, AUROC of σ for the worst "
-        f"10% {unc['auroc_top10']:.2f}, 95% interval coverage {unc['coverage95']:.2f} raw → "
-        f"{unc['coverage95_recal']:.2f} recalibrated",
+        f"10% {unc['auroc_top10']:.2f}; 95% interval coverage {unc['coverage95']:.2f} from raw σ, "
+        f"{unc['coverage95_recal']:.2f} after σ-scaling (× {unc['sigma_scale']:.2f}), "
+        f"{unc['conformal_coverage95']:.3f} with the shipped split-conformal interval",
         "",
         "## Intended use",
         "Screening candidate crystals from the chemistries of the Materials Project: rank by "
@@ -552,6 +595,7 @@ def model_card(
         f"- {len(split['train']):,} training structures: elements or structure types rare in "
         "FLLA get wide intervals or, worse, confident errors; σ ranks errors but does not "
         "bound them.",
+        *ood,
         "",
     ]
     return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""Out-of-fold assembly and paired statistics on made-up predictions whose answers are known."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tracer.cv_analysis import cv_accuracy, out_of_fold, paired_bootstrap, stratified_ci
+
+
+def test_paired_difference_is_exact_and_its_interval_tight_when_errors_differ_by_a_constant():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=500)
+    e = np.abs(rng.normal(0.1, 0.02, size=500))  # positive errors: |e + 0.05| = |e| + 0.05
+    res = paired_bootstrap(y, y + e + 0.05, y + e, strata=np.arange(500) % 5)
+    assert res["mae"]["diff"] == pytest.approx(0.05)
+    assert res["mae"]["ci95"] == pytest.approx([0.05, 0.05])  # paired: the shared noise cancels
+    assert res["wins"] == 0 and res["n_strata"] == 5
+
+
+def test_a_difference_inside_the_noise_straddles_zero_and_a_real_one_does_not():
+    rng = np.random.default_rng(1)
+    y = np.zeros(400)
+    a, b = rng.normal(0, 0.1, 400), rng.normal(0, 0.1, 400)
+    same = paired_bootstrap(y, a, a[::-1])  # the same errors on other structures: diff 0
+    assert same["mae"]["diff"] == pytest.approx(0, abs=1e-15)
+    assert same["mae"]["ci95"][0] < 0 < same["mae"]["ci95"][1]
+    better = paired_bootstrap(y, 0.5 * a, b, strata=np.arange(400) % 4)
+    assert better["mae"]["ci95"][1] < 0 and better["wins"] == 4
+    # the paired interval is narrower than the unpaired one when errors are correlated
+    c = a + rng.normal(0, 0.01, 400)
+    paired = paired_bootstrap(y, a, c)["mae"]["ci95"]
+    ia, ic = stratified_ci(y, a, np.zeros(400)), stratified_ci(y, c, np.zeros(400))
+    assert paired[1] - paired[0] < (ia[1] - ia[0]) / 3 and ic[0] < ia[1]
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="one length"):
+        paired_bootstrap([1, 2], [1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="non-finite"):
+        paired_bootstrap([1, np.nan], [1, 2], [1, 2])
+
+
+def _frame():
+    return pd.DataFrame({"id": ["a", "b", "c", "a", "b"], "set": ["test", "test", "test", "val",
+                                                                 "val"],
+                         "fold": [0, 1, 1, 1, 0], "y_true": [1.0, 2.0, 3.0, 1.0, 2.0],
+                         "mean": [1.1, 2.0, 2.5, 1.0, 2.0], "std": [0.1] * 5})  # fmt: skip
+
+
+def test_out_of_fold_takes_each_id_once_and_names_gaps_and_repeats():
+    oof = out_of_fold(_frame(), ["c", "a", "b"])
+    assert list(oof["id"]) == ["c", "a", "b"] and list(oof["fold"]) == [1, 0, 1]
+    with pytest.raises(ValueError, match=r"in no fold's test part, e.g. \['d'\]"):
+        out_of_fold(_frame(), ["a", "b", "c", "d"])
+    twice = pd.concat([_frame(), _frame().iloc[:1]])
+    with pytest.raises(ValueError, match="more than one fold"):
+        out_of_fold(twice, ["a", "b", "c"])
+
+
+def test_cv_accuracy_reports_per_fold_and_pairs():
+    oof = out_of_fold(_frame(), ["a", "b", "c"])
+    rec = cv_accuracy(oof, {"m": oof["mean"], "zero": np.zeros(3)}, [("m", "zero")],
+                      n_resamples=200)  # fmt: skip
+    assert rec["models"]["m"]["mae"] == pytest.approx(0.2)
+    assert rec["models"]["m"]["per_fold_mae"] == pytest.approx([0.1, 0.25])
+    pair = rec["paired"][0]
+    assert pair["diff"] == pytest.approx(0.2 - 2.0) and pair["fold_wins"] == 2
+
+
+def test_run_to_run_on_made_up_retrainings():
+    from tracer.cv_analysis import run_to_run
+
+    base = pd.DataFrame({"id": list("abcd"), "set": ["test"] * 3 + ["val"],
+                         "y_true": [0.0, 1.0, 2.0, 3.0],
+                         "member_0": [0.1, 1.0, 2.0, 3.0]})  # fmt: skip
+    other = base.assign(member_0=[0.1, 1.3, 2.0, 9.0])
+    rec = run_to_run({"x": base, "y": other})
+    assert rec["test_mae"] == pytest.approx({"x": 0.1 / 3, "y": 0.4 / 3})
+    [pair] = rec["pairs"]
+    assert pair["max_abs_prediction_diff"] == pytest.approx(0.3)  # the val row is not compared
+    assert pair["test_mae_diff"] == pytest.approx(-0.1)
+    with pytest.raises(ValueError, match="other test ids"):
+        run_to_run({"x": base, "y": other.iloc[1:]})

@@ -1,0 +1,284 @@
+"""Every analysis on cross-validated, out-of-fold predictions, with paired statistics.
+
+Each structure of the dataset is in exactly one fold's test part, so the folds' test
+predictions together are one prediction per structure by models that never saw it
+(:func:`out_of_fold`). On them: accuracy with intervals stratified by fold and per-fold spread
+(:func:`cv_accuracy`), paired comparisons of models on the same structures
+(:func:`paired_bootstrap`), the uncertainty scores with recalibration and conformal quantile fitted
+inside each fold on its own validation part (:func:`cv_uncertainty`), and the failure map,
+triage at absolute budgets and the chemistry-flag rule on all structures (:func:`cv_reports`).
+Energies in eV/atom.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tracer.accuracy import point_metrics
+
+
+def read_folds(folder: str | Path, k: int) -> pd.DataFrame:
+    """The prediction files of folds ``0..k-1`` of a cross-validation folder
+    (``fold_<f>/predictions.parquet``) in one frame; a missing fold is an error naming it."""
+    folder = Path(folder)
+    missing = [f for f in range(k) if not (folder / f"fold_{f}" / "predictions.parquet").exists()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: folds {missing} have no predictions.parquet yet")
+    return pd.concat([pd.read_parquet(folder / f"fold_{f}" / "predictions.parquet")
+                      for f in range(k)], ignore_index=True)  # fmt: skip
+
+
+def out_of_fold(frame: pd.DataFrame, ids: Sequence[str]) -> pd.DataFrame:
+    """The test rows, one per id of ``ids`` (in that order); an id predicted twice or never is
+    an error."""
+    test = frame[frame["set"] == "test"]
+    counts = test["id"].value_counts()
+    twice = counts[counts > 1]
+    if len(twice):
+        raise ValueError(f"ids in more than one fold's test part: {list(twice.index[:5])}")
+    never = sorted(set(ids) - set(test["id"]))
+    if never:
+        raise ValueError(f"{len(never)} ids in no fold's test part, e.g. {never[:5]}")
+    return test.set_index("id").loc[list(ids)].reset_index()
+
+
+def paired_bootstrap(
+    y: Any,
+    pred_a: Any,
+    pred_b: Any,
+    *,
+    strata: Any = None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """MAE and RMSE of model a minus model b on the same structures, with percentile intervals
+    from one resampling of the structures shared by both (within each stratum, e.g. fold, when
+    ``strata`` is given), and per stratum whether a's MAE is lower (``wins``).
+
+    Returns ``{"n", "mae": {"diff", "ci95"}, "rmse": {"diff", "ci95"}, "wins", "n_strata"}``
+    with ``diff`` = a − b (negative: a is better)."""
+    y, a, b = (np.asarray(v, dtype=float).ravel() for v in (y, pred_a, pred_b))
+    if not (y.size == a.size == b.size) or y.size == 0:
+        raise ValueError("y, pred_a and pred_b must be non-empty and of one length")
+    if not (np.isfinite(y).all() and np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("non-finite values")
+    strata = np.zeros(y.size, dtype=int) if strata is None else np.asarray(strata)
+    rng = np.random.default_rng(seed)
+    ea, eb = a - y, b - y
+    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    idx = np.concatenate([g[rng.integers(0, g.size, size=(n_resamples, g.size))] for g in groups],
+                         axis=1)  # fmt: skip
+    mae = np.abs(ea[idx]).mean(1) - np.abs(eb[idx]).mean(1)
+    rmse = np.sqrt((ea[idx] ** 2).mean(1)) - np.sqrt((eb[idx] ** 2).mean(1))
+    lo, hi = (1 - confidence) / 2, 1 - (1 - confidence) / 2
+
+    def summary(point: float, boot: np.ndarray) -> dict[str, Any]:
+        return {"diff": point, "ci95": [float(np.quantile(boot, lo)), float(np.quantile(boot, hi))]}
+
+    return {
+        "n": int(y.size),
+        "mae": summary(float(np.abs(ea).mean() - np.abs(eb).mean()), mae),
+        "rmse": summary(float(np.sqrt((ea**2).mean()) - np.sqrt((eb**2).mean())), rmse),
+        "wins": int(sum(np.abs(ea[g]).mean() < np.abs(eb[g]).mean() for g in groups)),
+        "n_strata": len(groups),
+    }
+
+
+def stratified_ci(y: Any, pred: Any, strata: Any, *, n_resamples: int = 2000,
+                  seed: int = 0) -> list[float]:  # fmt: skip
+    """95% percentile interval of the MAE, resampling structures within each stratum."""
+    y, p = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+    strata = np.asarray(strata)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    idx = np.concatenate([g[rng.integers(0, g.size, size=(n_resamples, g.size))] for g in groups],
+                         axis=1)  # fmt: skip
+    mae = np.abs(p[idx] - y[idx]).mean(1)
+    return [float(np.quantile(mae, 0.025)), float(np.quantile(mae, 0.975))]
+
+
+def cv_accuracy(
+    oof: pd.DataFrame,
+    models: Mapping[str, Any],
+    pairs: Sequence[tuple[str, str]],
+    *,
+    n_resamples: int = 2000,
+) -> dict[str, Any]:
+    """``cv_accuracy.json``: per model (``models``: name → predictions aligned with ``oof``)
+    MAE with its fold-stratified interval, RMSE, R², per-fold MAE; then the ``pairs``
+    compared by :func:`paired_bootstrap` stratified by fold."""
+    y, fold = oof["y_true"].to_numpy(float), oof["fold"].to_numpy()
+    folds = np.unique(fold)
+    out: dict[str, Any] = {"n": len(oof), "n_folds": len(folds), "models": {}, "paired": []}
+    for name, pred in models.items():
+        p = np.asarray(pred, dtype=float)
+        m = point_metrics(y, p)
+        m["mae_ci95"] = stratified_ci(y, p, fold, n_resamples=n_resamples)
+        m["per_fold_mae"] = [float(np.abs(p[fold == f] - y[fold == f]).mean()) for f in folds]
+        out["models"][name] = m
+    for a, b in pairs:
+        res = paired_bootstrap(y, models[a], models[b], strata=fold, n_resamples=n_resamples)
+        out["paired"].append({"a": a, "b": b, "metric": "mae", "diff": res["mae"]["diff"],
+                              "ci95": res["mae"]["ci95"], "fold_wins": res["wins"],
+                              "rmse_diff": res["rmse"]["diff"],
+                              "rmse_ci95": res["rmse"]["ci95"], "n": res["n"]})  # fmt: skip
+    return out
+
+
+def cv_uncertainty(frame: pd.DataFrame, oof: pd.DataFrame, *, confidence: float = 0.95,
+                   sigma_floor: float = 1e-6) -> dict[str, Any]:  # fmt: skip
+    """``cv_uncertainty.json``: per fold :func:`tracer.uncertainty.uncertainty_report` (σ-scaling
+    and conformal quantile fitted on that fold's validation part, scored on its test part), and
+    pooled over all out-of-fold structures: Spearman, AUROC for the worst 10%, and the coverage
+    of each fold's intervals on its own test structures."""
+    from tracer.uncertainty import error_sigma_correlation, top_error_flagging, uncertainty_report
+
+    keys = ("spearman", "auroc_top10", "coverage95", "coverage95_recal", "sigma_scale",
+            "conformal_quantile", "conformal_coverage95", "miscal_area", "miscal_area_recal",
+            "nll", "nll_recal", "n_val", "n_test")  # fmt: skip
+    per_fold, raw, scaled, conformal = {}, [], [], []
+    for f, part in frame.groupby("fold"):
+        val, test = part[part["set"] == "val"], part[part["set"] == "test"]
+        args = [(d["mean"].to_numpy(), np.maximum(d["std"].to_numpy(), sigma_floor),
+                 d["y_true"].to_numpy()) for d in (val, test)]  # fmt: skip
+        rep = uncertainty_report(*args, confidence=confidence, sigma_floor=sigma_floor)
+        per_fold[str(f)] = {k: rep[k] for k in keys if k in rep}
+        m, s, y = args[1]
+        err = np.abs(y - m)
+        z = 1.959963984540054
+        raw.append(err <= z * s)
+        scaled.append(err <= z * rep["sigma_scale"] * s)
+        conformal.append(err <= rep["conformal_quantile"] * s)
+    err = np.abs(oof["y_true"] - oof["mean"]).to_numpy()
+    sigma = oof["std"].to_numpy()
+    pooled = {
+        **error_sigma_correlation(sigma, err),
+        "auroc_top10": top_error_flagging(sigma, err, 0.1)["auroc"],
+        "coverage95": float(np.concatenate(raw).mean()),
+        "coverage95_recal": float(np.concatenate(scaled).mean()),
+        "conformal_coverage95": float(np.concatenate(conformal).mean()),
+        "n": len(oof),
+    }
+    spread = {k: float(np.std([v[k] for v in per_fold.values()], ddof=1))
+              for k in ("spearman", "auroc_top10", "conformal_coverage95")}  # fmt: skip
+    return {**pooled, "per_fold": per_fold, "per_fold_std": spread,
+            "recalibration": "per fold, on that fold's validation part only"}  # fmt: skip
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    """A record as indented JSON (NaN written as null)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(payload, indent=1, default=float, allow_nan=True).replace("NaN", "null")
+    path.write_text(text + "\n")
+    return path
+
+
+def record_cv(
+    run_dir: str | Path,
+    folds: dict[str, Any],
+    table: pd.DataFrame,
+    params: dict[str, Any],
+    *,
+    device: str,
+    n_resamples: int = 2000,
+) -> dict[str, dict[str, Any]]:
+    """Score a cross-validation folder: ``cv_accuracy.json``, ``cv_uncertainty.json``,
+    ``cv_failures.json``, ``cv_triage.json``, ``cv_flags.json`` into ``run_dir`` (keys:
+    docs/METRICS.md) and ``oof_gemnet_t.parquet`` (id, fold, y_true, member_<seed>…, mean, std,
+    and the per-fold training-mean prediction ``dummy``). ``device``: the card the members
+    trained on (for provenance)."""
+    from pymatgen.core import Composition
+
+    from tracer.failures import failure_report
+    from tracer.flags import flag_report
+    from tracer.provenance import provenance
+    from tracer.triage import PAPER_BUDGETS, PAPER_TABLE, PAPER_THRESHOLDS_EV, triage_rows
+
+    run_dir = Path(run_dir)
+    frame = read_folds(run_dir, folds["k"])
+    ids = list(table["id"])
+    oof = out_of_fold(frame, ids)
+    target = table.set_index("id")["target"]
+    oof["dummy"] = [float(target.loc[folds["folds"][f]["train"]].mean()) for f in oof["fold"]]
+    members = sorted(c for c in oof.columns if c.startswith("member_"))
+    oof.to_parquet(run_dir / "oof_gemnet_t.parquet", index=False)
+    models = {"gemnet_t_ensemble": oof["mean"], "gemnet_t_single": oof[members[0]],
+              "dummy": oof["dummy"]}  # fmt: skip
+    acc = cv_accuracy(oof, models, [("gemnet_t_ensemble", "gemnet_t_single"),
+                                    ("gemnet_t_single", "dummy")],
+                      n_resamples=n_resamples)  # fmt: skip
+    y = oof["y_true"].to_numpy(float)
+    acc["models"]["gemnet_t_single"]["which"] = f"{members[0]} (chosen before scoring)"
+    acc["members_mae"] = {m: float(np.abs(oof[m] - y).mean()) for m in members}
+    acc["members_mae_mean"] = float(np.mean(list(acc["members_mae"].values())))
+    acc["members_mae_std"] = float(np.std(list(acc["members_mae"].values()), ddof=1))
+    acc["dataset"] = folds["dataset"]
+    acc["settings_tried"] = {
+        "gemnet_t": "profile of record (gpu): chosen on the seed-42 split's validation among "
+        "about twenty seed-0 probes (results/gpu/README.md)",
+        "dummy": "none (training mean of each fold)",
+    }
+    acc["not_run"] = {"alignn": "ALIGNN, SchNet and CGCNN per fold: not run yet",
+                      "schnet": "not run yet", "cgcnn": "not run yet"}  # fmt: skip
+
+    err = np.abs(oof["mean"] - oof["y_true"]).to_numpy()
+    comp = [Composition(f) for f in table.set_index("id").loc[ids, "formula"]]
+    fractions = [{str(e): float(x) for e, x in c.fractional_composition.items()} for c in comp]
+    fail_frame = oof.assign(formula=[c.reduced_formula for c in comp],
+                            n_atoms=table.set_index("id").loc[ids, "n_atoms"].to_numpy(),
+                            composition=fractions)  # fmt: skip
+    failures = failure_report(fail_frame, n_worst=20)
+    tri = triage_rows(err, oof["std"].to_numpy(), list(PAPER_BUDGETS), list(PAPER_THRESHOLDS_EV),
+                      n_trials=2000, seed=0)  # fmt: skip
+    for row in tri:
+        paper = PAPER_TABLE.get((row["budget"], row["threshold"]))
+        row["paper_uncertainty_yield"] = paper[0] if paper else None
+        row["paper_random_yield_mean"] = paper[1] if paper else None
+    triage = {"n": len(oof), "budgets": "absolute, as the paper's (its test set: 3,604)",
+              "rows": tri,
+              "beats_random_by_3_std_everywhere": all(
+                  r["margin_in_random_std"] is not None and r["margin_in_random_std"] >= 3
+                  for r in tri)}  # fmt: skip
+    flags = flag_report(err, oof["std"].to_numpy(), oof["mean"].to_numpy(),
+                        [{str(e) for e in c.elements} for c in comp], k_fraction=0.075,
+                        n_trials=2000, seed=0)  # fmt: skip
+    unc = cv_uncertainty(frame, oof)
+    prov = provenance(params=params, dataset_sha256=folds["dataset_sha256"],
+                      split_sha256=folds["cv_sha256"], wall_time_s=0.0, device=device,
+                      extra={"folds": "data/splits/flla_cv5.json", "n_folds": folds["k"],
+                             "scored_on": "cpu"})  # fmt: skip
+    records = {"cv_accuracy": acc, "cv_uncertainty": unc, "cv_failures": failures,
+               "cv_triage": triage, "cv_flags": flags}  # fmt: skip
+    for name, payload in records.items():
+        write_json(run_dir / f"{name}.json", {**payload, "provenance": prov})
+    return records
+
+
+def run_to_run(runs: Mapping[str, pd.DataFrame], *, column: str = "member_0") -> dict[str, Any]:
+    """Retrainings of one member (same seed, data and settings) compared on their test
+    predictions (``runs``: name → prediction table with ``id``, ``set``, ``y_true`` and
+    ``column``): each run's test MAE, and for every pair the MAE difference and the largest and
+    median absolute difference of the predictions (eV/atom)."""
+    tests = {k: v[v["set"] == "test"].set_index("id") for k, v in runs.items()}
+    names = list(tests)
+    ids = tests[names[0]].index
+    for k in names[1:]:
+        if set(tests[k].index) != set(ids):
+            raise ValueError(f"run {k!r} predicts other test ids than {names[0]!r}")
+    mae = {k: float((t[column] - t["y_true"]).abs().mean()) for k, t in tests.items()}
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            d = (tests[a].loc[ids, column] - tests[b].loc[ids, column]).abs()
+            pairs.append({"a": a, "b": b, "test_mae_diff": mae[a] - mae[b],
+                          "max_abs_prediction_diff": float(d.max()),
+                          "median_abs_prediction_diff": float(d.median())})  # fmt: skip
+    return {"test_mae": mae, "pairs": pairs, "n_test": len(ids)}

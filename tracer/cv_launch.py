@@ -1,0 +1,83 @@
+"""Training the cross-validation runs on a GPU machine (no DVC, no pymatgen): every GemNet-T
+member of every requested fold at once, spread over the visible GPUs, then each finished fold's
+out-of-fold predictions.
+
+A fold is done when ``<out>/fold_<f>/predictions.parquet`` exists; a call skips done folds and
+continues a member from its ``last.pt`` (:func:`tracer.train.train_member` resumes), so a run
+cut by a time limit continues where it stopped when the same folder is given again. Folds can be
+run a few per call (``folds``) and their prediction files collected as they finish.
+
+Per fold the prediction file has the fold's validation and test structures: ``id``, ``set``,
+``fold``, ``y_true``, ``member_<seed>``…, ``mean``, ``std`` (eV/atom).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tracer.dataset import GraphDataset
+from tracer.launch import _member_job, build_graphs
+from tracer.models.gemnet import GemNetTConfig
+from tracer.train import TrainConfig
+
+
+def train_cv_members(
+    *,
+    structures_path: str | Path,
+    folds: dict[str, Any],
+    which: Sequence[int],
+    seeds: Sequence[int],
+    model_config: GemNetTConfig,
+    train_config: TrainConfig,
+    out_dir: str | Path,
+    parallel: int,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Train the members of folds ``which`` of a fold file's ``folds`` (``parallel`` processes
+    at a time, round-robin over the GPUs) and write each fold's predictions; returns per fold
+    its members' summaries and the wall time."""
+    from tracer.ensemble import ensemble_predictions
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    graph_path = out / "graphs.pt"
+    if not graph_path.exists():
+        build_graphs(structures_path, model_config, workers=workers).save(graph_path)
+    todo = [f for f in which if not (out / f"fold_{f}" / "predictions.parquet").exists()]
+    n_gpu = torch.cuda.device_count()
+    jobs = []
+    for k, (f, seed) in enumerate((f, s) for f in todo for s in seeds):
+        run = folds["folds"][f]
+        device = f"cuda:{k % n_gpu}" if n_gpu else "cpu"
+        jobs.append((str(graph_path), {p: run[p] for p in ("train", "val")}, int(seed),
+                     model_config.to_dict(), asdict(train_config), str(out / f"fold_{f}"),
+                     device))  # fmt: skip
+    t0 = time.perf_counter()
+    if parallel > 1 and len(jobs) > 1:
+        import torch.multiprocessing as tmp
+
+        with tmp.get_context("spawn").Pool(min(parallel, len(jobs))) as pool:
+            summaries = pool.map(_member_job, jobs, chunksize=1)
+    else:
+        summaries = [_member_job(j) for j in jobs]
+    wall = time.perf_counter() - t0
+    data = GraphDataset.load(graph_path)
+    report: dict[str, Any] = {"wall_time_s": wall, "parallel": parallel, "folds": {}}
+    for f in todo:
+        fold_dir = out / f"fold_{f}"
+        members = [fold_dir / f"member_{s}.pt" for s in seeds]
+        frame = ensemble_predictions(members, data, folds["folds"][f])
+        frame.insert(2, "fold", f)
+        frame.to_parquet(fold_dir / "predictions.parquet", index=False)
+        mine = [s for (job, s) in zip(jobs, summaries, strict=True) if job[5] == str(fold_dir)]
+        report["folds"][str(f)] = {"members": {str(s["seed"]): s for s in mine},
+                                   "split_sha256": folds["folds"][f]["split_sha256"]}  # fmt: skip
+        (fold_dir / "training.json").write_text(json.dumps(report["folds"][str(f)], indent=1))
+    return report

@@ -1,0 +1,248 @@
+"""Fitting and measuring the shipped ensemble's applicability domain, and the σ study.
+
+:func:`run_domain_study` takes the members, the table of their dataset and its split, and:
+
+1. predicts every structure with every member, keeping the final atom embeddings
+   (:meth:`tracer.predict.Ensemble.predict_arrays`) and the geometric descriptors;
+2. fits the domain on the training structures, its representation threshold on validation
+   (:func:`tracer.inference.applicability.fit_domain`);
+3. measures on the test split: the fraction flagged, the MAE of flagged vs unflagged structures
+   (eV/atom), and which checks fired; and on made-up shifted copies of the test structures
+   (:data:`SHIFTS`, magnitudes fixed here before any measurement) the fraction flagged per kind;
+4. the σ study: the paper's ensemble σ beside σ combined with the representation distance
+   (``σ_z + w · d_z``, both standardised on validation, ``w`` from :data:`SIGMA_WEIGHTS` chosen by
+   validation AUROC for the worst 10%), each scored on test by Spearman, AUROC and the triage
+   yield at the paper's budget fractions.
+
+The record goes to ``ood.json`` and the fitted domain to ``applicability.pt``, both beside the
+members (keys of the record: docs/METRICS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+#: made-up shifted inputs, magnitudes fixed before measuring (what a chemist would call clearly
+#: outside relaxed Materials Project crystals)
+SHIFTS = {
+    "strained": "lattice scaled isotropically by 1.10 (bonds 10% longer)",
+    "compressed": "lattice scaled isotropically by 0.90 (bonds 10% shorter)",
+    "rattled": "every atom displaced by Gaussian noise of 0.2 Å per coordinate",
+    "vacuum": "15 Å of vacuum inserted along the third lattice vector (a slab)",
+    "cluster": "one atom and its neighbours within 1.3 × covalent radii, alone in a 20 Å box",
+    "absent_element": "one element replaced by an element no training structure holds",
+}
+SIGMA_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def shifted(structure: Any, kind: str, rng: np.random.Generator, absent: int) -> Any:
+    """A shifted copy of a pymatgen structure (``kind`` in :data:`SHIFTS`; ``absent``: atomic
+    number of an element absent from training)."""
+    from ase.data import covalent_radii
+    from pymatgen.core import Element, Lattice, Structure
+
+    s = structure.copy()
+    if kind in ("strained", "compressed"):
+        s.scale_lattice(s.volume * (1.10 if kind == "strained" else 0.90) ** 3)
+        return s
+    if kind == "rattled":
+        return Structure(s.lattice, s.species, s.cart_coords + rng.normal(0, 0.2, (len(s), 3)),
+                         coords_are_cartesian=True)  # fmt: skip
+    if kind == "vacuum":
+        m = s.lattice.matrix.copy()
+        c = m[2] / np.linalg.norm(m[2])
+        m[2] = m[2] + 15.0 * c
+        return Structure(Lattice(m), s.species, s.cart_coords, coords_are_cartesian=True)
+    if kind == "cluster":
+        centre = int(rng.integers(len(s)))
+        z0 = s[centre].specie.Z
+        near = [
+            n
+            for n in s.get_neighbors(s[centre], 4.0)
+            if n.nn_distance <= 1.3 * (covalent_radii[z0] + covalent_radii[n.specie.Z])
+        ]
+        if not near:  # nothing bonded within the radii: the nearest atom
+            near = [min(s.get_neighbors(s[centre], 6.0), key=lambda n: n.nn_distance)]
+        coords = np.array([s[centre].coords] + [n.coords for n in near])
+        species = [s[centre].specie] + [n.specie for n in near]
+        box = Lattice.cubic(20.0)
+        return Structure(box, species, coords - coords.mean(0) + 10.0, coords_are_cartesian=True)
+    if kind == "absent_element":
+        target = s.composition.elements[int(rng.integers(len(s.composition.elements)))]
+        s.replace_species({target: Element.from_Z(absent)})
+        return s
+    raise ValueError(f"unknown shift {kind!r}")
+
+
+def check_name(reason: str) -> str:
+    """The check a reason of :meth:`~tracer.inference.applicability.Domain.check` comes from."""
+    from tracer.inference.applicability import GEOMETRY
+
+    for key, text in GEOMETRY.items():
+        if reason.startswith(text):
+            return key
+    for prefix, key in (
+        ("elements never", "elements_never_seen"),
+        ("elements rare", "elements_rare"),
+        ("far from", "representation"),
+    ):
+        if reason.startswith(prefix):
+            return key
+    raise ValueError(f"unknown reason {reason!r}")
+
+
+def triage_yield(
+    abs_err: np.ndarray, score: np.ndarray, fraction: float, threshold: float
+) -> float:
+    """Of the ``fraction`` of structures with the highest ``score``, the share of all structures
+    with ``|error| > threshold`` (eV/atom) that they catch (the paper's triage yield)."""
+    n = max(1, round(fraction * len(score)))
+    picked = np.argsort(-score, kind="stable")[:n]
+    bad = abs_err > threshold
+    return float(bad[picked].sum() / bad.sum()) if bad.any() else float("nan")
+
+
+def score_sigma(abs_err: np.ndarray, score: np.ndarray, *, top: float = 0.1,
+                fractions: Sequence[float] = (0.05, 0.1, 0.2),
+                threshold: float = 0.1) -> dict[str, Any]:  # fmt: skip
+    """Spearman with |error|, AUROC for the worst ``top`` errors, triage yields."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    worst = abs_err >= np.quantile(abs_err, 1 - top)
+    return {
+        "spearman": float(spearmanr(score, abs_err).statistic),
+        "auroc_top10": float(roc_auc_score(worst, score)),
+        "triage_yield": {f"{f:g}": triage_yield(abs_err, score, f, threshold) for f in fractions},
+    }
+
+
+def sigma_study(val: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, Any]:
+    """σ alone vs σ with the representation distance (see the module docstring); ``val`` and
+    ``test`` hold ``abs_err``, ``sigma`` and ``knn`` arrays. The weight is chosen on validation
+    AUROC; test is only scored."""
+    mu_s, sd_s = val["sigma"].mean(), val["sigma"].std()
+    mu_d, sd_d = val["knn"].mean(), val["knn"].std()
+
+    def combined(part: dict[str, np.ndarray], w: float) -> np.ndarray:
+        return (part["sigma"] - mu_s) / sd_s + w * (part["knn"] - mu_d) / sd_d
+
+    on_val = {f"{w:g}": score_sigma(val["abs_err"], combined(val, w)) for w in SIGMA_WEIGHTS}
+    best = max(SIGMA_WEIGHTS, key=lambda w: (on_val[f"{w:g}"]["auroc_top10"], -w))
+    return {
+        "rule": "weight with the highest validation AUROC (ties: the smaller weight); "
+        "adopted for screening only if it beats σ alone (weight 0) on validation",
+        "weights": list(SIGMA_WEIGHTS),
+        "validation": on_val,
+        "chosen_weight": best,
+        "adopted": best > 0 and on_val[f"{best:g}"]["auroc_top10"] > on_val["0"]["auroc_top10"],
+        "test_sigma": score_sigma(test["abs_err"], test["sigma"]),
+        "test_chosen": score_sigma(test["abs_err"], combined(test, best)),
+        "n_val": len(val["sigma"]),
+        "n_test": len(test["sigma"]),
+    }
+
+
+def run_domain_study(
+    ens: Any,
+    table: Any,
+    split: dict[str, list[str]],
+    *,
+    seed: int = 0,
+    progress: Callable[[str], None] = print,
+) -> tuple[Any, dict[str, Any]]:
+    """Fit the domain of ``ens`` (a :class:`tracer.predict.Ensemble`) on ``split``'s training
+    structures of ``table`` (ids, structures, targets in eV/atom) and measure it; returns the
+    :class:`~tracer.inference.applicability.Domain` and the record."""
+    from tracer.dataset import structure_tensors
+    from tracer.inference.applicability import fit_domain, geometry_of, knn_distance
+
+    by_id = table.set_index("id")
+    parts: dict[str, dict[str, Any]] = {}
+    for name in ("train", "val", "test"):
+        ids = list(split[name])
+        structures = list(by_id.loc[ids, "structure"])
+        arrays = [structure_tensors(s) for s in structures]
+        progress(f"{name}: {len(ids)} structures")
+        data = ens.graphs(ids, arrays, device="cpu")
+        out = ens.predict_arrays(ids, arrays, device="cpu", data=data, embedding=True)
+        y = by_id.loc[ids, "target"].to_numpy(float)
+        parts[name] = {"ids": ids, "structures": structures, "z": [a[0].numpy() for a in arrays],
+                       "geometry": geometry_of(data), "embedding": out["embedding"],
+                       "abs_err": np.abs(out["mean"] - y), "sigma": out["sigma"]}  # fmt: skip
+    tr, va, te = parts["train"], parts["val"], parts["test"]
+    domain = fit_domain(tr["geometry"], va["geometry"], tr["embedding"], va["embedding"])
+    val_reasons = domain.check(va["geometry"], va["embedding"])
+    test_reasons = domain.check(te["geometry"], te["embedding"])
+    flagged = np.array([bool(r) for r in test_reasons])
+    fired: dict[str, int] = {}
+    for r in test_reasons:
+        for reason in r:
+            key = check_name(reason)
+            fired[key] = fired.get(key, 0) + 1
+    mae_in = float(te["abs_err"][~flagged].mean())
+    mae_out = float(te["abs_err"][flagged].mean()) if flagged.any() else float("nan")
+
+    rng = np.random.default_rng(seed)
+    absent = next(z for z in range(1, 95) if domain.element_counts.get(z, 0) == 0)
+    shift_rates: dict[str, Any] = {}
+    for kind in SHIFTS:
+        progress(f"shifted inputs: {kind}")
+        made = [shifted(s, kind, rng, absent) for s in te["structures"]]
+        ids = [f"{kind}-{k}" for k in range(len(made))]
+        arrays = [structure_tensors(s) for s in made]
+        try:
+            data = ens.graphs(ids, arrays, device="cpu")
+        except ValueError:  # an atom without neighbours: build one by one, keep the good ones
+            keep = []
+            for k in range(len(made)):
+                try:
+                    ens.graphs([ids[k]], [arrays[k]], device="cpu")
+                    keep.append(k)
+                except ValueError:
+                    pass
+            ids, arrays = [ids[k] for k in keep], [arrays[k] for k in keep]
+            data = ens.graphs(ids, arrays, device="cpu")
+        out = ens.predict_arrays(ids, arrays, device="cpu", data=data, embedding=True)
+        reasons = domain.check(geometry_of(data), out["embedding"])
+        shift_rates[kind] = {
+            "what": SHIFTS[kind],
+            "n": len(reasons),
+            "n_refused_no_neighbour": len(made) - len(reasons),
+            "flagged_fraction": float(np.mean([bool(r) for r in reasons])),
+            "flagged_by_representation": float(
+                np.mean([any("representation" in x for x in r) for r in reasons])
+            ),
+            "mean_sigma_ev_per_atom": float(out["sigma"].mean()),
+        }
+    va["knn"] = knn_distance(va["embedding"], tr["embedding"], domain.k)
+    te["knn"] = knn_distance(te["embedding"], tr["embedding"], domain.k)
+    record = {
+        "unit": "eV/atom",
+        "n_train": len(tr["ids"]),
+        "n_val": len(va["ids"]),
+        "n_test": len(te["ids"]),
+        "representation_k": domain.k,
+        "representation_quantile": domain.representation_quantile,
+        "representation_threshold": domain.representation_threshold,
+        "geometry_ranges": {k: list(v) for k, v in domain.ranges.items()},
+        "range_quantile": domain.range_quantile,
+        "min_element_count": domain.min_element_count,
+        "flagged_fraction_val": float(np.mean([bool(r) for r in val_reasons])),
+        "flagged_fraction_test": float(flagged.mean()),
+        "n_flagged_test": int(flagged.sum()),
+        "mae_flagged": mae_out,
+        "mae_unflagged": mae_in,
+        "mae_ratio": mae_out / mae_in if flagged.any() else None,
+        "checks_fired_test": dict(sorted(fired.items())),
+        "flagged_test": [
+            {"id": te["ids"][k], "abs_error": float(te["abs_err"][k]), "reasons": test_reasons[k]}
+            for k in np.flatnonzero(flagged)
+        ],
+        "shift_detection": shift_rates,
+        "sigma_study": sigma_study(va, te),
+    }
+    return domain, record
