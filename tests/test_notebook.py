@@ -56,3 +56,22 @@ def test_unknown_parameter_is_an_error(tmp_path):
     nbformat.write(nb, path)
     with pytest.raises(KeyError, match="no_such_setting"):
         notebook_parameters(path, {"seed": 1})
+
+
+def test_executed_notebooks_hold_no_machine_path(tmp_path):
+    import json
+
+    from tracer.notebook import scrub_paths
+
+    root = tmp_path / "checkout"
+    nb = tmp_path / "nb.ipynb"
+    paths = {"input_path": f"{root}/notebooks/a.ipynb",
+             "output_path": f"{root}/notebooks/executed/a.ipynb"}  # fmt: skip
+    text = f"wrote {root}/results/x.json in {root}"
+    nb.write_text(json.dumps({"metadata": {"papermill": paths},
+                              "cells": [{"outputs": [{"text": text}]}]}))  # fmt: skip
+    scrub_paths(nb, root)
+    doc = json.loads(nb.read_text())
+    assert doc["metadata"]["papermill"]["input_path"] == "notebooks/a.ipynb"
+    assert doc["cells"][0]["outputs"][0]["text"] == "wrote results/x.json in ."
+    assert str(tmp_path) not in nb.read_text()

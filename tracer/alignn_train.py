@@ -264,6 +264,7 @@ def run_alignn(
     device: str = "auto",
     workers: int = 1,
     epochs: int | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     **model_overrides: Any,
 ) -> dict[str, Any]:
     """Train ALIGNN with ``recipe`` on a structure-tensor file
@@ -271,7 +272,9 @@ def run_alignn(
     ``alignn_<recipe>.parquet`` (id, set, y_true, y_pred in eV/atom for val and test),
     ``alignn_<recipe>.json`` (recipe, history, best epoch; no weights) and
     ``alignn_<recipe>.pt`` (the best weights with that summary); ``alignn_<recipe>.last.pt``
-    is the per-epoch resume point (a killed run given the same arguments goes on from it)."""
+    is the per-epoch resume point (a killed run given the same arguments goes on from it).
+    ``on_epoch_end``: called with each epoch's row (the command line prints it, so a run cut by
+    a time limit still shows how far it got)."""
     import json
 
     import pandas as pd
@@ -302,6 +305,7 @@ def run_alignn(
         device=pick_device(device),
         epochs=epochs,
         resume_path=Path(out_dir) / f"alignn_{recipe.name}.last.pt",
+        on_epoch_end=on_epoch_end,
         **model_overrides,
     )
     out = Path(out_dir)

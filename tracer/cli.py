@@ -87,6 +87,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         summary = screen(
             args.paths, args.output, ensemble=args.ensemble, budget=args.budget,
             threshold=args.threshold, device=args.device, force=args.force,
+            progress=args.progress or sys.stderr.isatty(),
         )  # fmt: skip
     except FileExistsError as err:
         print(f"tracer predict: {err}", file=sys.stderr)
@@ -351,6 +352,7 @@ def _cmd_train_alignn(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
         epochs=args.epochs,
+        on_epoch_end=lambda epoch, row: print(json.dumps(row), flush=True),
     )
     print(json.dumps({k: summary[k] for k in ("best_epoch", "best_val_mae", "train_time_s")}))
     return 0
@@ -493,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        help="screen structure files (CIF, POSCAR, extxyz, pymatgen JSON) with an ensemble",
+        help="screen structure files (CIF, POSCAR*, vasprun.xml, extxyz, pymatgen JSON, and "
+        "crystal formats ASE recognises) with an ensemble",
     )
     p.add_argument("paths", nargs="+", help="files, folders or globs")
     p.add_argument("-o", "--output", required=True, help="CSV of the predictions")
@@ -507,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--progress", action="store_true",
+                   help="progress bar on stderr even when it is not a terminal")  # fmt: skip
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(

@@ -74,4 +74,17 @@ def run_notebook(
         progress_bar=False,
         log_output=False,
     )
+    scrub_paths(output, root)
     return output
+
+
+def scrub_paths(notebook: str | Path, root: str | Path) -> Path:
+    """Write ``root`` (the checkout's absolute path) as ``.`` throughout an executed notebook,
+    papermill's metadata included, so that no machine path is committed."""
+    notebook = Path(notebook)
+    text = notebook.read_text()
+    prefix = str(Path(root).resolve())
+    cleaned = text.replace(prefix + "/", "").replace(prefix, ".")
+    if cleaned != text:
+        notebook.write_text(cleaned)
+    return notebook
