@@ -67,11 +67,14 @@ def test_executed_notebooks_hold_no_machine_path(tmp_path):
     nb = tmp_path / "nb.ipynb"
     paths = {"input_path": f"{root}/notebooks/a.ipynb",
              "output_path": f"{root}/notebooks/executed/a.ipynb"}  # fmt: skip
-    text = f"wrote {root}/results/x.json in {root}"
+    import sys
+
+    text = f"wrote {root}/results/x.json in {root}; {sys.base_prefix}/lib/functools.py: warning"
     nb.write_text(json.dumps({"metadata": {"papermill": paths},
                               "cells": [{"outputs": [{"text": text}]}]}))  # fmt: skip
     scrub_paths(nb, root)
     doc = json.loads(nb.read_text())
     assert doc["metadata"]["papermill"]["input_path"] == "notebooks/a.ipynb"
-    assert doc["cells"][0]["outputs"][0]["text"] == "wrote results/x.json in ."
+    assert doc["cells"][0]["outputs"][0]["text"] == (
+        "wrote results/x.json in .; <python>/lib/functools.py: warning")
     assert str(tmp_path) not in nb.read_text()

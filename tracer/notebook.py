@@ -79,12 +79,18 @@ def run_notebook(
 
 
 def scrub_paths(notebook: str | Path, root: str | Path) -> Path:
-    """Write ``root`` (the checkout's absolute path) as ``.`` throughout an executed notebook,
+    """Write ``root`` (the checkout's absolute path) as ``.`` and the Python installation's
+    prefix (in warnings' file names) as ``<python>`` throughout an executed notebook,
     papermill's metadata included, so that no machine path is committed."""
+    import sys
+
     notebook = Path(notebook)
     text = notebook.read_text()
     prefix = str(Path(root).resolve())
     cleaned = text.replace(prefix + "/", "").replace(prefix, ".")
+    for python in {sys.base_prefix, sys.prefix}:
+        if len(python) > 1:
+            cleaned = cleaned.replace(python + "/", "<python>/")
     if cleaned != text:
         notebook.write_text(cleaned)
     return notebook
