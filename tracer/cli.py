@@ -154,20 +154,114 @@ def _cmd_train_cv(args: argparse.Namespace) -> int:
     from tracer.config import load_params
     from tracer.cross_validation import load_folds
     from tracer.cv_launch import train_cv_members
+    from tracer.launch import baseline_settings
     from tracer.models.gemnet import GemNetTConfig
     from tracer.train import TrainConfig
 
     params = load_params(args.params)
     folds = load_folds(args.folds)
+    if args.model == "gemnet_t":
+        config = GemNetTConfig.from_params(params["gemnet"], params["graph"])
+        train, seeds = TrainConfig(**params["train"]), params["ensemble"]["seeds"]
+    else:
+        config, train, seed = baseline_settings(args.model, params["baselines"], params["train"])
+        seeds = [seed]
     report = train_cv_members(
         structures_path=args.structures, folds=folds,
-        which=args.which if args.which else range(folds["k"]),
-        seeds=params["ensemble"]["seeds"],
-        model_config=GemNetTConfig.from_params(params["gemnet"], params["graph"]),
-        train_config=TrainConfig(**params["train"]), out_dir=args.out,
+        which=args.which if args.which else range(folds["k"]), seeds=seeds,
+        model_config=config, train_config=train, out_dir=args.out,
         parallel=args.parallel, workers=args.workers,
     )  # fmt: skip
     print(json.dumps({"wall_time_s": report["wall_time_s"], "folds": list(report["folds"])}))
+    return 0
+
+
+def _cmd_prepare_perovskites(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    from tracer.cross_validation import save_folds
+    from tracer.cv_analysis import write_json
+    from tracer.dataset import save_structure_tensors
+    from tracer.download import sha256_file
+    from tracer.perovskites import (
+        MATBENCH_METHOD,
+        MATBENCH_RANDOM_STATE,
+        matbench_folds,
+        read_perovskites_31k,
+        target_ev_per_atom,
+        validate_perovskites,
+    )  # fmt: skip
+    from tracer.provenance import provenance
+    from tracer.table import table_sha256
+    from tracer.validation import write_quarantine
+
+    t0 = time.perf_counter()
+    path = Path(args.path)
+    result, summary = validate_perovskites(read_perovskites_31k(path))
+    out = Path(args.out)
+    write_quarantine(result, out / "quarantine.csv")
+    cmr = result.clean[result.clean["database"] == "CMR"].reset_index(drop=True)
+    data_sha = sha256_file(path if path.is_file() else path / "perovskites.csv.gz")
+    folds_path = save_folds(
+        args.folds, matbench_folds(list(cmr["id"])), dataset="perovskites_31k:CMR",
+        dataset_sha256=data_sha, table_sha256=table_sha256(cmr),
+        seed=MATBENCH_RANDOM_STATE, val_fraction=0.1, method=MATBENCH_METHOD)  # fmt: skip
+    summary["dataset_sha256"] = data_sha
+    summary["provenance"] = provenance(
+        params={"rules": summary["rules"]}, dataset_sha256=data_sha,
+        split_sha256=json.loads(folds_path.read_text())["cv_sha256"],
+        wall_time_s=time.perf_counter() - t0)  # fmt: skip
+    write_json(out / "data.json", summary)
+    if args.structures:
+        save_structure_tensors(args.structures, list(cmr["id"]), list(cmr["structure"]),
+                               list(target_ev_per_atom(cmr)), "eV/atom")  # fmt: skip
+    print(json.dumps({k: summary[k] for k in ("n_records", "n_clean", "quarantine_reasons")}))
+    return 0
+
+
+def _cmd_train_transfer_cv(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.config import load_params
+    from tracer.cross_validation import load_folds
+    from tracer.transfer_cv import train_transfer_cv
+
+    folds = load_folds(args.folds)
+    report = train_transfer_cv(
+        structures_path=args.structures, folds=folds,
+        which=args.which if args.which else range(folds["k"]), members=args.members,
+        params=load_params(args.params), out_dir=args.out, parallel=args.parallel,
+        workers=args.workers, curve_folds=args.curve_folds,
+    )  # fmt: skip
+    print(json.dumps({"wall_time_s": report["wall_time_s"], "runs": len(report["runs"])}))
+    return 0
+
+
+def _cmd_record_transfer_cv(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.config import load_params
+    from tracer.cross_validation import load_folds
+    from tracer.cv_analysis import write_json
+    from tracer.provenance import provenance
+    from tracer.transfer_cv import matbench_record, transfer_cv_report
+
+    folds = load_folds(args.folds)
+    report = matbench_record(
+        transfer_cv_report(folds, args.run_dir, curve_folds=args.curve_folds), folds
+    )
+    report["provenance"] = provenance(
+        params=load_params(args.params), dataset_sha256=folds["dataset_sha256"],
+        split_sha256=folds["cv_sha256"], wall_time_s=0.0, device=args.device,
+        extra={"dataset": folds["dataset"], "split": args.folds})  # fmt: skip
+    write_json(args.out, report)
+    print(
+        json.dumps(
+            {k: v.get("mae_ev_per_cell", v.get("status")) for k, v in report["models"].items()}
+        )
+    )
     return 0
 
 
@@ -542,9 +636,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="profiles/gpu.yaml")
     p.add_argument("--out", required=True)
     p.add_argument("--which", type=int, nargs="*", help="folds to run (default: all)")
+    p.add_argument(
+        "--model",
+        default="gemnet_t",
+        choices=["gemnet_t", "schnet", "cgcnn"],
+        help="GemNet-T's ensemble, or one baseline per fold (params baselines)",
+    )
     p.add_argument("--parallel", type=int, default=1, help="members trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.set_defaults(func=_cmd_train_cv)
+
+    p = sub.add_parser(
+        "prepare-perovskites",
+        help="validate the 31k perovskite table, write its quarantine, the CMR matbench folds "
+        "and the CMR structures as tensors (for a GPU machine)",
+    )
+    p.add_argument("--path", default="../shared/data/perovskites-31k/perovskites.csv.gz")
+    p.add_argument("--out", default="results/perovskites_cv", help="quarantine and data report")
+    p.add_argument("--folds", default="data/splits/perovskites_cmr_cv5.json")
+    p.add_argument("--structures", help="write the clean CMR cells here (eV/atom targets)")
+    p.set_defaults(func=_cmd_prepare_perovskites)
+
+    p = sub.add_parser(
+        "train-transfer-cv",
+        help="zero-shot, fine-tuned and scratch runs on the CMR matbench folds, no DVC (GPU)",
+    )
+    p.add_argument("--structures", required=True, help="file from prepare-perovskites")
+    p.add_argument("--folds", default="data/splits/perovskites_cmr_cv5.json")
+    p.add_argument("--members", nargs="+", required=True, help="pre-trained member files")
+    p.add_argument("--params", default="profiles/gpu.yaml")
+    p.add_argument("--out", required=True)
+    p.add_argument("--which", type=int, nargs="*", help="folds to run (default: all)")
+    p.add_argument("--curve-folds", type=int, nargs="*", default=[0])
+    p.add_argument("--parallel", type=int, default=1, help="runs trained concurrently")
+    p.add_argument("--workers", type=int, default=1, help="processes building graphs")
+    p.set_defaults(func=_cmd_train_transfer_cv)
+
+    p = sub.add_parser("record-transfer-cv", help="score a transfer cross-validation folder")
+    p.add_argument("--run-dir", default="results/perovskites_cv/runs")
+    p.add_argument("--folds", default="data/splits/perovskites_cmr_cv5.json")
+    p.add_argument("--curve-folds", type=int, nargs="*", default=[0])
+    p.add_argument("--params", default="profiles/gpu.yaml")
+    p.add_argument("--device", required=True, help="the card the runs trained on")
+    p.add_argument("--out", default="results/perovskites_cv/perovskites_matbench.json")
+    p.set_defaults(func=_cmd_record_transfer_cv)
 
     p = sub.add_parser(
         "record-cv", help="score a cross-validation folder (out-of-fold records, cv_*.json)"

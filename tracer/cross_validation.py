@@ -80,6 +80,8 @@ def save_folds(
     table_sha256: str,
     seed: int,
     val_fraction: float,
+    method: str = "group k-fold: StructureMatcher duplicate groups dealt to the emptiest fold in "
+    "a seeded order; inner validation of whole groups drawn from the other folds",
 ) -> Path:
     """Write the fold file: every run's ids, their sha256s, the seed and the data's checksums."""
     path = Path(path)
@@ -94,8 +96,7 @@ def save_folds(
         "seed": seed,
         "k": len(runs),
         "val_fraction": val_fraction,
-        "method": "group k-fold: StructureMatcher duplicate groups dealt to the emptiest fold in "
-        "a seeded order; inner validation of whole groups drawn from the other folds",
+        "method": method,
         "cv_sha256": _folds_sha256(folds),
         "folds": folds,
     }

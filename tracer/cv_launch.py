@@ -23,9 +23,25 @@ from typing import Any
 import torch
 
 from tracer.dataset import GraphDataset
-from tracer.launch import _member_job, build_graphs
-from tracer.models.gemnet import GemNetTConfig
-from tracer.train import TrainConfig
+from tracer.launch import build_graphs
+from tracer.models.baselines import ModelConfig, config_from_dict
+from tracer.train import TrainConfig, train_member
+
+
+def _cv_job(args: tuple[str, dict[str, Any], int, str, dict, dict, str, str]) -> dict[str, Any]:
+    graph_path, split, seed, kind, model_cfg, train_cfg, out_dir, device = args
+    out = Path(out_dir)
+    return train_member(
+        data=GraphDataset.load(graph_path),
+        split=split,
+        seed=seed,
+        model_config=config_from_dict(kind, model_cfg),
+        train_config=TrainConfig(**train_cfg),
+        work_dir=out / "work" / f"member_{seed}",
+        member_path=out / f"member_{seed}.pt",
+        device=device,
+        progress=False,
+    )
 
 
 def train_cv_members(
@@ -34,7 +50,7 @@ def train_cv_members(
     folds: dict[str, Any],
     which: Sequence[int],
     seeds: Sequence[int],
-    model_config: GemNetTConfig,
+    model_config: ModelConfig,
     train_config: TrainConfig,
     out_dir: str | Path,
     parallel: int,
@@ -47,7 +63,7 @@ def train_cv_members(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    graph_path = out / "graphs.pt"
+    graph_path = out / f"graphs_{model_config.cutoff}_{model_config.max_neighbors}.pt"
     if not graph_path.exists():
         build_graphs(structures_path, model_config, workers=workers).save(graph_path)
     todo = [f for f in which if not (out / f"fold_{f}" / "predictions.parquet").exists()]
@@ -57,16 +73,16 @@ def train_cv_members(
         run = folds["folds"][f]
         device = f"cuda:{k % n_gpu}" if n_gpu else "cpu"
         jobs.append((str(graph_path), {p: run[p] for p in ("train", "val")}, int(seed),
-                     model_config.to_dict(), asdict(train_config), str(out / f"fold_{f}"),
-                     device))  # fmt: skip
+                     model_config.kind, model_config.to_dict(), asdict(train_config),
+                     str(out / f"fold_{f}"), device))  # fmt: skip
     t0 = time.perf_counter()
     if parallel > 1 and len(jobs) > 1:
         import torch.multiprocessing as tmp
 
         with tmp.get_context("spawn").Pool(min(parallel, len(jobs))) as pool:
-            summaries = pool.map(_member_job, jobs, chunksize=1)
+            summaries = pool.map(_cv_job, jobs, chunksize=1)
     else:
-        summaries = [_member_job(j) for j in jobs]
+        summaries = [_cv_job(j) for j in jobs]
     wall = time.perf_counter() - t0
     data = GraphDataset.load(graph_path)
     report: dict[str, Any] = {"wall_time_s": wall, "parallel": parallel, "folds": {}}
@@ -76,7 +92,7 @@ def train_cv_members(
         frame = ensemble_predictions(members, data, folds["folds"][f])
         frame.insert(2, "fold", f)
         frame.to_parquet(fold_dir / "predictions.parquet", index=False)
-        mine = [s for (job, s) in zip(jobs, summaries, strict=True) if job[5] == str(fold_dir)]
+        mine = [s for (job, s) in zip(jobs, summaries, strict=True) if job[6] == str(fold_dir)]
         report["folds"][str(f)] = {"members": {str(s["seed"]): s for s in mine},
                                    "split_sha256": folds["folds"][f]["split_sha256"]}  # fmt: skip
         (fold_dir / "training.json").write_text(json.dumps(report["folds"][str(f)], indent=1))
