@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tracer.provenance import provenance
+
 
 def _one(n: int, device: str) -> dict:
     """Screen a folder of ``n`` files in this process; the timings and counts."""
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--out", default="results/gpu/screen_folder.json")
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)  # child: one folder
     args = parser.parse_args()
+    t0 = time.perf_counter()
     if args.single:
         print(json.dumps(_one(args.single, args.device)))
         return
@@ -77,6 +80,9 @@ def main() -> None:
               "runs": runs,
               "peak_ratio_large_to_small": runs[str(args.n)]["peak_rss_gib"]
               / runs[str(args.n // 10)]["peak_rss_gib"]}  # fmt: skip
+    record["provenance"] = provenance(params=vars(args), dataset_sha256=None, split_sha256=None,
+                                      wall_time_s=time.perf_counter() - t0,
+                                      device=record["device"])  # fmt: skip
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
 

@@ -52,8 +52,10 @@ def test_fold_file_round_trip_and_tamper(tmp_path, data):
     doc = load_folds(path)
     assert [f["test"] for f in doc["folds"]] == [r["test"] for r in runs]
     raw = json.loads(path.read_text())
-    raw["folds"][1]["test"][0], raw["folds"][1]["train"][0] = (raw["folds"][1]["train"][0],
-                                                               raw["folds"][1]["test"][0])
+    raw["folds"][1]["test"][0], raw["folds"][1]["train"][0] = (
+        raw["folds"][1]["train"][0],
+        raw["folds"][1]["test"][0],
+    )
     path.write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="fold 1"):
         load_folds(path)

@@ -69,7 +69,8 @@ def fitted(flla_structures):
 def test_threshold_is_the_validation_quantile(fitted):
     domain, _, emb, val = fitted
     assert domain.representation_threshold == pytest.approx(
-        np.quantile(knn_distance(val, emb, 3), 0.9))
+        np.quantile(knn_distance(val, emb, 3), 0.9)
+    )
 
 
 def test_training_structures_are_inside_and_each_check_fires(fitted, flla_structures):

@@ -76,5 +76,6 @@ def test_executed_notebooks_hold_no_machine_path(tmp_path):
     doc = json.loads(nb.read_text())
     assert doc["metadata"]["papermill"]["input_path"] == "notebooks/a.ipynb"
     assert doc["cells"][0]["outputs"][0]["text"] == (
-        "wrote results/x.json in .; <python>/lib/functools.py: warning")
+        "wrote results/x.json in .; <python>/lib/functools.py: warning"
+    )
     assert str(tmp_path) not in nb.read_text()

@@ -68,8 +68,9 @@ def test_rules_catch_the_duplicate_and_the_implausible_target_and_keep_the_rest(
 
 
 def test_per_cell_targets_become_per_atom():
-    frame = pd.DataFrame({"structure": [Structure.from_str(_cell(), fmt="cif")] * 2,
-                          "target": [2.0, -1.0], "target_unit": ["eV/cell", "eV/atom"]})  # fmt: skip
+    cell = Structure.from_str(_cell(), fmt="cif")
+    frame = pd.DataFrame({"structure": [cell] * 2, "target": [2.0, -1.0],
+                          "target_unit": ["eV/cell", "eV/atom"]})  # fmt: skip
     np.testing.assert_allclose(target_ev_per_atom(frame), [0.4, -1.0])
 
 

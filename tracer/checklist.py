@@ -1,18 +1,14 @@
-"""The audit: every claim of the paper and every item of its authors' reproducibility checklist,
-with the paper's value, ours, where ours came from, and a verdict computed from the run's own
-records (metrics files, split file, model files, ``dvc.lock``) — never asserted by hand.
-
-A row is ``PASS``, ``FAIL`` or ``NOT RUN: <reason>`` (the record it needs is missing, or the run
-did not use the paper's data). Paper values are from ``tracer-facts.md`` (the paper, its summary
-and the authors' repository). Audit notes record where the authors' repository contradicts the
-paper, each checked against what this artifact does instead.
+"""Checks of the CPU default run's split, model files and ``dvc.lock`` (each a list of
+:class:`Row` with a PASS/FAIL/NOT RUN verdict computed from the records), which
+:mod:`tracer.audit.checks` turns into audit findings; and the index of which stage wrote which
+figure (``paper_figures/INDEX.md``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,185 +79,6 @@ class Records:
 
 def verdict(ok: bool) -> str:
     return PASS if ok else FAIL
-
-
-def _status_of(record: dict[str, Any]) -> str | None:
-    status = str(record.get("status", "RUN"))
-    return None if status == "RUN" else status
-
-
-# --------------------------------------------------------------------------------------------
-# claims of the paper
-# --------------------------------------------------------------------------------------------
-RUNS = (("this run", "metrics"), ("committed gpu run", "results/gpu"))
-
-
-def claim_beats_alignn(r: Records) -> list[Row]:
-    acc = r.json("results/gpu/accuracy.json")
-    if "alignn" not in acc["models"]:
-        raise MissingRecordError("results/gpu/accuracy.json has no ALIGNN row")
-    g, a = acc["models"]["gemnet_t_ensemble"]["mae"], acc["models"]["alignn"]["mae"]
-    return [Row("claim", "GemNet has lower test MAE than ALIGNN",
-                "0.0370 vs 0.0498 eV/atom (25.8% lower; ALIGNN 50 epochs)",
-                f"{g:.4f} vs {a:.4f} eV/atom ({(1 - g / a) * 100:+.1f}%; ALIGNN 300 epochs, "
-                f"recipe chosen on validation)",
-                "results/gpu/accuracy.json (FLLA test set)", verdict(g < a))]  # fmt: skip
-
-
-def claim_trains_faster(r: Records) -> list[Row]:
-    speed = r.json("results/gpu/speed.json")
-    ratio = speed.get("epoch_time_ratio_gemnet_over_alignn")
-    if ratio is None:
-        raise MissingRecordError("results/gpu/speed.json has no ALIGNN timing")
-    times = speed.get("time_to_alignn_best_val_s") or {}
-    reach = times.get("gemnet_t")
-    reach_txt = (
-        "never reaches ALIGNN's best validation MAE"
-        if reach is None
-        else f"ALIGNN's best validation MAE after {reach:.0f} s of training"
-        + (f" (ALIGNN: {times['alignn']:.0f} s)" if times.get("alignn") else "")
-    )
-    members_card = times.get("gemnet_t_members_device")
-    if reach is not None and members_card and members_card != speed["device"]:
-        reach_txt += f"; members trained on {members_card}"
-
-    return [Row("claim", "GemNet trains several (≥ 3) times faster than ALIGNN",
-                "claimed in the lay summary; no timing published",
-                f"epoch time ratio {ratio:.2f} ({1 / ratio:.1f}× faster per epoch); {reach_txt}",
-                f"results/gpu/speed.json ({speed['device']})",
-                verdict(ratio <= 1 / 3 and reach is not None))]  # fmt: skip
-
-
-def claim_sigma_tracks_error(r: Records) -> list[Row]:
-    rows = []
-    for run, where in RUNS:
-        u = r.json(f"{where}/uncertainty.json")
-        rows.append(Row("claim", "ensemble σ tracks the error (ranks the worst predictions)",
-                        "uncertainty correlates with binned error",
-                        f"Spearman {u['spearman']:.3f}, AUROC(top 10% errors) "
-                        f"{u['auroc_top10']:.3f}", f"{where}/uncertainty.json ({run})",
-                        verdict(u["spearman"] > 0 and u["auroc_top10"] > 0.5)))  # fmt: skip
-    return rows
-
-
-def _largest(groups: dict[str, dict[str, Any]]) -> tuple[str, float]:
-    done = {k: v["mae"] for k, v in groups.items() if v["n"] and v["mae"] is not None}
-    worst = max(done, key=done.__getitem__)
-    return worst, done[worst]
-
-
-def claim_failure_regions(r: Records) -> list[Row]:
-    rows = []
-    for run, where in RUNS:
-        f = r.json(f"{where}/failures.json")
-        src = f"{where}/failures.json ({run})"
-        worst, mae = _largest(f["by_nelements"])
-        rows.append(
-            Row(
-                "claim",
-                "elemental solids have the largest error by element count",
-                "elemental 0.139 vs binary 0.036 eV/atom",
-                f"worst: {worst} element(s), MAE {mae:.3f}",
-                src,
-                verdict(worst == "1"),
-            )
-        )
-        sizes = {k: v for k, v in f["by_natoms"].items() if v["n"]}
-        first, last = next(iter(sizes.values())), list(sizes.values())[-1]
-        rows.append(
-            Row(
-                "claim",
-                "the largest cells have the largest error by cell size",
-                "> 50 atoms 0.260 vs < 10 atoms 0.032 eV/atom",
-                f"largest cells ({list(sizes)[-1]} atoms) {last['mae']:.3f}, smallest "
-                f"({next(iter(sizes))}) {first['mae']:.3f}",
-                src,
-                verdict(last["mae"] > first["mae"]),
-            )
-        )
-        worst, mae = _largest(f["by_energy"])
-        top = list(f["by_energy"])[-1]
-        rows.append(Row("claim", "positive formation energies have the largest error by energy",
-                        "> +1 eV/atom 0.207 eV/atom", f"worst: {worst} eV/atom, MAE {mae:.3f}",
-                        src, verdict(worst == top)))  # fmt: skip
-    return rows
-
-
-def claim_triage(r: Records) -> list[Row]:
-    rows = []
-    for run, where in RUNS:
-        t = r.json(f"{where}/triage.json")
-        wins = [row["uncertainty_yield"] > row["random_yield_mean"] for row in t["rows"]]
-        rows.append(Row("claim", "σ-ranked DFT checks find more bad predictions than random, at "
-                        "every budget and threshold", "e.g. 0.340 vs 0.076 ± 0.036 (50, 0.1 eV)",
-                        f"higher in {sum(wins)} of {len(wins)} settings",
-                        f"{where}/triage.json ({run})", verdict(all(wins))))  # fmt: skip
-    return rows
-
-
-def claim_flags_negative(r: Records) -> list[Row]:
-    rows = []
-    for run, where in RUNS:
-        f = r.json(f"{where}/flags.json")
-        v, h = f["variance_only_mean_abs_error"], f["hybrid_mean_abs_error"]
-        rows.append(Row("claim", "negative result 1: chemistry flags do not improve the "
-                        "variance rule (the hybrid selects easier structures)",
-                        "variance 0.0753 vs hybrid 0.0677 vs random 0.0650 eV/atom",
-                        f"variance {v:.4f} vs hybrid {h:.4f} vs random "
-                        f"{f['random_mean_abs_error']:.4f}", f"{where}/flags.json ({run})",
-                        verdict(h <= v)))  # fmt: skip
-    return rows
-
-
-def claim_domain_negative(r: Records) -> list[Row]:
-    rows = []
-    for run, where in RUNS:
-        d = r.json(f"{where}/domain.json")
-        base, film = d["variants"]["baseline"]["mae"], d["variants"]["film"]["mae"]
-        src = f"{where}/domain.json ({run})"
-        paper = "full 0.037025 vs baseline 0.037029 eV/atom (< 0.01%)"
-        if base is None or film is None:
-            status = _status_of(d) or "no finished runs"
-            rows.append(Row("claim", "negative result 2: the FiLM domain module brings no gain "
-                            "on one database", paper, "film or baseline without test MAE", src,
-                            f"NOT RUN: {status.removeprefix('NOT RUN: ')}"))  # fmt: skip
-            continue
-        gain = (base - film) / base
-        rows.append(Row("claim", "negative result 2: the FiLM domain module brings no gain on "
-                        "one database (gain < 5% of the baseline's MAE)", paper,
-                        f"film {film:.4f} vs baseline {base:.4f} eV/atom ({gain * 100:+.1f}%)",
-                        src, verdict(gain < 0.05)))  # fmt: skip
-    return rows
-
-
-def claim_transfer(r: Records) -> list[Row]:
-    rows = []
-    for run, where in RUNS:
-        t = r.json(f"{where}/transfer.json")
-        src = f"{where}/transfer.json ({run})"
-        paper = "0.581 → 0.104 (labelled eV/atom; matbench's unit is eV/cell)"
-        if not isinstance(t.get("fine_tuned"), dict) or not isinstance(t.get("zero_shot"), dict):
-            why = str(t.get("fine_tuned") or t["status"])
-            rows.append(
-                Row(
-                    "claim",
-                    "fine-tuning on perovskites cuts the zero-shot error",
-                    paper,
-                    "—",
-                    src,
-                    why if why.startswith("NOT RUN") else f"NOT RUN: {why}",
-                )
-            )
-            continue
-        z, f = t["zero_shot"], t["fine_tuned"]
-        ours = (
-            f"{z['mae_ev_per_cell']:.3f} → {f['mae_ev_per_cell']:.4f} eV/cell "
-            f"({z['mae_ev_per_atom']:.3f} → {f['mae_ev_per_atom']:.4f} eV/atom)"
-        )
-        ok = f["mae_ev_per_atom"] < 0.5 * z["mae_ev_per_atom"]
-        rows.append(Row("claim", "fine-tuning on perovskites cuts the zero-shot error (≥ 2×)",
-                        paper, ours, src, verdict(ok)))  # fmt: skip
-    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,17 +168,6 @@ def check_selection_on_validation(r: Records) -> list[Row]:
                 f"models/{r.dataset}/member_*.pt (histories)", verdict(all(ok)))]  # fmt: skip
 
 
-def check_seeds(r: Records) -> list[Row]:
-    from tracer.config import load_params
-
-    p = load_params(r.path("params.yaml"))
-    seeds = {"split": p["split"]["seed"], "ensemble": p["ensemble"]["seeds"],
-             "baselines": p["baselines"]["seed"], "triage": p["triage"]["seed"]}  # fmt: skip
-    flat = [v for s in seeds.values() for v in (s if isinstance(s, list) else [s])]
-    return [Row("checklist", "all seeds fixed", "42", json.dumps(seeds), "params.yaml",
-                verdict(all(isinstance(v, int) for v in flat)))]  # fmt: skip
-
-
 def check_same_test_set(r: Records) -> list[Row]:
     test = list(r.split()["test"])
     acc = r.json("metrics/accuracy.json")
@@ -388,26 +194,6 @@ def check_same_test_set(r: Records) -> list[Row]:
     ]  # fmt: skip
 
 
-def check_environment(r: Records) -> list[Row]:
-    files = sorted((r.root / "metrics").glob("*.json"))
-    if not files:
-        raise MissingRecordError("metrics/*.json are missing")
-    versions = [bool(json.loads(f.read_text())["provenance"].get("packages")) for f in files]
-    gpu = r.json("results/gpu/accuracy.json")["provenance"]["device"]
-    check = r.json("results/gpu/half_precision_check.json")
-    diff = check["max_abs_diff_to_recorded_member_predictions"]
-    return [
-        Row("checklist", "software versions recorded", "asserted",
-            f"{sum(versions)} of {len(versions)} metrics files list package versions",
-            "metrics/*.json provenance", verdict(all(versions))),
-        Row("checklist", "GPU named", "one RTX 4090", gpu, "results/gpu/accuracy.json",
-            verdict(gpu.lower() not in ("", "cpu"))),
-        Row("checklist", "run-to-run variation small (about 1e-4 eV/atom)", "about 1e-4",
-            f"the GPU members on this CPU reproduce their GPU predictions within {diff:.1e}",
-            "results/gpu/half_precision_check.json", verdict(diff < 1e-4)),
-    ]  # fmt: skip
-
-
 def check_checkpoints(r: Records) -> list[Row]:
     lock = r.lock()
     outs = [o for name, st in lock.items() if name.startswith("train@") for o in st["outs"]
@@ -416,13 +202,6 @@ def check_checkpoints(r: Records) -> list[Row]:
     return [Row("checklist", "checkpoints documented (and released)", "models not released",
                 f"{len(outs)} member files with md5 in dvc.lock ({len(members)} present)",
                 "dvc.lock", verdict(len(outs) == len(members) > 0))]  # fmt: skip
-
-
-def check_negative_results(r: Records) -> list[Row]:
-    found = [p for p in ("metrics/flags.json", "metrics/domain.json") if (r.root / p).exists()]
-    return [Row("checklist", "negative results reported (chemistry flags, domain module)",
-                "both in the paper", ", ".join(found) or "none", "metrics/",
-                verdict(len(found) == 2))]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,21 +214,6 @@ def audit_model_has_angles(r: Records) -> list[Row]:
                 "their code trains a distance-only (SchNet-like) network",
                 f"members: {sorted(kinds)} (kind, triplet embedding size)",
                 f"models/{r.dataset}/member_*.pt", verdict(ok))]  # fmt: skip
-
-
-def audit_perovskite_unit(r: Records) -> list[Row]:
-    st = r.json("data/processed/perovskites/status.json")
-    if st["status"] != "RUN":
-        return [Row("audit note", "perovskite target unit checked from the data",
-                    "labelled eV/atom; matbench's target is eV per 5-atom cell", "—",
-                    "data/processed/perovskites/status.json", st["status"])]  # fmt: skip
-    u = st["unit_check"]
-    return [Row("audit note", "perovskite target unit checked from the data",
-                "labelled eV/atom; matbench's target is eV per 5-atom cell",
-                f"declared {u['declared']}: {u['verdict']} "
-                f"({u['fraction_outside_if_ev_per_atom']:.0%} of the values implausible as "
-                "eV/atom)", "data/processed/perovskites/status.json",
-                verdict(u["declared"] == "eV/cell" and u["verdict"] == "consistent"))]  # fmt: skip
 
 
 def audit_alignn_epochs(r: Records) -> list[Row]:
@@ -471,50 +235,6 @@ def audit_no_made_up_targets(r: Records) -> list[Row]:
                 f"{data['n_quarantined']} records quarantined with reasons; all targets finite: "
                 f"{finite}", f"data/processed/{r.dataset}.parquet, metrics/data.json",
                 verdict(finite and data["n_clean"] == len(table)))]  # fmt: skip
-
-
-CHECKS: list[Callable[[Records], list[Row]]] = [
-    claim_beats_alignn, claim_trains_faster, claim_sigma_tracks_error, claim_failure_regions,
-    claim_triage, claim_flags_negative, claim_domain_negative, claim_transfer,
-    check_split, check_same_split_everywhere, check_normalisation, check_selection_on_validation,
-    check_seeds, check_same_test_set, check_environment, check_checkpoints,
-    check_negative_results,
-    audit_model_has_angles, audit_perovskite_unit, audit_alignn_epochs, audit_no_made_up_targets,
-]  # fmt: skip
-
-
-def build_checklist(root: str | Path = ".", dataset: str = "flla") -> list[dict[str, str]]:
-    """Every row of the audit for the run under ``root`` (one check's missing record makes its
-    row NOT RUN with the reason, and the others still run)."""
-    records = Records(root, dataset)
-    rows: list[Row] = []
-    for check in CHECKS:
-        try:
-            rows += check(records)
-        except MissingRecordError as err:
-            name = check.__name__.split("_", 1)
-            section = {"claim": "claim", "check": "checklist", "audit": "audit note"}[name[0]]
-            rows.append(Row(section, name[1].replace("_", " "), "—", "—", "—",
-                            f"NOT RUN: {err}"))  # fmt: skip
-    return [asdict(r) for r in rows]
-
-
-def write_checklist(
-    rows: list[dict[str, str]], out_dir: str | Path = "paper_figures"
-) -> list[Path]:
-    """``CHECKLIST.json`` and ``CHECKLIST.md`` (a table per section, verdict counts on top)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "CHECKLIST.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
-    frame = pd.DataFrame(rows)
-    counts = frame["verdict"].str.split(":").str[0].value_counts().to_dict()
-    lines = ["# Audit of the paper's claims and reproducibility checklist", "",
-             "Verdicts are computed by `tracer.checklist` from this run's records. "
-             + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), ""]  # fmt: skip
-    for section, part in frame.groupby("section", sort=False):
-        lines += [f"## {section}", "", part.drop(columns="section").to_markdown(index=False), ""]
-    (out / "CHECKLIST.md").write_text("\n".join(lines))
-    return [out / "CHECKLIST.json", out / "CHECKLIST.md"]
 
 
 # --------------------------------------------------------------------------------------------

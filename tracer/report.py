@@ -20,38 +20,26 @@ table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
 img { max-width: 100%; }
 .PASS { background: #e3f4e3; } .FAIL { background: #fbe3e3; } .NOT { background: #eee; }
+.INCONCLUSIVE { background: #fdf3d8; }
 .thumbs img { width: 260px; margin: 0.3em; border: 1px solid #ddd; }
 nav a { margin-right: 1em; }
 """
 
-# where the evidence of a record lives: its path prefix -> the executed notebook that wrote it
-EVIDENCE = (
-    ("metrics/data.json", "01_data"),
-    ("data/splits", "02_split"),
-    ("data/processed/perovskites", "09_perovskites"),
-    ("data/processed", "01_data"),
-    ("models/", "05_train_member_0"),
-    ("results/gpu", "30_gpu_results"),
-    ("results/", "06_predict"),
-    ("metrics/accuracy.json", "20_accuracy"),
-    ("metrics/uncertainty.json", "21_uncertainty"),
-    ("metrics/failures.json", "22_failures"),
-    ("metrics/triage.json", "23_triage"),
-    ("metrics/flags.json", "24_flags"),
-    ("metrics/transfer.json", "25_transfer"),
-    ("metrics/domain.json", "26_domain"),
-    ("metrics/", "40_checklist"),
-    ("params.yaml", "params.yaml"),
-    ("dvc.lock", "dvc.lock"),
-)
-
-
-def evidence_page(source: str) -> str | None:
-    """The site page (relative to the index) holding the evidence of a checklist row's source."""
-    for prefix, page in EVIDENCE:
-        if source.startswith(prefix):
-            return f"files/{page}.txt" if "." in page else f"notebooks/{page}.html"
-    return None
+EVIDENCE_BY_CLAIM = {
+    **dict.fromkeys(("single_vs_alignn_mae", "gap_vs_alignn_size", "single_vs_alignn_rmse",
+                     "ensemble_vs_alignn_mae", "single_vs_schnet_mae", "single_vs_cgcnn_mae",
+                     "trains_faster", "run_to_run"), "30_gpu_results"),
+    **dict.fromkeys(("sigma_rank", "sigma_flags_worst", "sigma_three_members", "coverage_raw",
+                     "coverage_conformal", "calibration_improves", "nll"), "21_uncertainty"),
+    **dict.fromkeys(("elemental_worst", "large_cells_worst", "positive_energy_worst",
+                     "low_energy_small", "named_worst"), "22_failures"),
+    "triage": "23_triage",
+    "flags_negative": "24_flags",
+    "domain_no_gain": "26_domain",
+    **dict.fromkeys(("transfer_pretraining_helps", "zero_shot_is_dummy", "matbench_fine_tuned"),
+                    "25_transfer"),
+}  # fmt: skip
+"""The executed notebook showing a claim's evidence (others: the audit notebook)."""
 
 
 def _page(title: str, body: str) -> str:
@@ -102,21 +90,28 @@ def build_site(root: str | Path = ".", out_dir: str | Path = "site") -> Path:
     parts.append("<h2 id='audit'>Audit: the paper's claims and its checklist</h2>")
     if checklist.exists():
         rows = json.loads(checklist.read_text())
-        parts.append("<p>Verdicts computed by <code>tracer.checklist</code> from this run's "
-                     "records; the last column links the page with the evidence.</p>")  # fmt: skip
-        parts.append("<table><tr><th>section</th><th>item</th><th>paper</th><th>ours</th>"
-                     "<th>verdict</th><th>evidence</th></tr>")  # fmt: skip
+        runs = list(rows[0]["runs"]) if rows else []
+        parts.append("<p>Verdicts computed by <code>tracer.audit</code> from the committed "
+                     "records under rules declared in <code>tracer/audit/claims.yaml</code>; "
+                     "one column per run; the last column links the page with the "
+                     "evidence.</p>")  # fmt: skip
+        parts.append("<table><tr><th>section</th><th>item</th><th>paper</th><th>rule</th>"
+                     + "".join(f"<th>{html.escape(r)}</th>" for r in runs)
+                     + "<th>evidence</th></tr>")  # fmt: skip
         for r in rows:
-            page = evidence_page(r["source"])
+            page = f"notebooks/{EVIDENCE_BY_CLAIM.get(r['id'], '40_checklist')}.html"
             page = page if page is not None and (out / page).exists() else None
-            link = (f"<a href='{page}'>{html.escape(r['source'])}</a>" if page
-                    else html.escape(r["source"]))  # fmt: skip
-            css = r["verdict"].split(":")[0].split()[0]
+            link = f"<a href='{page}'>{html.escape(Path(page).stem)}</a>" if page else "—"
+            cells = "".join(
+                f"<td class='{c['verdict'].split(':')[0].split()[0]}'>"
+                f"{html.escape(c['verdict'])}{' (smoke)' if c['smoke'] else ''}"
+                f"<br>{html.escape(c['our_value'])}</td>"
+                for c in (r["runs"][n] for n in runs)
+            )
             parts.append(
-                f"<tr class='{css}'><td>{html.escape(r['section'])}</td>"
-                f"<td>{html.escape(r['item'])}</td><td>{html.escape(r['paper_value'])}</td>"
-                f"<td>{html.escape(r['our_value'])}</td><td>{html.escape(r['verdict'])}</td>"
-                f"<td>{link}</td></tr>"
+                f"<tr><td>{html.escape(r['section'])}</td><td>{html.escape(r['item'])}</td>"
+                f"<td>{html.escape(r['paper_value'])}</td><td>{html.escape(r['rule'])}</td>"
+                f"{cells}<td>{link}</td></tr>"
             )
         parts.append("</table>")
     else:
