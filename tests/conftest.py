@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -92,3 +94,22 @@ def write_matbench_json_gz(path: Path, ids: list[str], structures: list, targets
     with gzip.open(path, "wt") as fh:
         json.dump(payload, fh)
     return path
+
+
+def browser():
+    """Headless Debian Chromium through chromedriver (skipped only where neither is installed
+    and the run does not require them: CI sets TRACER_REQUIRE_BROWSER)."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if os.environ.get("TRACER_REQUIRE_BROWSER"):
+            pytest.fail("chromium and chromedriver are required here")
+        pytest.skip("no chromium/chromedriver (Debian packages chromium, chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"):  # fmt: skip
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)

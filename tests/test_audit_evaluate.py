@@ -127,3 +127,25 @@ def test_smoke_results_are_labelled_and_not_counted(tmp_path):
     write_audit(audit, tmp_path)
     text = (tmp_path / "CHECKLIST.md").read_text()
     assert "smoke scale, not counted" in text and "| `r` | run | FAIL 1 |" in text
+
+
+def test_readme_table_is_the_committed_audit():
+    from conftest import REPO
+
+    from tracer.audit.evaluate import README_END, README_START, readme_table
+
+    rows = json.loads((REPO / "paper_figures" / "CHECKLIST.json").read_text())
+    text = (REPO / "README.md").read_text()
+    block = text.split(README_START, 1)[1].split(README_END, 1)[0].strip()
+    assert block == readme_table(rows), "README is stale: run `tracer audit-readme`"
+    claims = [r for r in rows if r["section"] == "claim"]
+    assert block.count("\n") == len(claims) + 1  # header, rule, one line per claim
+
+
+def test_write_readme_block_needs_the_markers(tmp_path):
+    from tracer.audit.evaluate import write_readme_block
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n")
+    with pytest.raises(ValueError, match="audit:start"):
+        write_readme_block(readme, [])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, browser
 
 pytestmark = pytest.mark.slow
 
@@ -167,33 +167,14 @@ def test_audit_verdicts_follow_the_records(tiny_run, tmp_path):
     assert _cell(run_audit(copy), "checkpoints_documented")["verdict"] == "FAIL"
 
 
-def _browser():
-    """Headless Debian Chromium through chromedriver (skipped only where neither is installed
-    and the run does not require them: CI sets TRACER_REQUIRE_BROWSER)."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        if os.environ.get("TRACER_REQUIRE_BROWSER"):
-            pytest.fail("chromium and chromedriver are required here")
-        pytest.skip("no chromium/chromedriver (Debian packages chromium, chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"):  # fmt: skip
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-
-
 def test_site_index_reaches_every_claim_and_its_evidence_offline(tiny_run):
     """The index page, opened in headless Chromium: every link and image resolves to a local
     file, and every audited claim links (second click) to a page that loads with its images."""
     from urllib.parse import unquote, urlparse
 
     work, _, _ = tiny_run
-    index = work / "site" / "index.html"
-    driver = _browser()
+    index = work / "docs" / "report" / "index.html"
+    driver = browser()
     try:
         driver.get(index.as_uri())
         links = driver.execute_script(

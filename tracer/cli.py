@@ -281,6 +281,17 @@ def _cmd_record_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit_readme(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from tracer.audit.evaluate import write_readme_block
+
+    rows = json.loads(Path(args.checklist).read_text())
+    print(write_readme_block(args.readme, rows))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from tracer.report import build_site
 
@@ -691,8 +702,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", required=True, help="the card the members trained on")
     p.set_defaults(func=_cmd_record_cv)
 
+    p = sub.add_parser(
+        "audit-readme", help="rewrite README's audit table from paper_figures/CHECKLIST.json"
+    )
+    p.add_argument("--readme", default="README.md")
+    p.add_argument("--checklist", default="paper_figures/CHECKLIST.json")
+    p.set_defaults(func=_cmd_audit_readme)
+
     p = sub.add_parser("report", help="render the run into an offline HTML site")
-    p.add_argument("--out", default="site")
+    p.add_argument("--out", default="docs/report")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("profile", help="show or switch the active params profile")

@@ -135,7 +135,7 @@ def _cell(c: dict[str, Any]) -> str:
     head = verdict.split(":")[0]
     reason = verdict[len(head) + 1 :].strip() if ":" in verdict else ""
     body = text or reason
-    return f"**{head}**{tag}: {body}".replace("|", "/").replace("\n", " ")
+    return f"**{head}**{tag}: {body}".replace("|", "\\|").replace("\n", " ")
 
 
 def write_audit(audit: dict[str, Any], out_dir: str | Path = "paper_figures") -> list[Path]:
@@ -189,3 +189,43 @@ def write_audit(audit: dict[str, Any], out_dir: str | Path = "paper_figures") ->
     md_path = out / "CHECKLIST.md"
     md_path.write_text("\n".join(lines) + "\n")
     return [json_path, md_path]
+
+
+README_START, README_END = "<!-- audit:start -->", "<!-- audit:end -->"
+HEADLINE_ORDER = ("cv", "gpu_record", "cpu_default")
+
+
+def readme_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The README's first-screen table from the written audit rows: each claim of the paper
+    with the most informative run's verdict (the cross-validated run, else the GPU run of
+    record, else the CPU default; never a smoke-scale or NOT RUN cell while another run has
+    the claim)."""
+    lines = ["| claim | paper | this artifact | verdict |", "|---|---|---|---|"]
+    for r in rows:
+        if r["section"] != "claim":
+            continue
+        runs = r["runs"]
+        order = [n for n in HEADLINE_ORDER if n in runs]
+        order += [n for n in runs if n not in HEADLINE_ORDER]
+        usable = [
+            n for n in order if not runs[n]["smoke"] and not runs[n]["verdict"].startswith(NOT_RUN)
+        ]
+        name = usable[0] if usable else order[0]
+        cell = runs[name]
+        verdict = cell["verdict"].split(":")[0]
+        ours = cell["our_value"] if cell["our_value"] != "—" else cell["verdict"]
+        ours = ours.replace("|", "\\|")
+        lines.append(f"| {r['item']} | {r['paper_value']} | {ours} (`{name}`) | **{verdict}** |")
+    return "\n".join(lines)
+
+
+def write_readme_block(readme: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Replace the README's block between the audit markers with :func:`readme_table`."""
+    path = Path(readme)
+    text = path.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{path}: no {README_START} … {README_END} block")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    path.write_text(f"{head}{README_START}\n{readme_table(rows)}\n{README_END}{tail}")
+    return path
