@@ -33,6 +33,22 @@ def test_bootstrap_interval_brackets_the_estimate():
     )
 
 
+def test_bootstrap_interval_is_a_95_percent_one():
+    """For a mean of n iid absolute errors the 95% interval is about ±1.96 standard errors; a
+    90% interval (±1.645) would be 16% narrower and fail."""
+    rng = np.random.default_rng(3)
+    err = rng.normal(scale=0.1, size=2000)
+    y = rng.normal(size=err.size)
+    lo, hi = bootstrap_ci(y, y + err, n_resamples=4000, seed=0)["mae_ci95"]
+    se = np.abs(err).std(ddof=1) / np.sqrt(err.size)
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.06)
+
+
+def test_constant_targets_leave_r2_undefined_not_a_crash():
+    out = bootstrap_ci(np.zeros(50), np.linspace(-1, 1, 50), n_resamples=50)
+    assert np.isnan(out["r2_ci95"]).all() and np.isfinite(out["mae_ci95"]).all()
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError):
         point_metrics([1.0, np.nan], [1.0, 2.0])

@@ -113,3 +113,48 @@ def test_gaussian_scores_by_hand():
 def test_binned_errors_never_makes_empty_bins():
     out = binned_errors(np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 3.0]), n_bins=10)
     assert list(out["n"]) == [1, 1, 1] and np.isfinite(out["rmse"]).all()
+
+
+def test_recalibration_is_fitted_on_validation_not_test():
+    """Validation σ half the true spread, test σ right: fitted on validation the scale is ~2
+    and the conformal quantile ~2 × 1.96; fitted on test (the wrong split) both would be ~1×."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    sigma = rng.uniform(0.05, 0.5, size=2 * n)
+    y_val = rng.normal(0.0, 2 * sigma[:n])
+    y_test = rng.normal(0.0, sigma[n:])
+    out = uncertainty_report((np.zeros(n), sigma[:n], y_val), (np.zeros(n), sigma[n:], y_test))
+    assert out["sigma_scale_nll"] == pytest.approx(2.0, rel=0.05)
+    assert out["conformal_quantile"] == pytest.approx(2 * 1.96, rel=0.06)
+    assert out["coverage95"] == pytest.approx(0.95, abs=0.02)  # raw test σ is right
+    assert out["conformal_coverage95"] > 0.99  # the validation-fitted interval is too wide here
+
+
+def test_isotonic_recalibration_is_right_on_gaussian_errors():
+    rng = np.random.default_rng(2)
+    n = 4000
+    sigma = rng.uniform(0.05, 0.5, size=2 * n)
+    y = rng.normal(0.0, sigma)
+    out = uncertainty_report((np.zeros(n), sigma[:n], y[:n]), (np.zeros(n), sigma[n:], y[n:]))
+    assert 0.93 < out["coverage95_isotonic"] < 0.97
+    assert out["miscal_area_isotonic"] < 0.03
+
+
+def test_shipped_interval_is_the_validation_conformal_quantile_of_the_run_of_record():
+    """calibration.json beside the shipped members holds the split-conformal quantile of the
+    GPU run's validation predictions (recomputed here), and its test coverage."""
+    import json
+
+    import pandas as pd
+    from conftest import REPO
+
+    from tracer.uncertainty import conformal_quantile
+
+    shipped = json.loads((REPO / "tracer/pretrained/flla_gemnet_t/calibration.json").read_text())
+    frame = pd.read_parquet(REPO / "results/gpu/gemnet_t.parquet")
+    val, test = frame[frame["set"] == "val"], frame[frame["set"] == "test"]
+    floor = 1e-6
+    q = conformal_quantile(val["mean"], np.maximum(val["std"], floor), val["y_true"])
+    assert shipped["scale_or_quantile"] == pytest.approx(q, rel=1e-9)
+    inside = np.abs(test["y_true"] - test["mean"]) <= q * np.maximum(test["std"], floor)
+    assert shipped["test_coverage95"] == pytest.approx(float(inside.mean()), abs=1e-12)

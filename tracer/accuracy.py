@@ -60,6 +60,8 @@ def bootstrap_ci(
 
     def interval(values: np.ndarray) -> list[float]:
         values = values[np.isfinite(values)]
+        if values.size == 0:  # e.g. R² of constant targets: undefined in every resample
+            return [float("nan"), float("nan")]
         return [float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))]
 
     return {f"mae_{tag}": interval(mae), f"rmse_{tag}": interval(rmse), f"r2_{tag}": interval(r2)}
