@@ -225,3 +225,66 @@ def test_torchrun_trains_one_member_on_two_processes(tmp_path, flla_table):
     assert printed["processes"] == 2 and np.isfinite(printed["best_val_mae"])
     _, _, record = load_member(tmp_path / "out" / "member_1.pt")
     assert record["summary"]["processes"] == 2 and record["kind"] == "gemnet_t"
+
+
+def _start(graphs, split, tc, work):
+    return mp.start_processes(_train_worker, args=(2, _free_port(), graphs, split, tc, work),
+                              nprocs=2, join=False, start_method="spawn")  # fmt: skip
+
+
+def _kill_after_epoch(context, last, epoch, timeout_s=300.0):
+    """SIGKILL both ranks once ``last`` records ``epoch`` finished epochs (and the run is not
+    finished); returns the checkpoint's epoch count at the kill."""
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if last.exists():
+            try:
+                done = torch.load(last, weights_only=False)["state"]["epoch"]
+            except Exception:  # caught between the temporary file and its rename
+                done = 0
+            if done >= epoch:
+                for p in context.processes:
+                    p.kill()
+                for p in context.processes:
+                    p.join()
+                return done
+        if not any(p.is_alive() for p in context.processes):
+            break
+        time.sleep(0.02)
+    raise AssertionError("the run ended (or hung) before it could be interrupted")
+
+
+def _weights(path):
+    return torch.load(path, weights_only=False)["state_dict"]
+
+
+def test_killed_two_process_run_resumes_to_the_uninterrupted_member(small, tmp_path):
+    """Two gloo ranks trained for 8 epochs, killed (SIGKILL) mid-run and started again, end with
+    the same member bit for bit as an uninterrupted run; the same resume with the optimizer's
+    moments lost (a broken resume) does not."""
+    graphs, split = small
+    tc = TrainConfig(max_epochs=8, batch_size=4, scale_fit_batches=1, warmup_epochs=1)
+    whole = tmp_path / "whole"
+    _start(graphs, split, tc, whole).join()
+    cut = tmp_path / "cut"
+    killed_at = _kill_after_epoch(_start(graphs, split, tc, cut), cut / "work" / "last.pt", 3)
+    ckpt = torch.load(cut / "work" / "last.pt", weights_only=False)
+    assert not ckpt["finished"] and 3 <= killed_at < 8
+    assert not (cut / "member_3.pt").exists()
+    broken = tmp_path / "broken"  # the same checkpoint, its Adam moments zeroed
+    (broken / "work").mkdir(parents=True)
+    for state in ckpt["optimizer"]["state"].values():
+        for key in ("exp_avg", "exp_avg_sq"):
+            state[key] = torch.zeros_like(state[key])
+    torch.save(ckpt, broken / "work" / "last.pt")
+    _start(graphs, split, tc, cut).join()
+    _start(graphs, split, tc, broken).join()
+    ref, resumed, wrong = (_weights(d / "member_3.pt") for d in (whole, cut, broken))
+    assert set(ref) == set(resumed)
+    for name in ref:
+        assert torch.equal(ref[name], resumed[name]), name
+    assert any(not torch.equal(ref[n], wrong[n]) for n in ref)
+    history = load_member(cut / "member_3.pt")[2]["history"]
+    assert [h["epoch"] for h in history] == list(range(8))

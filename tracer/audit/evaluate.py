@@ -7,6 +7,7 @@ row per claim with one column per run).
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,6 +63,8 @@ def evaluate_claim(claim: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """One claim on one run: ``our_value``, ``interval``, ``n``, ``verdict``, ``smoke``."""
     try:
         m = ALL_QUANTITIES[claim["quantity"]](ctx)
+        if isinstance(m.value, float) and not math.isfinite(m.value):
+            raise NotTestableError(f"undefined on this run's data ({m.text})")
         verdict = apply(claim["rule"], m)
     except KeyError as key:  # a record without the key the quantity reads
         return {

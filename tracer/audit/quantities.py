@@ -128,7 +128,13 @@ class Context:
 
 
 def _ci(values: np.ndarray) -> tuple[float, float]:
-    return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
+    """95% percentile interval of bootstrap values; a statistic undefined in more than half of
+    the resamples (too few structures) makes the claim NOT TESTABLE on this run."""
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size < 0.5 * values.size:
+        raise NotTestableError("the statistic is undefined in most resamples (n too small)")
+    return float(np.quantile(finite, 0.025)), float(np.quantile(finite, 0.975))
 
 
 def _resample(n: int, seed: int = 0) -> np.ndarray:
