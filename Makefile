@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: all install fetch repro test lint clean-venv
+.PHONY: all install fetch repro test lint mutation clean-venv
 
 all: repro                       ## the main job: fetch data, run the whole pipeline
 
@@ -36,3 +36,9 @@ lint: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+mutation: install                ## mutation score of the analysis modules (mutmut; not in CI, about an hour on 2 cores)
+	$(BIN)/pip install -q -c constraints.txt "mutmut==3.8.1"
+	$(BIN)/tracer fetch flla
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/python tests/mutation_record.py --out docs/mutation.json

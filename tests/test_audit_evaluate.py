@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tracer.audit.evaluate import load_claims, run_audit, totals, write_audit
-from tracer.audit.quantities import RunSpec
+from tracer.audit.runs import RunSpec
 
 RUN = RunSpec("planted", "planted records", "rec",
               {"gemnet_t": "rec/gemnet_t.parquet", "alignn": "rec/alignn.parquet"},

@@ -79,5 +79,7 @@ def test_run_to_run_on_made_up_retrainings():
     [pair] = rec["pairs"]
     assert pair["max_abs_prediction_diff"] == pytest.approx(0.3)  # the val row is not compared
     assert pair["test_mae_diff"] == pytest.approx(-0.1)
-    with pytest.raises(ValueError, match="other test ids"):
+    assert (pair["a"], pair["b"], rec["n_test"]) == ("x", "y", 3)
+    assert pair["median_abs_prediction_diff"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="run 'y' predicts other test ids than 'x'"):
         run_to_run({"x": base, "y": other.iloc[1:]})

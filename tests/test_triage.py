@@ -59,3 +59,23 @@ def test_report_rows_carry_paper_values_and_bootstrap_spread():
     assert rep["beats_random_by_3_std_everywhere"] and rep["smallest_budget_half_oracle"]
     flat = triage_report(err, np.ones(400), n_trials=200, n_bootstrap=0)
     assert not flat["beats_random_by_3_std_everywhere"]  # an uninformative σ does not pass
+
+
+def test_yield_curves_every_curve_by_hand():
+    err = np.array([0.3, 0.1, 0.2, 0.0])  # 0.1 equals the threshold: not a bad prediction
+    c = yield_curves(err, np.array([0.1, 0.2, 0.3, 0.0]), 0.1)  # σ order 2, 1, 0, 3
+    np.testing.assert_array_equal(c["budget"], [1, 2, 3, 4])
+    np.testing.assert_allclose(c["uncertainty_yield"], [1.0, 0.5, 2 / 3, 0.5])
+    np.testing.assert_allclose(c["oracle_yield"], [1.0, 1.0, 2 / 3, 0.5])
+    np.testing.assert_allclose(c["random_yield"], [0.5] * 4)
+    one_bad = yield_curves(np.array([0.0, 0.5, 0.0]), np.array([0.3, 0.2, 0.1]), 0.1)
+    np.testing.assert_allclose(one_bad["uncertainty_recall"], [0.0, 1.0, 1.0])
+    np.testing.assert_allclose(one_bad["oracle_recall"], [1.0, 1.0, 1.0])
+
+
+def test_yield_curves_break_sigma_ties_in_input_order():
+    n = 300
+    bad = np.zeros(n)
+    bad[[5, 150, 299]] = 1.0
+    c = yield_curves(bad, np.ones(n), 0.5)
+    np.testing.assert_allclose(c["uncertainty_yield"] * c["budget"], np.cumsum(bad))

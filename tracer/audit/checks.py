@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from tracer.audit.quantities import Context
 from tracer.audit.rules import Measurement, NotRunError, NotTestableError
+from tracer.audit.runs import Context
 
 
 def _yes(ok: bool, text: str, n: int | None = None) -> Measurement:

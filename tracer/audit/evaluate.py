@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from tracer.audit.checks import CHECKS
-from tracer.audit.quantities import QUANTITIES, RUNS, Context, RunSpec
+from tracer.audit.quantities import QUANTITIES
 from tracer.audit.rules import (
     NOT_RUN,
     NOT_TESTABLE,
@@ -27,6 +27,7 @@ from tracer.audit.rules import (
     apply,
     describe,
 )
+from tracer.audit.runs import RUNS, Context, RunSpec
 
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 ALL_QUANTITIES: dict[str, Callable[[Context], Measurement]] = {**QUANTITIES, **CHECKS}
@@ -232,3 +233,61 @@ def write_readme_block(readme: str | Path, rows: Sequence[dict[str, Any]]) -> Pa
     _, tail = rest.split(README_END, 1)
     path.write_text(f"{head}{README_START}\n{readme_table(rows)}\n{README_END}{tail}")
     return path
+
+
+def _sentence(cell: dict[str, Any], claim: dict[str, Any]) -> str:
+    """What the verdict means for the claim, made from the cell's own numbers and rule."""
+    verdict = cell["verdict"]
+    head = verdict.split(":")[0]
+    ours = cell["our_value"]
+    if head == "PASS":
+        return f"The paper's claim holds here: {ours}; rule: {claim['rule']}."
+    if head == "FAIL":
+        return f"The paper's claim does not hold here: {ours}; rule: {claim['rule']}."
+    if head == "INCONCLUSIVE":
+        return f"These data cannot decide under the rule ({claim['rule']}): {ours}."
+    return f"{verdict}."
+
+
+def paper_vs_run(
+    claim_ids: Sequence[str],
+    run: str = "cpu_default",
+    root: str | Path = ".",
+    claims_path: str | Path = CLAIMS_FILE,
+) -> Any:
+    """The "Paper vs this run" table of a notebook: for each claim, the paper's value, this
+    run's value with its interval, the verdict (smoke-scale results marked) and a sentence
+    generated from the numbers. Returns a :class:`pandas.DataFrame`."""
+    import pandas as pd
+
+    doc = load_claims(claims_path)
+    by_id = {c["id"]: c for c in doc["claims"]}
+    unknown = sorted(set(claim_ids) - set(by_id))
+    if unknown:
+        raise ValueError(f"unknown claim ids {unknown}")
+    spec = next((r for r in RUNS if r.name == run), None)
+    if spec is None:
+        raise ValueError(f"unknown run {run!r}; known: {[r.name for r in RUNS]}")
+    ctx = Context(Path(root), spec)
+    rows = []
+    for cid in claim_ids:
+        claim = {**by_id[cid], "rule": describe(by_id[cid]["rule"])}
+        cell = evaluate_claim(by_id[cid], ctx)
+        rows.append({"claim": claim["item"], "paper": claim["paper_value"],
+                     "this run": cell["our_value"],
+                     "verdict": cell["verdict"].split(":")[0]
+                     + (" (smoke scale)" if cell["smoke"] else ""),
+                     "reading": _sentence(cell, claim)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def run_facts(root: str | Path = ".", params_path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Dataset, split sizes, training size and epochs of the run whose params are
+    ``params_path`` — printed above each notebook's "Paper vs this run" table."""
+    params = yaml.safe_load((Path(root) / params_path).read_text())
+    name = params["dataset"]["name"]
+    split = json.loads((Path(root) / "data" / "splits" / f"{name}.json").read_text())
+    sizes = {k: len(split[k]) for k in ("train", "val", "test")}
+    return {"dataset": name, "split_sizes": sizes, "n_train": sizes["train"],
+            "max_epochs": params["train"]["max_epochs"],
+            "ensemble_members": len(params["ensemble"]["seeds"])}  # fmt: skip

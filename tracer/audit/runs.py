@@ -1,0 +1,139 @@
+"""The runs the audit scores and read access to their records.
+
+A run (:class:`RunSpec`) is one set of records: the CPU default pipeline (``metrics/``), the GPU
+run of record (``results/gpu/``), the cross-validated run (``results/flla_cv5/`` and
+``results/perovskites_cv/``). Intervals are 95% percentile bootstrap intervals
+(:func:`ci95`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from tracer.audit.rules import NotRunError, NotTestableError
+
+N_RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run the audit scores: its records folder, its prediction files by model (``{dataset}``
+    stands for the run's dataset name) and its settings file."""
+
+    name: str
+    label: str
+    records: str
+    predictions: dict[str, str]
+    params: str
+
+
+RUNS = (
+    RunSpec(
+        "cpu_default",
+        "CPU default: FLLA, seed-42 split, 2-core recipe",
+        "metrics",
+        {
+            "gemnet_t": "results/{dataset}/gemnet_t.parquet",
+            "schnet": "results/{dataset}/schnet.parquet",
+            "cgcnn": "results/{dataset}/cgcnn.parquet",
+        },
+        "params.yaml",
+    ),
+    RunSpec(
+        "gpu_record",
+        "GPU run of record: FLLA, seed-42 split, profiles/gpu.yaml",
+        "results/gpu",
+        {
+            "gemnet_t": "results/gpu/gemnet_t.parquet",
+            "alignn": "results/gpu/runs/alignn_defaults.parquet",
+            "schnet": "results/gpu/runs/schnet.parquet",
+            "cgcnn": "results/gpu/runs/cgcnn.parquet",
+        },
+        "profiles/gpu.yaml",
+    ),
+    RunSpec(
+        "cv",
+        "5-fold CV: all 3,938 FLLA structures out of fold (perovskites: matbench "
+        "folds), profiles/gpu.yaml",
+        "results/flla_cv5",
+        {"gemnet_t": "results/flla_cv5/oof_gemnet_t.parquet"},
+        "profiles/gpu.yaml",
+    ),
+)
+
+
+@dataclass
+class Context:
+    """Read access to one run's records under ``root``."""
+
+    root: Path
+    run: RunSpec
+
+    def path(self, rel: str) -> Path:
+        p = self.root / rel
+        if not p.exists():
+            raise NotRunError(f"{rel} is missing")
+        return p
+
+    def json(self, rel: str) -> Any:
+        return json.loads(self.path(rel).read_text())
+
+    def record(self, name: str) -> Any:
+        """The run's record ``name`` (``cv_<name>`` in the cross-validated run)."""
+        prefix = "cv_" if self.run.name == "cv" else ""
+        return self.json(f"{self.run.records}/{prefix}{name}")
+
+    @cached_property
+    def params(self) -> dict[str, Any]:
+        return yaml.safe_load(self.path(self.run.params).read_text())
+
+    @property
+    def dataset(self) -> str:
+        """The run's dataset name (its params' ``dataset.name``)."""
+        return str(self.params["dataset"]["name"])
+
+    def test(self, model: str) -> pd.DataFrame:
+        """Test rows of a model's predictions (``y_pred`` = member 0 for GemNet-T, whose
+        ``mean`` and ``std`` are the ensemble's), indexed by id."""
+        rel = self.run.predictions.get(model)
+        if rel is None:
+            raise NotRunError(f"{model} was not trained in this run")
+        if "{dataset}" in rel:
+            rel = rel.format(dataset=self.dataset)
+        frame = pd.read_parquet(self.path(rel))
+        frame = frame[frame["set"] == "test"].set_index("id")
+        if "y_pred" not in frame:
+            frame["y_pred"] = frame["member_0"]
+        return frame
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        return pd.read_parquet(
+            self.path(f"data/processed/{self.dataset}.parquet"), columns=["id", "formula"]
+        ).set_index("id")
+
+
+def ci95(values: np.ndarray) -> tuple[float, float]:
+    """95% percentile interval of bootstrap values; a statistic undefined in more than half of
+    the resamples (too few structures) makes the claim NOT TESTABLE on this run."""
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size < 0.5 * values.size:
+        raise NotTestableError("the statistic is undefined in most resamples (n too small)")
+    return float(np.quantile(finite, 0.025)), float(np.quantile(finite, 0.975))
+
+
+def resample_indices(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(N_RESAMPLES, n))
+
+
+def fmt_interval(m: float, ci: tuple[float, float], digits: int = 4) -> str:
+    return f"{m:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
