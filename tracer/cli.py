@@ -281,6 +281,16 @@ def _cmd_record_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lock_records(args: argparse.Namespace) -> int:
+    from tracer.record_lock import stale, write_lock
+
+    print(write_lock("."))
+    problems = stale(".")
+    for p in problems:
+        print(p)
+    return 1 if problems else 0
+
+
 def _cmd_audit_readme(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -701,6 +711,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="profiles/gpu.yaml")
     p.add_argument("--device", required=True, help="the card the members trained on")
     p.set_defaults(func=_cmd_record_cv)
+
+    p = sub.add_parser(
+        "lock-records",
+        help="write records.lock.json (the code and params hashes behind each record)",
+    )
+    p.set_defaults(func=_cmd_lock_records)
 
     p = sub.add_parser(
         "audit-readme", help="rewrite README's audit table from paper_figures/CHECKLIST.json"
