@@ -72,3 +72,22 @@ def test_table1_labels_every_row_with_its_source():
     published = table.iloc[1:]
     assert not published.source.str.contains("FLLA", case=False).any()  # labelled, not ours
     assert len(table1([ours], published=False)) == 1
+
+
+def test_bootstrap_intervals_against_an_independent_resampling():
+    """The defaults (2,000 resamples, seed 0) against the same resampling done here with
+    scikit-learn's metrics."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=60)
+    p = y + rng.normal(scale=0.3, size=60)
+    out = bootstrap_ci(y, p)
+    idx = np.random.default_rng(0).integers(0, 60, size=(2000, 60))
+    ref = {
+        "mae_ci95": [mean_absolute_error(y[i], p[i]) for i in idx],
+        "rmse_ci95": [np.sqrt(mean_squared_error(y[i], p[i])) for i in idx],
+        "r2_ci95": [r2_score(y[i], p[i]) for i in idx],
+    }
+    for key, values in ref.items():
+        np.testing.assert_allclose(out[key], np.quantile(values, [0.025, 0.975]), rtol=1e-12)

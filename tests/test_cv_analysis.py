@@ -83,3 +83,24 @@ def test_run_to_run_on_made_up_retrainings():
     assert pair["median_abs_prediction_diff"] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="run 'y' predicts other test ids than 'x'"):
         run_to_run({"x": base, "y": other.iloc[1:]})
+
+
+def test_paired_bootstrap_rmse_and_wins_by_hand():
+    from tracer.cv_analysis import paired_bootstrap
+
+    y = np.zeros(6)
+    a = np.array([0.1, -0.1, 0.1, -0.1, 0.1, -0.1])  # |error| 0.1 everywhere
+    b = np.array([0.3, -0.3, 0.3, -0.1, 0.1, -0.1])  # 0.3 in stratum 0, 0.1 in stratum 1
+    out = paired_bootstrap(y, a, b, strata=[0, 0, 0, 1, 1, 1])
+    assert out["rmse"]["diff"] == pytest.approx(0.1 - np.sqrt((3 * 0.09 + 3 * 0.01) / 6))
+    assert out["mae"]["diff"] == pytest.approx(0.1 - 0.2)
+    assert out["wins"] == 1  # a tie in stratum 1 is not a win
+    assert out["n"] == 6 and out["n_strata"] == 2
+    same = paired_bootstrap(y, a, a)
+    assert same["mae"]["ci95"] == [0.0, 0.0] and same["rmse"]["ci95"] == [0.0, 0.0]
+    one = paired_bootstrap([0.0], [0.1], [0.2])  # a single structure is enough
+    assert one["mae"]["diff"] == pytest.approx(-0.1)
+    with pytest.raises(ValueError, match="non-empty and of one length"):
+        paired_bootstrap([0.0, 1.0], [0.1], [0.2])
+    with pytest.raises(ValueError, match="non-finite values"):
+        paired_bootstrap([0.0], [np.nan], [0.2])

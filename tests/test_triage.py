@@ -79,3 +79,34 @@ def test_yield_curves_break_sigma_ties_in_input_order():
     bad[[5, 150, 299]] = 1.0
     c = yield_curves(bad, np.ones(n), 0.5)
     np.testing.assert_allclose(c["uncertainty_yield"] * c["budget"], np.cumsum(bad))
+
+
+def test_report_keys_and_the_paper_values_of_each_row():
+    from tracer.triage import PAPER_TABLE, triage_report
+
+    rng = np.random.default_rng(2)
+    err = rng.exponential(0.08, 400)
+    sigma = err + rng.normal(0, 0.02, 400)
+    rep = triage_report(err, sigma, n_trials=100, n_bootstrap=20)
+    assert (rep["n_test"], rep["n_trials"]) == (400, 100)
+    for r in rep["rows"]:
+        paper = PAPER_TABLE.get((r["paper_budget"], r["threshold"]))
+        expected = (None, None, None) if paper is None else paper
+        got = (r["paper_uncertainty_yield"], r["paper_random_yield_mean"],
+               r["paper_random_yield_std"])  # fmt: skip
+        assert got == expected, r
+
+
+def test_rows_by_hand_with_exact_random_spread():
+    # 4 structures, 2 bad; budget 2: every random pair has 0, 1 or 2 bad ones
+    err, sigma = np.array([0.5, 0.0, 0.5, 0.0]), np.array([0.4, 0.3, 0.2, 0.1])
+    (row,) = triage_rows(err, sigma, [2], [0.1], n_trials=4000, seed=3)
+    assert row["uncertainty_yield"] == 0.5 and row["oracle_yield"] == 1.0
+    assert row["n_bad"] == 2 and row["budget_fraction"] == 0.5
+    # hypergeometric: 0, 1 or 2 bad with probability 1/6, 4/6, 1/6: yield variance 1/12
+    assert row["random_yield_mean"] == pytest.approx(0.5, abs=0.02)
+    assert row["random_yield_std"] == pytest.approx(np.sqrt(1 / 12), abs=0.02)
+    with pytest.raises(ValueError, match="finite"):
+        triage_rows(np.array([np.nan]), np.array([0.1]), [1], [0.1])
+    with pytest.raises(ValueError, match="one length"):
+        triage_rows(err, sigma[:2], [1], [0.1])
