@@ -3,8 +3,8 @@
 Reads mutmut's own result files (``mutants/**/*.py.meta``: the exit code of the tests for every
 mutant) and, for each survivor, ``mutmut show`` (the one-line change). Survivors without a reason
 in ``docs/mutation_survivors.yaml`` (mutant name → why it survives: equivalent, or what a test
-would need) get ``why: "not yet argued"``. Score = killed / (killed + survived); mutants no test
-reaches ("no tests") are counted apart.
+would need) get ``why: "not yet argued"``. Score = killed / (killed + survived), and without the
+survivors argued equivalent; mutants no test reaches ("no tests") are counted apart.
 
     python tests/mutation_record.py --out docs/mutation.json
 """
@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tomllib
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,13 +44,32 @@ def _diff(name: str) -> str:
     return " / ".join(line.strip() for line in changed)[:300]
 
 
-def record(codes: dict[str, int | None], reasons: dict[str, str], modules: list[str]) -> dict:
+def _why(name: str, diff: str, reasons: dict[str, Any]) -> str:
+    if name in (reasons.get("mutants") or {}):
+        return reasons["mutants"][name]
+    for pattern, why in (reasons.get("patterns") or {}).items():
+        if re.search(pattern, diff.split(" / +", 1)[-1]):
+            return why
+    return "not yet argued"
+
+
+def record(codes: dict[str, int | None], reasons: dict[str, Any], modules: list[str]) -> dict:
     """The record of the metrics contract: tool, modules, killed, survived, score, survivors."""
     counts = Counter("killed" if c in KILLED else "survived" if c in SURVIVED
                      else "no_tests" if c in NO_TESTS else "not_run" if c is None else "other"
                      for c in codes.values())  # fmt: skip
     survivors = sorted(n for n, c in codes.items() if c in SURVIVED)
     killed, survived = counts["killed"], counts["survived"]
+    rows = [
+        {
+            "mutant": n,
+            "file": n.rsplit(".x_", 1)[0].replace(".", "/") + ".py",
+            "mutation": diff,
+            "why": _why(n, diff, reasons),
+        }
+        for n, diff in ((n, _diff(n)) for n in survivors)
+    ]
+    equivalent = sum(r["why"].startswith("equivalent") for r in rows)
     return {
         "tool": "mutmut 3.8.1 (mutate_only_covered_lines; fast unit tests of pyproject's "
         "[tool.mutmut])",
@@ -60,18 +81,14 @@ def record(codes: dict[str, int | None], reasons: dict[str, str], modules: list[
         "not_run": counts["not_run"],
         "other": counts["other"],
         "score": killed / (killed + survived) if killed + survived else None,
+        "equivalent": equivalent,
+        "score_without_equivalent": killed / (killed + survived - equivalent)
+        if killed + survived - equivalent
+        else None,
         "score_by_module": {
             m: _score(codes, m) for m in sorted({n.rsplit(".x_", 1)[0] for n in codes})
         },
-        "survivors": [
-            {
-                "mutant": n,
-                "file": n.rsplit(".x_", 1)[0].replace(".", "/") + ".py",
-                "mutation": _diff(n),
-                "why": reasons.get(n, "not yet argued"),
-            }
-            for n in survivors
-        ],
+        "survivors": rows,
     }
 
 

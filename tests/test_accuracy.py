@@ -91,3 +91,41 @@ def test_bootstrap_intervals_against_an_independent_resampling():
     }
     for key, values in ref.items():
         np.testing.assert_allclose(out[key], np.quantile(values, [0.025, 0.975]), rtol=1e-12)
+
+
+def test_table_columns_and_values_exactly():
+    m = {"mae": 0.1, "rmse": 0.2, "r2": 0.9, "mae_ci95": [0.08, 0.12], "n": 395}
+    t = accuracy_table({"gemnet_t": m}, "gpu run")
+    assert t.to_dict("records") == [{"source": "gpu run", "model": "gemnet_t", "MAE": 0.1,
+                                     "MAE 95% CI": "[0.0800, 0.1200]", "RMSE": 0.2, "R2": 0.9,
+                                     "n_test": 395}]  # fmt: skip
+    bare = accuracy_table({"x": {"mae": 0.1, "rmse": 0.2, "r2": 0.9}})
+    assert list(bare.columns) == ["model", "MAE", "MAE 95% CI", "RMSE", "R2", "n_test"]
+    assert bare["MAE 95% CI"].iloc[0] == "[nan, nan]"
+    table = table1([t, t], published=False)
+    assert list(table.index) == [0, 1] and str(table["n_test"].dtype) == "Int64"
+
+
+def test_evaluate_is_point_metrics_and_the_default_bootstrap():
+    rng = np.random.default_rng(7)
+    y = rng.normal(size=30)
+    p = y + rng.normal(scale=0.2, size=30)
+    assert evaluate(y, p) == {**point_metrics(y, p), **bootstrap_ci(y, p, n_resamples=2000,
+                                                                    seed=0), "n": 30}  # fmt: skip
+    assert (
+        evaluate(y, p, n_resamples=100, seed=3)["mae_ci95"]
+        == bootstrap_ci(y, p, n_resamples=100, seed=3)["mae_ci95"]
+    )
+
+
+def test_input_checks_name_the_problem():
+    with pytest.raises(ValueError, match=r"shape mismatch: \(2,\) vs \(3,\)"):
+        point_metrics([0.0, 1.0], [0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="no samples"):
+        point_metrics([], [])
+    with pytest.raises(ValueError, match="non-finite values in targets or predictions"):
+        point_metrics([0.0, 1.0], [0.0, np.inf])  # only the predictions are bad
+    one = point_metrics([1.0], [1.5])  # one structure: MAE and RMSE, R² undefined
+    assert one["mae"] == pytest.approx(0.5) and np.isnan(one["r2"])
+    assert point_metrics([0.0, 1.0], [0.0, 1.0])["r2"] == pytest.approx(1.0)
+    assert point_metrics([0, 1], [0, 2])["mae"] == pytest.approx(0.5)  # integers are fine

@@ -110,3 +110,17 @@ def test_rows_by_hand_with_exact_random_spread():
         triage_rows(np.array([np.nan]), np.array([0.1]), [1], [0.1])
     with pytest.raises(ValueError, match="one length"):
         triage_rows(err, sigma[:2], [1], [0.1])
+
+
+def test_rows_margin_and_budget_limits():
+    err = np.array([0.5, 0.1, 0.5, 0.0, 0.3, 0.0])  # 0.1 is at the threshold: not bad
+    sigma = np.array([0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    rows = triage_rows(err, sigma, [3, 6], [0.1], n_trials=500, seed=1)
+    r = rows[0]
+    assert r["margin_in_random_std"] == pytest.approx(
+        (r["uncertainty_yield"] - r["random_yield_mean"]) / r["random_yield_std"])  # fmt: skip
+    assert rows[0]["n_bad"] == 3 and rows[0]["uncertainty_yield"] == pytest.approx(2 / 3)
+    assert rows[1]["uncertainty_yield"] == 0.5  # the whole test set is a valid budget
+    assert rows[1]["margin_in_random_std"] is None  # no spread when every structure is drawn
+    with pytest.raises(ValueError, match="budgets"):
+        triage_rows(err, sigma, [0], [0.1])

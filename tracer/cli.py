@@ -282,8 +282,14 @@ def _cmd_record_cv(args: argparse.Namespace) -> int:
 
 
 def _cmd_lock_records(args: argparse.Namespace) -> int:
+    import subprocess
+
     from tracer.record_lock import stale, write_lock
 
+    status = subprocess.run(["dvc", "status", "--quiet"], capture_output=True, text=True)
+    if status.returncode != 0:  # a lock written now would certify records its code did not make
+        print("dvc status: stages out of date; run dvc repro first\n" + status.stdout[-2000:])
+        return 1
     print(write_lock("."))
     problems = stale(".")
     for p in problems:
