@@ -49,8 +49,9 @@ RECIPES: dict[str, AlignnRecipe] = {
     "paper": AlignnRecipe("paper", cutoff=8.0, lr=1e-3, weight_decay=1e-5),
     # as the paper's authors retrained it: 50 epochs, batch 16, lr 5e-4 (their repository),
     # the paper's 8 Å graph and weight decay 1e-5, otherwise the package's settings
-    "authors": AlignnRecipe("authors", cutoff=8.0, lr=5e-4, weight_decay=1e-5, batch_size=16,
-                            epochs=50),
+    "authors": AlignnRecipe(
+        "authors", cutoff=8.0, lr=5e-4, weight_decay=1e-5, batch_size=16, epochs=50
+    ),
 }
 
 
