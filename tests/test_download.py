@@ -100,3 +100,8 @@ def test_registry_refuses_to_overwrite(tmp_path):
     registry.record("a", "1" * 64)
     with pytest.raises(ChecksumError):
         registry.record("a", "2" * 64)
+
+
+def test_tests_on_the_real_flla_file_are_marked_network(request, flla_csv):
+    assert request.node.get_closest_marker("network") is not None
+    assert flla_csv.name == "flla_2015.csv"
