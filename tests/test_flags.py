@@ -54,3 +54,44 @@ def test_report_records_every_key_of_the_contract():
     whole = flag_report(err, sigma, pred, comps, k_fraction=1.0, n_trials=20)
     assert whole["random_mean_abs_error"] == pytest.approx(err.mean(), abs=1e-12)
     assert whole["random_mean_abs_error_std"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_flag_helpers_at_their_edges():
+    from tracer.flags import top_k
+
+    np.testing.assert_array_equal(degeneracy_flag([0.1, -0.1, 0.0999], 0.1), [0, 0, 1])
+    assert degeneracy_flag([0.5], 0.1).dtype == np.float64
+    flat = hybrid_scores(np.zeros(3), [1, 0, 0], [0, 0, 1], 1.0, 0.5, 0.1)
+    np.testing.assert_allclose(flat, [0.5, 0.0, 0.1])  # σ all zero: no division by zero
+    ties = np.tile([1.0, 0.0], 500)  # ties broken by position (numpy's default sort does not)
+    np.testing.assert_array_equal(top_k(ties, 500), np.arange(0, 1000, 2))
+
+
+def test_report_defaults_window_and_edge_cases():
+    rng = np.random.default_rng(8)
+    err = rng.exponential(0.1, 40)
+    sigma = err + rng.normal(0, 0.01, 40)
+    pred = rng.normal(0, 0.3, 40)
+    comps = [{"Fe", "O"} if k % 3 else {"Na", "Cl"} for k in range(40)]
+    default = flag_report(err, sigma, pred, comps)
+    assert default == flag_report(err, sigma, pred, comps, n_trials=2000, seed=0,
+                                  degeneracy_window_ev=0.1)  # fmt: skip
+    wide = flag_report(err, sigma, pred, comps, degeneracy_window_ev=0.5, n_trials=10)
+    assert wide["test_flags"]["degenerate_share"] > default["test_flags"]["degenerate_share"]
+    # the random draws: k of n without replacement, 2,000 times from seed 0, std with ddof 1
+    r = np.random.default_rng(0)
+    k = default["k"]
+    means = [err[r.choice(40, k, replace=False)].mean() for _ in range(2000)]
+    assert default["random_mean_abs_error_std"] == pytest.approx(np.std(means, ddof=1), 1e-12)
+    tiny = flag_report(err, sigma, pred, comps, k_fraction=0.001, n_trials=5)
+    assert tiny["k"] == 1
+    all_tm = flag_report(err[:5], sigma[:5], pred[:5], [{"Fe"}] * 5, n_trials=5)
+    assert all_tm["mean_abs_error_not_tm"] is None and all_tm["mean_abs_error_tm"] is not None
+    none_tm = flag_report(err[:5], sigma[:5], pred[:5], [{"Na"}] * 5, n_trials=5)
+    assert none_tm["mean_abs_error_tm"] is None and none_tm["mean_abs_error_not_tm"] is not None
+    far = flag_report(err[:5], sigma[:5], np.full(5, -2.0), [{"Na"}] * 5, n_trials=5)
+    assert far["mean_abs_error_degenerate"] is None
+    one = flag_report(err[:1], sigma[:1], pred[:1], comps[:1], n_trials=5)  # one structure
+    assert one["k"] == 1
+    with pytest.raises(ValueError, match="inputs must be non-empty and of one length"):
+        flag_report([], [], [], [])

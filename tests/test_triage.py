@@ -124,3 +124,35 @@ def test_rows_margin_and_budget_limits():
     assert rows[1]["margin_in_random_std"] is None  # no spread when every structure is drawn
     with pytest.raises(ValueError, match="budgets"):
         triage_rows(err, sigma, [0], [0.1])
+
+
+def test_rows_and_report_against_the_same_draws_done_here():
+    """triage_rows' random spread and triage_report's bootstrap spread recomputed from the
+    documented draws (defaults: 2,000 permutations from seed 0; 500 resamples from seed 1)."""
+    from tracer.triage import triage_report
+
+    rng = np.random.default_rng(9)
+    n = 60
+    err = rng.exponential(0.1, n)
+    sigma = np.round(err + rng.normal(0, 0.03, n), 1)  # rounded: many ties
+    (row,) = triage_rows(err, sigma, [10], [0.1])
+    assert row == triage_rows(err, sigma, [10], [0.1], n_trials=2000, seed=0)[0]
+    perms = np.argsort(np.random.default_rng(0).random((2000, n)), axis=1)
+    yields = (err[perms[:, :10]] > 0.1).mean(1)
+    assert row["random_yield_mean"] == pytest.approx(yields.mean(), rel=1e-12)
+    assert row["random_yield_std"] == pytest.approx(yields.std(ddof=1), rel=1e-12)
+    ranked = np.argsort(-sigma, kind="stable")
+    assert row["uncertainty_yield"] == pytest.approx((err[ranked[:10]] > 0.1).mean())
+    rep = triage_report(err, sigma, budgets=(150,), thresholds=(0.1,), n_trials=50)
+    (r,) = rep["rows"]
+    b = r["budget"]
+    boot = np.random.default_rng(1)
+    values = []
+    for _ in range(500):
+        idx = boot.integers(0, n, n)
+        order = np.argsort(-sigma[idx], kind="stable")
+        values.append((err[idx][order][:b] > 0.1).mean())
+    assert r["uncertainty_yield_bootstrap_std"] == pytest.approx(np.std(values, ddof=1), 1e-12)
+    one = triage_report(err, sigma, budgets=(150,), thresholds=(0.1,), n_trials=50,
+                        n_bootstrap=1)  # fmt: skip
+    assert one["rows"][0]["uncertainty_yield_bootstrap_std"] is None
