@@ -149,3 +149,13 @@ def test_write_readme_block_needs_the_markers(tmp_path):
     readme.write_text("# x\n")
     with pytest.raises(ValueError, match="audit:start"):
         write_readme_block(readme, [])
+
+
+def test_a_claim_limited_to_some_runs_is_not_applicable_elsewhere(tmp_path):
+    claim = {**_claim("t", "triage_rows", {"kind": "beats_random", "k_std": 3}), "runs": ["cv"]}
+    cell = _verdict(tmp_path, claim)
+    assert cell["verdict"] == "N/A: checked on cv"
+    audit = run_audit(tmp_path, [RUN], _claims(tmp_path, [claim]))
+    assert totals(audit) == {"planted": {}}
+    with pytest.raises(ValueError, match="unknown runs"):
+        load_claims(_claims(tmp_path, [{**claim, "runs": ["laptop"]}]))

@@ -18,6 +18,7 @@ import yaml
 from tracer.audit.checks import CHECKS
 from tracer.audit.quantities import QUANTITIES
 from tracer.audit.rules import (
+    NOT_APPLICABLE,
     NOT_RUN,
     NOT_TESTABLE,
     RULES,
@@ -50,6 +51,9 @@ def load_claims(path: str | Path = CLAIMS_FILE) -> dict[str, Any]:
         } - set(c)
         if missing:
             raise ValueError(f"claim {c.get('id')!r} lacks {sorted(missing)}")
+        unknown_runs = set(c.get("runs", [])) - {r.name for r in RUNS}
+        if unknown_runs:
+            raise ValueError(f"claim {c.get('id')!r}: unknown runs {sorted(unknown_runs)}")
         if c["id"] in seen:
             raise ValueError(f"claim id {c['id']!r} appears twice")
         seen.add(c["id"])
@@ -61,7 +65,11 @@ def load_claims(path: str | Path = CLAIMS_FILE) -> dict[str, Any]:
 
 
 def evaluate_claim(claim: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """One claim on one run: ``our_value``, ``interval``, ``n``, ``verdict``, ``smoke``."""
+    """One claim on one run: ``our_value``, ``interval``, ``n``, ``verdict``, ``smoke``. A claim
+    whose ``runs`` leave this run out is N/A here (its records cannot hold the quantity)."""
+    if "runs" in claim and ctx.run.name not in claim["runs"]:
+        return {"our_value": "—", "interval": None, "n": None, "smoke": False,
+                "verdict": f"{NOT_APPLICABLE}: checked on {', '.join(claim['runs'])}"}  # fmt: skip
     try:
         m = ALL_QUANTITIES[claim["quantity"]](ctx)
         if isinstance(m.value, float) and not math.isfinite(m.value):
@@ -124,16 +132,19 @@ def run_audit(
 
 
 def totals(audit: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Verdict counts per run, smoke-scale results left out (NOT RUN/NOT TESTABLE by kind)."""
+    """Verdict counts per run; smoke-scale results and N/A cells left out."""
     out = {}
     for run in audit["runs"]:
-        cells = [r["runs"][run] for r in audit["rows"] if not r["runs"][run]["smoke"]]
+        cells = [r["runs"][run] for r in audit["rows"] if not r["runs"][run]["smoke"]
+                 and not r["runs"][run]["verdict"].startswith(NOT_APPLICABLE)]  # fmt: skip
         out[run] = dict(sorted(Counter(c["verdict"].split(":")[0] for c in cells).items()))
     return out
 
 
 def _cell(c: dict[str, Any]) -> str:
     verdict = c["verdict"]
+    if verdict.startswith(NOT_APPLICABLE):
+        return "—"
     text = c["our_value"] if c["our_value"] != "—" else ""
     tag = " *(smoke scale, not counted)*" if c["smoke"] else ""
     head = verdict.split(":")[0]
@@ -171,7 +182,7 @@ def write_audit(audit: dict[str, Any], out_dir: str | Path = "paper_figures") ->
         "",
         "## Runs",
         "",
-        "| run | what | verdicts (smoke-scale results not counted) |",
+        "| run | what | verdicts (smoke-scale and N/A cells not counted) |",
         "|---|---|---|",
     ]
     lines += [
@@ -212,7 +223,9 @@ def readme_table(rows: Sequence[dict[str, Any]]) -> str:
         order = [n for n in HEADLINE_ORDER if n in runs]
         order += [n for n in runs if n not in HEADLINE_ORDER]
         usable = [
-            n for n in order if not runs[n]["smoke"] and not runs[n]["verdict"].startswith(NOT_RUN)
+            n
+            for n in order
+            if not runs[n]["smoke"] and not runs[n]["verdict"].startswith((NOT_RUN, NOT_APPLICABLE))
         ]
         name = usable[0] if usable else order[0]
         cell = runs[name]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
-NOT_RUN, NOT_TESTABLE = "NOT RUN", "NOT TESTABLE"
+NOT_RUN, NOT_TESTABLE, NOT_APPLICABLE = "NOT RUN", "NOT TESTABLE", "N/A"
 
 
 @dataclass
