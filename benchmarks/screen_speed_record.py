@@ -1,13 +1,13 @@
 """``results/gpu/screen_speed.json`` from runs of ``benchmarks/screen_speed.py`` kept in
-``results/gpu/screen_speed_runs/`` (one JSON per run, named ``<session>_<card>_<setting>``).
+``results/gpu/screen_speed_runs/`` (one JSON per run, named ``<run>_<card>_<setting>``).
 
 Each run goes into the record under its file name, marked with how ALIGNN was timed (runs before
 the overlapped way: graphs first only). ``ratio_ensemble_over_alignn_gpu`` is the ratio of the
 run named by ``--headline`` (target ≥ 3), the newest GPU run, whose ALIGNN timing is the fairest.
 
-Runs name the members they timed (``ensemble``); earlier runs timed the ensemble shipped in
-their session (s15, s16: four interaction blocks, 2.04 M parameters a member; s17 on: three
-blocks, 1.57 M).
+Runs name the members they timed (``ensemble``); runs whose file does not timed the ensemble
+shipped when they ran (``s15_*``, ``s16_*``: four interaction blocks, 2.04 M parameters a member;
+``s17_*``: three blocks, 1.57 M).
 
 Usage: ``python benchmarks/screen_speed_record.py --headline s17_h100_b1024``.
 """
@@ -34,7 +34,7 @@ def main() -> None:
         raise SystemExit(f"--headline {args.headline!r} is none of {sorted(runs)}")
     for run in runs.values():
         # runs before screen_speed.py named its members: the ensemble shipped at the time
-        run.setdefault("ensemble", "not recorded: the ensemble shipped in that session")
+        run.setdefault("ensemble", "not recorded in the run file: the ensemble shipped when it ran (module docstring)")
         overlapped = "overlapped_s" in run["alignn"]
         run["alignn_ways"] = (
             "graphs first (CPU processes or device) and overlapped with the model; fastest counted"
