@@ -34,7 +34,10 @@ def main() -> None:
         raise SystemExit(f"--headline {args.headline!r} is none of {sorted(runs)}")
     for run in runs.values():
         # runs before screen_speed.py named its members: the ensemble shipped at the time
-        run.setdefault("ensemble", "not recorded in the run file: the ensemble shipped when it ran (module docstring)")
+        run.setdefault(
+            "ensemble",
+            "not recorded in the run file: the ensemble shipped when it ran (module docstring)",
+        )
         overlapped = "overlapped_s" in run["alignn"]
         run["alignn_ways"] = (
             "graphs first (CPU processes or device) and overlapped with the model; fastest counted"
