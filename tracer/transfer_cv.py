@@ -18,7 +18,9 @@ matbench's unit) beside eV/atom.
 
 from __future__ import annotations
 
+import faulthandler
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +65,9 @@ def fold_runs(
 
 def _run_job(args: tuple[str, Run, str, str]) -> dict[str, Any]:
     graph_path, run, out_dir, device = args
+    dump_after = os.environ.get("TRACER_STACK_DUMP_S")
+    if dump_after:  # a run that has not returned by then prints every thread's stack to stderr
+        faulthandler.dump_traceback_later(float(dump_after), exit=False)
     if device.startswith("cuda"):  # a spawned process: initialise its card before any query
         torch.cuda.set_device(torch.device(device))
         torch.cuda.init()
