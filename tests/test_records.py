@@ -11,6 +11,7 @@ from tracer.records import (
     baseline_results,
     half_precision_member,
     keep_run_records,
+    rescore_alignn,
     speed_models_for_profile,
     summaries_from_histories,
     times_to_alignn_best,
@@ -135,6 +136,34 @@ def test_baselines_of_a_gpu_run_are_scored_and_alignn_recipe_chosen_on_validatio
                      "schnet.parquet"]  # fmt: skip
     kept_history = json.loads((tmp_path / "out/runs/histories/alignn_paper.json").read_text())
     assert kept_history[1]["val_mae"] == 0.2
+
+
+def test_a_recipe_trained_later_is_chosen_on_validation_and_only_alignn_changes(tmp_path):
+    ids = [f"m{i}" for i in range(6)]
+    y = np.array([0.0, 1.0, -1.0, -2.0, 0.5, 1.5])
+    runs = tmp_path / "runs"
+    (runs / "histories").mkdir(parents=True)
+    for recipe, val_mae, err in (("defaults", 0.3, 0.05), ("authors", 0.25, 0.2)):
+        _predictions(runs / f"alignn_{recipe}.parquet", ids, y, y + err)
+        history = [{"epoch": 0, "val_mae": 0.9}, {"epoch": 1, "val_mae": val_mae}]
+        (runs / "histories" / f"alignn_{recipe}.json").write_text(json.dumps(history))
+    schnet = {"mae": 0.123, "rmse": 0.2, "r2": 0.9, "n": 4}
+    acc = {"dataset": "flla", "n_test": 4,
+           "models": {"schnet": schnet, "alignn": {"mae": 0.05, "recipe": "defaults"}},
+           "provenance": {"git_commit": "abc"}}  # fmt: skip
+    (tmp_path / "accuracy.json").write_text(json.dumps(acc))
+    assert rescore_alignn(tmp_path, n_bootstrap=20) == "authors"
+    out = json.loads((tmp_path / "accuracy.json").read_text())
+    assert out["models"]["schnet"] == schnet and out["provenance"]["git_commit"] == "abc"
+    assert out["models"]["alignn"]["mae"] == pytest.approx(0.2)
+    assert out["models"]["alignn"]["recipes"]["defaults"] == {"best_val_mae": 0.3,
+                                                              "test_mae": pytest.approx(0.05)}
+    assert "alignn_rescored" in out["provenance"]
+    assert "| alignn" in (tmp_path / "table1_accuracy.md").read_text()
+    acc["n_test"] = 5  # a prediction file of another test set is refused
+    (tmp_path / "accuracy.json").write_text(json.dumps(acc))
+    with pytest.raises(ValueError, match="alignn_authors.parquet: its test set"):
+        rescore_alignn(tmp_path, n_bootstrap=20)
 
 
 def _records(folder, *, mae=0.08, fail_mae=0.08, n_test=395, unc_n_test=395):

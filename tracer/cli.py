@@ -239,6 +239,13 @@ def _cmd_train_transfer_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rescore_alignn(args: argparse.Namespace) -> int:
+    from tracer.records import rescore_alignn
+
+    print(f"ALIGNN recipe chosen on validation: {rescore_alignn(args.results)}")
+    return 0
+
+
 def _cmd_record_transfer_cv(args: argparse.Namespace) -> int:
     import json
 
@@ -698,6 +705,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, help="runs trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.set_defaults(func=_cmd_train_transfer_cv)
+
+    p = sub.add_parser(
+        "rescore-alignn",
+        help="choose ALIGNN's recipe again from a results folder's kept runs (a recipe trained "
+        "later: copy its alignn_<recipe>.parquet and histories/alignn_<recipe>.json into runs/)",
+    )
+    p.add_argument("--results", default="results/gpu")
+    p.set_defaults(func=_cmd_rescore_alignn)
 
     p = sub.add_parser("record-transfer-cv", help="score a transfer cross-validation folder")
     p.add_argument("--run-dir", default="results/perovskites_cv/runs")

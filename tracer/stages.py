@@ -748,6 +748,8 @@ def run_flags_stage(
 # runs of the committed gpu run that had a card to themselves (benchmarks/gpu_table1.sh); the
 # ensemble's members and the CGCNN run shared cards under MPS, so their wall times are not compared
 ALONE_ON_A_CARD = ("alignn_", "gemnet_t_alone_")
+SHARED_A_HOST = {"alignn_authors": "trained beside 18 GemNet-T fine-tuning runs on its 2-GPU host"}
+"""Runs whose wall times are not speed figures (another job shared their card or CPUs)."""
 
 
 def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, Any]:
@@ -787,7 +789,7 @@ def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, An
     histories = {  # wall times compare only for runs that had a card to themselves
         p.stem: pd.DataFrame(json.loads(p.read_text()))
         for p in sorted(runs.glob("histories/*.json"))
-        if p.stem.startswith(ALONE_ON_A_CARD)
+        if p.stem.startswith(ALONE_ON_A_CARD) and p.stem not in SHARED_A_HOST
     }
     if histories:
         fig = learning_curves(

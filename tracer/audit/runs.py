@@ -53,7 +53,7 @@ RUNS = (
         "results/gpu",
         {
             "gemnet_t": "results/gpu/gemnet_t.parquet",
-            "alignn": "results/gpu/runs/alignn_defaults.parquet",
+            "alignn": "results/gpu/runs/alignn_{alignn_recipe}.parquet",  # chosen on validation
             "schnet": "results/gpu/runs/schnet.parquet",
             "cgcnn": "results/gpu/runs/cgcnn.parquet",
         },
@@ -108,6 +108,9 @@ class Context:
             raise NotRunError(f"{model} was not trained in this run")
         if "{dataset}" in rel:
             rel = rel.format(dataset=self.dataset)
+        if "{alignn_recipe}" in rel:  # the recipe the run's accuracy record chose on validation
+            chosen = self.record("accuracy.json")["models"]["alignn"]["recipe"]
+            rel = rel.format(alignn_recipe=chosen)
         frame = pd.read_parquet(self.path(rel))
         frame = frame[frame["set"] == "test"].set_index("id")
         if "y_pred" not in frame:

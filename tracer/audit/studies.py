@@ -193,6 +193,24 @@ def transfer_pretrained_minus_scratch(ctx: Context) -> Measurement:
     if ctx.run.name == "cv":
         rec = ctx.json("results/perovskites_cv/perovskites_matbench.json")
         curve = rec.get("learning_curve") or []
+        small = ""
+        if curve:
+            first = curve[0]
+            gain = first["pretrained_minus_scratch_ev_per_cell"]["diff"]
+            small = f"; learning curve, fold 0: {gain:+.3f} eV/cell at {first['n_train']} cells"
+        full = rec.get("detail", {}).get("fine_tuned", {}).get("paired_ev_per_cell")
+        if full:  # the full training folds: one fine-tuned member vs one scratch model
+            d = full["fine_tuned_member0_minus_scratch"]
+            ft = rec["detail"]["fine_tuned"]["mae_ev_per_cell"]
+            return Measurement(
+                d["mae"]["diff"],
+                tuple(d["mae"]["ci95"]),
+                d["n"],
+                f"full folds ({d['n_strata']}): fine-tuned member 0 "
+                f"{ft['fine_tuned_member0']['mean']:.4f} vs scratch {ft['scratch']['mean']:.4f} "
+                f"eV/cell, difference {fmt_interval(d['mae']['diff'], tuple(d['mae']['ci95']))}, "
+                f"fine-tuned better in {d['wins']} of {d['n_strata']} folds{small}",
+            )
         if not curve:
             raise NotRunError("no learning curve on the matbench folds")
         last = curve[-1]
