@@ -31,3 +31,21 @@ def test_folds_are_trained_predicted_and_not_redone(tmp_path, flla_table):
     assert (pred["fold"] == 2).all() and {"member_0", "member_1", "mean", "std"} <= set(pred)
     again = train_cv_members(which=[0, 1, 2], **settings)  # only fold 1 is left
     assert sorted(again["folds"]) == ["1"]
+
+
+def _threads(_: int) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_spawned_runs_share_the_cores_and_serial_runs_keep_them():
+    import os
+
+    import torch
+
+    from tracer.cv_launch import map_spawned
+
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert map_spawned(_threads, [0, 1, 2], parallel=2) == [share] * 3
+    assert map_spawned(_threads, [0], parallel=2) == [torch.get_num_threads()]

@@ -14,8 +14,9 @@ Per fold the prediction file has the fold's validation and test structures: ``id
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,23 @@ from tracer.dataset import GraphDataset
 from tracer.launch import build_graphs
 from tracer.models.baselines import ModelConfig, config_from_dict
 from tracer.train import TrainConfig, train_member
+
+
+def map_spawned(fn: Callable[[Any], Any], jobs: Sequence[Any], parallel: int) -> list[Any]:
+    """``[fn(job) for job in jobs]`` in ``parallel`` spawned processes (safe with CUDA; ``fn``
+    at module level), serially when ``parallel`` ≤ 1 or there is one job. Each process gets an
+    equal share of the CPU cores as torch threads: with torch's default of one thread per core
+    each, concurrent runs oversubscribe the CPU many times over and their CPU work (batches,
+    triplets) slows by minutes."""
+    if parallel <= 1 or len(jobs) <= 1:
+        return [fn(job) for job in jobs]
+    import torch.multiprocessing as tmp
+
+    n = min(parallel, len(jobs))
+    threads = max(1, (os.cpu_count() or 1) // n)
+    with tmp.get_context("spawn").Pool(n, initializer=torch.set_num_threads,
+                                       initargs=(threads,)) as pool:  # fmt: skip
+        return pool.map(fn, jobs, chunksize=1)
 
 
 def _cv_job(args: tuple[str, dict[str, Any], int, str, dict, dict, str, str]) -> dict[str, Any]:
@@ -76,13 +94,7 @@ def train_cv_members(
                      model_config.kind, model_config.to_dict(), asdict(train_config),
                      str(out / f"fold_{f}"), device))  # fmt: skip
     t0 = time.perf_counter()
-    if parallel > 1 and len(jobs) > 1:
-        import torch.multiprocessing as tmp
-
-        with tmp.get_context("spawn").Pool(min(parallel, len(jobs))) as pool:
-            summaries = pool.map(_cv_job, jobs, chunksize=1)
-    else:
-        summaries = [_cv_job(j) for j in jobs]
+    summaries = map_spawned(_cv_job, jobs, parallel)
     wall = time.perf_counter() - t0
     data = GraphDataset.load(graph_path)
     report: dict[str, Any] = {"wall_time_s": wall, "parallel": parallel, "folds": {}}

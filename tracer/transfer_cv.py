@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tracer.cv_launch import map_spawned
 from tracer.dataset import GraphDataset
 from tracer.studies import Run, train_runs, transfer_runs
 from tracer.train import TrainConfig
@@ -63,11 +64,8 @@ def fold_runs(
     return out
 
 
-def _run_job(args: tuple[str, Run, str, str, int]) -> dict[str, Any]:
-    graph_path, run, out_dir, device, threads = args
-    # concurrent runs share the CPU cores (each run's batches and triplets are built on the CPU;
-    # with torch's default of one thread per core each, they oversubscribe it many times over)
-    torch.set_num_threads(threads)
+def _run_job(args: tuple[str, Run, str, str]) -> dict[str, Any]:
+    graph_path, run, out_dir, device = args
     dump_after = os.environ.get("TRACER_STACK_DUMP_S")
     if dump_after:  # a run that has not returned by then prints every thread's stack to stderr
         faulthandler.dump_traceback_later(float(dump_after), exit=False)
@@ -132,19 +130,11 @@ def train_transfer_cv(
                      val_size=f.get("val_size"))  # fmt: skip
     # the long runs first, so that the short learning-curve runs fill the gaps at the end
     runs.sort(key=lambda fr: len(set(fr[1].split["train"])) < len(folds["folds"][fr[0]]["train"]))
-    concurrent = min(parallel, len(runs)) if parallel > 1 else 1
-    threads = max(1, (os.cpu_count() or 1) // concurrent)
     jobs = [(str(graph_path), run, str(out / f"fold_{fold}"),
-             f"cuda:{k % n_gpu}" if n_gpu else "cpu", threads)
+             f"cuda:{k % n_gpu}" if n_gpu else "cpu")
             for k, (fold, run) in enumerate(runs)]  # fmt: skip
     t0 = time.perf_counter()
-    if parallel > 1 and len(jobs) > 1:
-        import torch.multiprocessing as tmp
-
-        with tmp.get_context("spawn").Pool(min(parallel, len(jobs))) as pool:
-            summaries = pool.map(_run_job, jobs, chunksize=1)
-    else:
-        summaries = [_run_job(j) for j in jobs]
+    summaries = map_spawned(_run_job, jobs, parallel)
     return {"wall_time_s": time.perf_counter() - t0, "parallel": parallel,
             "runs": {f"fold_{fold}/{run.name}": s
                      for (fold, run), s in zip(runs, summaries, strict=True)}}  # fmt: skip
