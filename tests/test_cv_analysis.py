@@ -132,3 +132,26 @@ def test_cv_accuracy_record_against_independent_computations():
                     "ci95": ref_pair["mae"]["ci95"], "fold_wins": ref_pair["wins"],
                     "rmse_diff": ref_pair["rmse"]["diff"], "rmse_ci95": ref_pair["rmse"]["ci95"],
                     "n": 90}  # fmt: skip
+
+
+def test_baseline_folds_become_out_of_fold_predictions_and_gaps_are_named(tmp_path):
+    from tracer.cv_analysis import baseline_oof
+
+    ids = [f"m{i}" for i in range(6)]
+    y = np.array([0.0, -1.0, 0.5, -2.0, 1.0, -0.5])
+    oof = pd.DataFrame({"id": ids, "y_true": y})
+    for f in range(2):  # fold f tests ids f, f+2, f+4; the rest is its training part
+        test = ids[f::2]
+        rows = pd.DataFrame({"id": ids, "set": ["test" if i in test else "train" for i in ids],
+                             "fold": f, "y_true": y, "mean": y + 0.1 * (f + 1)})  # fmt: skip
+        (tmp_path / "cgcnn" / f"fold_{f}").mkdir(parents=True)
+        rows.to_parquet(tmp_path / "cgcnn" / f"fold_{f}" / "predictions.parquet", index=False)
+    got = baseline_oof(tmp_path, 2, oof)
+    assert list(got) == ["cgcnn"]  # no schnet or alignn folder: not run, not an error
+    np.testing.assert_allclose(got["cgcnn"], y + [0.1, 0.2] * 3)
+    kept = pd.read_parquet(tmp_path / "oof_cgcnn.parquet")
+    assert list(kept["id"]) == ids and list(kept["fold"]) == [0, 1] * 3
+    with pytest.raises(ValueError, match="targets differ"):
+        baseline_oof(tmp_path, 2, oof.assign(y_true=y + 1))
+    with pytest.raises(FileNotFoundError, match=r"folds \[2\]"):
+        baseline_oof(tmp_path, 3, oof)

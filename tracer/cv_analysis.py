@@ -181,6 +181,37 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+#: the baselines a cross-validation folder may hold (``<name>/fold_<f>/predictions.parquet``, one
+#: model per fold, ``tracer train-cv --model <name>``) and how many settings each recipe was
+#: chosen from
+BASELINE_SETTINGS = {
+    "alignn": "the recipe the seed-42 split chose on validation among three",
+    "schnet": "one: torch_geometric's published size (profiles/gpu.yaml), not tuned here",
+    "cgcnn": "one: the CGCNN paper's size (profiles/gpu.yaml), not tuned here",
+}
+
+
+def baseline_oof(run_dir: str | Path, k: int, oof: pd.DataFrame) -> dict[str, pd.Series]:
+    """Out-of-fold predictions (eV/atom, rows in ``oof``'s order) of every baseline of
+    :data:`BASELINE_SETTINGS` whose fold folder exists under ``run_dir``; each is written to
+    ``oof_<name>.parquet`` (id, fold, set, y_true, y_pred). A baseline with some folds missing
+    is an error naming them, and so are targets that differ from ``oof``'s."""
+    run_dir = Path(run_dir)
+    out: dict[str, pd.Series] = {}
+    for name in BASELINE_SETTINGS:
+        if not (run_dir / name).is_dir():
+            continue
+        b = out_of_fold(read_folds(run_dir / name, k), list(oof["id"]))
+        if not np.allclose(b["y_true"].to_numpy(float), oof["y_true"].to_numpy(float)):
+            raise ValueError(f"{run_dir / name}: targets differ from the GemNet-T folds'")
+        b["y_pred"] = b["mean"]
+        b[["id", "fold", "set", "y_true", "y_pred"]].to_parquet(
+            run_dir / f"oof_{name}.parquet", index=False
+        )
+        out[name] = b["y_pred"]
+    return out
+
+
 def record_cv(
     run_dir: str | Path,
     folds: dict[str, Any],
@@ -213,9 +244,12 @@ def record_cv(
     oof.to_parquet(run_dir / "oof_gemnet_t.parquet", index=False)
     models = {"gemnet_t_ensemble": oof["mean"], "gemnet_t_single": oof[members[0]],
               "dummy": oof["dummy"]}  # fmt: skip
-    acc = cv_accuracy(oof, models, [("gemnet_t_ensemble", "gemnet_t_single"),
-                                    ("gemnet_t_single", "dummy")],
-                      n_resamples=n_resamples)  # fmt: skip
+    pairs = [("gemnet_t_ensemble", "gemnet_t_single"), ("gemnet_t_single", "dummy")]
+    baselines = baseline_oof(run_dir, folds["k"], oof)
+    for name, pred in baselines.items():
+        models[name] = pred
+        pairs += [("gemnet_t_single", name), ("gemnet_t_ensemble", name)]
+    acc = cv_accuracy(oof, models, pairs, n_resamples=n_resamples)
     y = oof["y_true"].to_numpy(float)
     acc["models"]["gemnet_t_single"]["which"] = f"{members[0]} (chosen before scoring)"
     acc["members_mae"] = {m: float(np.abs(oof[m] - y).mean()) for m in members}
@@ -226,9 +260,10 @@ def record_cv(
         "gemnet_t": "profile of record (gpu): chosen on the seed-42 split's validation among "
         "about twenty seed-0 probes (results/gpu/README.md)",
         "dummy": "none (training mean of each fold)",
+        **{name: BASELINE_SETTINGS[name] for name in baselines},
     }
-    acc["not_run"] = {"alignn": "ALIGNN, SchNet and CGCNN per fold: not run yet",
-                      "schnet": "not run yet", "cgcnn": "not run yet"}  # fmt: skip
+    acc["not_run"] = {name: "not trained on these folds yet" for name in BASELINE_SETTINGS
+                      if name not in baselines}  # fmt: skip
 
     err = np.abs(oof["mean"] - oof["y_true"]).to_numpy()
     comp = [Composition(f) for f in table.set_index("id").loc[ids, "formula"]]

@@ -64,7 +64,10 @@ RUNS = (
         "5-fold CV: all 3,938 FLLA structures out of fold (perovskites: matbench "
         "folds), profiles/gpu.yaml",
         "results/flla_cv5",
-        {"gemnet_t": "results/flla_cv5/oof_gemnet_t.parquet"},
+        {
+            "gemnet_t": "results/flla_cv5/oof_gemnet_t.parquet",
+            **{m: f"results/flla_cv5/oof_{m}.parquet" for m in ("alignn", "schnet", "cgcnn")},
+        },
         "profiles/gpu.yaml",
     ),
 )
