@@ -155,3 +155,18 @@ def test_baseline_folds_become_out_of_fold_predictions_and_gaps_are_named(tmp_pa
         baseline_oof(tmp_path, 2, oof.assign(y_true=y + 1))
     with pytest.raises(FileNotFoundError, match=r"folds \[2\]"):
         baseline_oof(tmp_path, 3, oof)
+
+
+def test_alignn_fold_files_without_fold_column_or_mean_are_read(tmp_path):
+    from tracer.cv_analysis import baseline_oof
+
+    ids = ["a", "b", "c", "d"]
+    y = np.array([0.0, -1.0, 0.5, -2.0])
+    for f in range(2):
+        test = ids[f::2]
+        rows = pd.DataFrame({"id": test, "set": "test", "y_true": y[f::2], "y_pred": y[f::2] - 1})
+        (tmp_path / "alignn" / f"fold_{f}").mkdir(parents=True)
+        rows.to_parquet(tmp_path / "alignn" / f"fold_{f}" / "predictions.parquet", index=False)
+    got = baseline_oof(tmp_path, 2, pd.DataFrame({"id": ids, "y_true": y}))
+    np.testing.assert_allclose(got["alignn"], y - 1)
+    assert list(pd.read_parquet(tmp_path / "oof_alignn.parquet")["fold"]) == [0, 1, 0, 1]

@@ -156,13 +156,15 @@ def test_a_recipe_trained_later_is_chosen_on_validation_and_only_alignn_changes(
     out = json.loads((tmp_path / "accuracy.json").read_text())
     assert out["models"]["schnet"] == schnet and out["provenance"]["git_commit"] == "abc"
     assert out["models"]["alignn"]["mae"] == pytest.approx(0.2)
-    assert out["models"]["alignn"]["recipes"]["defaults"] == {"best_val_mae": 0.3,
-                                                              "test_mae": pytest.approx(0.05)}
+    assert out["models"]["alignn"]["recipes"]["defaults"] == {
+        "best_val_mae": 0.3,
+        "test_mae": pytest.approx(0.05),
+    }
     assert "alignn_rescored" in out["provenance"]
     assert "| alignn" in (tmp_path / "table1_accuracy.md").read_text()
     acc["n_test"] = 5  # a prediction file of another test set is refused
     (tmp_path / "accuracy.json").write_text(json.dumps(acc))
-    with pytest.raises(ValueError, match="alignn_authors.parquet: its test set"):
+    with pytest.raises(ValueError, match=r"alignn_authors\.parquet: its test set"):
         rescore_alignn(tmp_path, n_bootstrap=20)
 
 

@@ -471,9 +471,20 @@ def _cmd_train_alignn(args: argparse.Namespace) -> int:
     from tracer.alignn_train import RECIPES, run_alignn
     from tracer.splits import load_split
 
+    if (args.split is None) == (args.folds is None):
+        raise SystemExit("give --split, or --folds with --fold")
+    if args.folds is not None:
+        from tracer.cross_validation import load_folds
+
+        if args.fold is None:
+            raise SystemExit("--folds needs --fold")
+        split = {k: list(v) for k, v in load_folds(args.folds)["folds"][args.fold].items()
+                 if k in ("train", "val", "test")}  # fmt: skip
+    else:
+        split = load_split(args.split)
     summary = run_alignn(
         args.structures,
-        load_split(args.split),
+        split,
         RECIPES[args.recipe],
         args.out,
         seed=args.seed,
@@ -587,7 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train-alignn", help="train the ALIGNN baseline (alignn package) on a split, no DVC"
     )
     p.add_argument("--structures", required=True, help="file from export-structures")
-    p.add_argument("--split", required=True, help="split JSON")
+    p.add_argument("--split", help="split JSON")
+    p.add_argument("--folds", help="cross-validation fold file (instead of --split), with --fold")
+    p.add_argument("--fold", type=int, help="which fold of --folds: its train, val and test")
     p.add_argument("--recipe", choices=["defaults", "paper", "authors"], default="defaults")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)

@@ -30,8 +30,10 @@ def read_folds(folder: str | Path, k: int) -> pd.DataFrame:
     missing = [f for f in range(k) if not (folder / f"fold_{f}" / "predictions.parquet").exists()]
     if missing:
         raise FileNotFoundError(f"{folder}: folds {missing} have no predictions.parquet yet")
-    return pd.concat([pd.read_parquet(folder / f"fold_{f}" / "predictions.parquet")
-                      for f in range(k)], ignore_index=True)  # fmt: skip
+    frames = [pd.read_parquet(folder / f"fold_{f}" / "predictions.parquet") for f in range(k)]
+    # a file without a fold column (ALIGNN's) takes its folder's
+    return pd.concat([x if "fold" in x else x.assign(fold=f) for f, x in enumerate(frames)],
+                     ignore_index=True)  # fmt: skip
 
 
 def out_of_fold(frame: pd.DataFrame, ids: Sequence[str]) -> pd.DataFrame:
@@ -193,7 +195,9 @@ BASELINE_SETTINGS = {
 
 def baseline_oof(run_dir: str | Path, k: int, oof: pd.DataFrame) -> dict[str, pd.Series]:
     """Out-of-fold predictions (eV/atom, rows in ``oof``'s order) of every baseline of
-    :data:`BASELINE_SETTINGS` whose fold folder exists under ``run_dir``; each is written to
+    :data:`BASELINE_SETTINGS` whose fold folder exists under ``run_dir`` (``predictions.parquet``
+    with ``mean`` as ``tracer train-cv`` writes it, or with ``y_pred`` as ``tracer train-alignn
+    --folds`` writes ``alignn_<recipe>.parquet``, copied under that name); each is written to
     ``oof_<name>.parquet`` (id, fold, set, y_true, y_pred). A baseline with some folds missing
     is an error naming them, and so are targets that differ from ``oof``'s."""
     run_dir = Path(run_dir)
@@ -204,7 +208,8 @@ def baseline_oof(run_dir: str | Path, k: int, oof: pd.DataFrame) -> dict[str, pd
         b = out_of_fold(read_folds(run_dir / name, k), list(oof["id"]))
         if not np.allclose(b["y_true"].to_numpy(float), oof["y_true"].to_numpy(float)):
             raise ValueError(f"{run_dir / name}: targets differ from the GemNet-T folds'")
-        b["y_pred"] = b["mean"]
+        if "y_pred" not in b:  # a one-member ensemble's file (train-cv) rather than ALIGNN's
+            b["y_pred"] = b["mean"]
         b[["id", "fold", "set", "y_true", "y_pred"]].to_parquet(
             run_dir / f"oof_{name}.parquet", index=False
         )
