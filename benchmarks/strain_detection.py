@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from tracer.dataset import graphs_from_arrays, structure_tensors
-from tracer.inference.applicability import _covalent_radii, descriptors, geometry_of
+from tracer.inference.applicability import bond_deviations, descriptors, geometry_of
 from tracer.inference.domain_study import SHIFTS, shifted
 from tracer.predict import PRETRAINED_DIR, Ensemble
 from tracer.provenance import provenance
@@ -64,13 +64,8 @@ def measures(ens: Ensemble, structures: list[Any], ids: list[str], volume_fit: A
                               max_neighbors=ens.max_neighbors)  # fmt: skip
     geo = geometry_of(data)
     desc = descriptors(geo, dom.pair_medians, dom.fallback_ratio)
-    radii = _covalent_radii().numpy()
-    scatter = []
-    for z, p, d in zip(geo.z, geo.partner, geo.nn_distance, strict=True):
-        ref = np.array([dom.pair_medians.get((min(a, b), max(a, b)),
-                                             dom.fallback_ratio * (radii[a] + radii[b]))
-                        for a, b in zip(z, p, strict=True)])  # fmt: skip
-        scatter.append(float(np.std(np.log(d / ref))))
+    scatter = [float(np.std(lr))
+               for lr in bond_deviations(geo, dom.pair_medians, dom.fallback_ratio)]  # fmt: skip
     energies = [ens.predict_arrays(ids, _arrays(structures, s), device="cpu")["mean"]
                 for s in SCALES]  # fmt: skip
     return {

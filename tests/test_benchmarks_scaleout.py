@@ -22,7 +22,7 @@ def _ddp(run: Path, n: int, batch: int, epoch_s: list[float], val: float, parts:
     work = run / f"ddp{n}_b{batch}" / "work" / "member_0"
     work.mkdir(parents=True, exist_ok=True)
     history = [{"epoch_time_s": t, "val_mae": val, "processes": n} for t in epoch_s]
-    if parts:  # trainers since the eighth session: the steps and validation timed apart
+    if parts:  # histories of trainers that time the steps and validation apart
         history = [{**h, "train_s": 0.8 * h["epoch_time_s"], "val_s": 0.2 * h["epoch_time_s"]}
                    for h in history]  # fmt: skip
     (work / "history.json").write_text(json.dumps(history))

@@ -120,15 +120,24 @@ def pair_medians(geometry: Geometry, min_count: int = 3) -> tuple[dict[tuple[int
     return medians, float(np.median(ratios))
 
 
-def descriptors(geometry: Geometry, medians: dict[tuple[int, int], float],
-                fallback_ratio: float) -> dict[str, np.ndarray]:  # fmt: skip
-    """:data:`GEOMETRY` of every structure (the bond deviations against ``medians``)."""
+def bond_deviations(geometry: Geometry, medians: dict[tuple[int, int], float],
+                    fallback_ratio: float) -> list[np.ndarray]:  # fmt: skip
+    """Per structure, each atom's log(nearest-neighbour distance / training median for its pair)
+    (``fallback_ratio`` × the covalent radii sum for a pair without a median)."""
     radii = _covalent_radii().numpy()
-    dev: dict[str, list[float]] = {"bond_dev_min": [], "bond_dev_median": [], "bond_dev_max": []}
+    out = []
     for z, p, d in zip(geometry.z, geometry.partner, geometry.nn_distance, strict=True):
         ref = np.array([medians.get((min(a, b), max(a, b)), fallback_ratio * (radii[a] + radii[b]))
                         for a, b in zip(z, p, strict=True)])  # fmt: skip
-        lr = np.log(d / ref)
+        out.append(np.log(d / ref))
+    return out
+
+
+def descriptors(geometry: Geometry, medians: dict[tuple[int, int], float],
+                fallback_ratio: float) -> dict[str, np.ndarray]:  # fmt: skip
+    """:data:`GEOMETRY` of every structure (the bond deviations against ``medians``)."""
+    dev: dict[str, list[float]] = {"bond_dev_min": [], "bond_dev_median": [], "bond_dev_max": []}
+    for lr in bond_deviations(geometry, medians, fallback_ratio):
         dev["bond_dev_min"].append(float(lr.min()))
         dev["bond_dev_median"].append(float(np.median(lr)))
         dev["bond_dev_max"].append(float(lr.max()))
