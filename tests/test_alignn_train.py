@@ -91,3 +91,23 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, flla_table):
     for k, v in whole["state_dict"].items():
         assert torch.equal(v, resumed["state_dict"][k]), k
     np.testing.assert_array_equal(resumed["predictions"]["test"], whole["predictions"]["test"])
+
+
+def test_graphs_cache_is_built_once_read_after_and_refuses_other_cutoffs(tmp_path, flla_table,
+                                                                          monkeypatch):  # fmt: skip
+    import tracer.alignn_train as at
+    from tracer.alignn_train import cached_alignn_graphs
+    from tracer.dataset import load_structure_tensors
+
+    rows = flla_table.iloc[:6]
+    path = save_structure_tensors(tmp_path / "s.pt", list(rows.id), list(rows.structure),
+                                  list(rows.target), "eV/atom")  # fmt: skip
+    payload = load_structure_tensors(path)
+    recipe = RECIPES["authors"]
+    built = cached_alignn_graphs(payload, recipe, tmp_path / "g.pkl")
+    assert len(built) == 6 and (tmp_path / "g.pkl").exists()
+    monkeypatch.setattr(at, "alignn_graphs", lambda *a, **k: pytest.fail("rebuilt"))
+    again = cached_alignn_graphs(payload, recipe, tmp_path / "g.pkl")
+    assert all(torch.equal(a.edata["r"], b.edata["r"]) for (a, _), (b, _) in zip(again, built))
+    with pytest.raises(ValueError, match="other cutoffs"):
+        cached_alignn_graphs(payload, RECIPES["defaults"], tmp_path / "g.pkl")

@@ -116,6 +116,13 @@ def test_fine_tuning_starts_from_the_member_and_the_report_adds_up(tmp_path, tra
     names = [r.name for r in runs]
     assert names == ["finetune_all_member0", "finetune_all_member1", "scratch_all",
                      "finetune_n6", "scratch_n6"]  # fmt: skip
+    more = transfer_runs(members, CFG, TC, split, sizes=[], seed=7, min_steps=2, scratch_members=3)
+    assert [(r.name, r.seed, r.init_from) for r in more if r.name.startswith("scratch")] == [
+        ("scratch_all", 7, None),
+        ("scratch_all_member1", 8, None),
+        ("scratch_all_member2", 9, None),
+    ]
+    assert [r.seed for r in more if r.name.startswith("finetune")] == [7, 8]
     small = next(r for r in runs if r.name == "finetune_n6")
     assert len(set(small.split["train"])) == 6 and set(small.split["train"]) <= set(split["train"])
     assert len(small.split["train"]) == 6 * repeats_for(6, batch_size=8, max_epochs=1, min_steps=2)

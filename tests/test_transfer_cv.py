@@ -92,3 +92,23 @@ def test_matbench_record_has_the_contract_keys(run_dir):
     assert record["models"]["zero_shot"]["per_fold_mae_ev_per_cell"] == pytest.approx([5.0, 5.0])
     assert record["models"]["fine_tuned_ensemble"]["n_folds"] == 1
     assert record["models"]["alignn_scratch"]["status"].startswith("NOT RUN")
+    assert record["models"]["gemnet_t_scratch_ensemble"]["status"].startswith("NOT RUN")
+
+
+def test_scratch_ensemble_is_compared_only_like_for_like(run_dir):
+    folds, out = run_dir
+    report = transfer_cv_report(folds, out)
+    assert (
+        "fine_tuned_ensemble_minus_scratch_ensemble"
+        not in (report["fine_tuned"]["paired_ev_per_cell"])
+    )  # one scratch model against two members
+    d = out / "fold_0"
+    frame = pd.read_parquet(d / "scratch_all.parquet")
+    frame.assign(y_pred=frame.y_true + 0.03).to_parquet(d / "scratch_all_member1.parquet")
+    ft = transfer_cv_report(folds, out)["fine_tuned"]
+    assert ft["n_scratch_per_fold"] == [2]
+    # scratch ensemble: +0.02 eV/atom everywhere = 0.1 eV per 5-atom cell; fine-tuned: exact
+    assert ft["mae_ev_per_cell"]["scratch_ensemble"]["mean"] == pytest.approx(0.1)
+    assert ft["mae_ev_per_cell"]["scratch_single_mean"]["mean"] == pytest.approx(0.1)
+    pair = ft["paired_ev_per_cell"]["fine_tuned_ensemble_minus_scratch_ensemble"]
+    assert pair["mae"]["diff"] == pytest.approx(-0.1) and pair["mae"]["ci95"][1] < 0

@@ -18,6 +18,7 @@ ALIGNN's best validation MAE can be read off both histories (:func:`time_to_reac
 
 from __future__ import annotations
 
+import os
 import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -255,6 +256,29 @@ def time_to_reach(history: Sequence[dict[str, float]], val_mae: float) -> float 
     return None
 
 
+def cached_alignn_graphs(
+    payload: dict[str, Any], recipe: AlignnRecipe, path: str | Path, *, workers: int = 1
+) -> list[Any]:
+    """Every structure's ALIGNN graphs for ``recipe``'s cutoffs, read from ``path`` or built
+    and written there (atomically, so that runs started together never read half a file)."""
+    key = {"cutoff": recipe.cutoff, "three_body_cutoff": recipe.three_body_cutoff,
+           "max_neighbors": recipe.max_neighbors, "ids": list(payload["ids"])}  # fmt: skip
+    path = Path(path)
+    if path.exists():
+        with path.open("rb") as fh:
+            cached = pickle.load(fh)
+        if cached["key"] != key:
+            raise ValueError(f"{path} holds graphs of other cutoffs or structures than asked")
+        return cached["graphs"]
+    arrays = list(zip(payload["z"], payload["pos"], payload["cell"], strict=True))
+    graphs = alignn_graphs(arrays, recipe, workers=workers)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        pickle.dump({"key": key, "graphs": graphs}, fh)
+    os.replace(tmp, path)
+    return graphs
+
+
 def run_alignn(
     structures_path: str | Path,
     split: dict[str, Sequence[str]],
@@ -266,6 +290,7 @@ def run_alignn(
     workers: int = 1,
     epochs: int | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    graphs_cache: str | Path | None = None,
     **model_overrides: Any,
 ) -> dict[str, Any]:
     """Train ALIGNN with ``recipe`` on a structure-tensor file
@@ -275,7 +300,10 @@ def run_alignn(
     ``alignn_<recipe>.pt`` (the best weights with that summary); ``alignn_<recipe>.last.pt``
     is the per-epoch resume point (a killed run given the same arguments goes on from it).
     ``on_epoch_end``: called with each epoch's row (the command line prints it, so a run cut by
-    a time limit still shows how far it got)."""
+    a time limit still shows how far it got).
+    ``graphs_cache``: a file holding every structure's graphs for this recipe's cutoffs, built
+    (for all structures of the file) when absent and read when present, so that several folds
+    build them once; a cache made with other cutoffs or another structure count is an error."""
     import json
 
     import pandas as pd
@@ -291,10 +319,13 @@ def run_alignn(
         raise KeyError(f"{len(missing)} split ids are not in {structures_path}, e.g. {missing[0]}")
     split_idx = {name: np.array([where[i] for i in split[name]], dtype=np.int64) for name in sets}
     used = np.concatenate(list(split_idx.values()))
-    graphs: list[Any] = [None] * len(payload["ids"])
-    arrays = [(payload["z"][i], payload["pos"][i], payload["cell"][i]) for i in used]
-    for i, pair in zip(used, alignn_graphs(arrays, recipe, workers=workers), strict=True):
-        graphs[i] = pair
+    if graphs_cache is not None:
+        graphs = cached_alignn_graphs(payload, recipe, graphs_cache, workers=workers)
+    else:
+        graphs = [None] * len(payload["ids"])
+        arrays = [(payload["z"][i], payload["pos"][i], payload["cell"][i]) for i in used]
+        for i, pair in zip(used, alignn_graphs(arrays, recipe, workers=workers), strict=True):
+            graphs[i] = pair
     cells = torch.stack([c.double() for c in payload["cell"]])
     result = train_alignn(
         graphs,

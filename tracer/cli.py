@@ -234,6 +234,7 @@ def _cmd_train_transfer_cv(args: argparse.Namespace) -> int:
         which=args.which if args.which else range(folds["k"]), members=args.members,
         params=load_params(args.params), out_dir=args.out, parallel=args.parallel,
         workers=args.workers, curve_folds=args.curve_folds,
+        scratch_members=args.scratch_members,
     )  # fmt: skip
     print(json.dumps({"wall_time_s": report["wall_time_s"], "runs": len(report["runs"])}))
     return 0
@@ -492,6 +493,7 @@ def _cmd_train_alignn(args: argparse.Namespace) -> int:
         workers=args.workers,
         epochs=args.epochs,
         on_epoch_end=lambda epoch, row: print(json.dumps(row), flush=True),
+        graphs_cache=args.graphs_cache,
     )
     print(json.dumps({k: summary[k] for k in ("best_epoch", "best_val_mae", "train_time_s")}))
     return 0
@@ -607,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.add_argument("--epochs", type=int, help="override the recipe's 300 epochs")
+    p.add_argument("--graphs-cache", help="all structures' graphs in one file, shared by folds")
     p.set_defaults(func=_cmd_train_alignn)
 
     p = sub.add_parser(
@@ -715,6 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--which", type=int, nargs="*", help="folds to run (default: all)")
     p.add_argument("--curve-folds", type=int, nargs="*", default=[0])
+    p.add_argument("--scratch-members", type=int, default=1, help="scratch models per fold")
     p.add_argument("--parallel", type=int, default=1, help="runs trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.set_defaults(func=_cmd_train_transfer_cv)

@@ -283,11 +283,15 @@ def transfer_runs(
     seed: int,
     min_steps: int,
     val_size: int | None = None,
+    scratch_members: int = 1,
 ) -> list[Run]:
     """Fine-tuning runs on a new dataset's ``split``:
 
     * ``finetune_all_member<k>``: every pre-trained member ``k`` on all training structures
-      (the fine-tuned ensemble), and ``scratch_all``: the same model from random weights;
+      (the fine-tuned ensemble, seed ``seed + k``), and ``scratch_all``: the same model from
+      random weights (seed ``seed``); with ``scratch_members`` > 1 also
+      ``scratch_all_member<k>`` (seed ``seed + k``, k ≥ 1): an ensemble of scratch models with
+      the fine-tuned members' seeds, for a like-for-like ensemble comparison;
     * the learning curve: for each size ``n`` below the training-set size, a seeded subset
       (nested: each contains the smaller ones), ``finetune_n<n>`` from member 0 and
       ``scratch_n<n>``, both with :func:`repeats_for`'s passes over the subset per epoch; their
@@ -300,6 +304,8 @@ def transfer_runs(
         for k, path in enumerate(members)
     ]
     runs.append(Run("scratch_all", model_config, train, seed, split))
+    runs += [Run(f"scratch_all_member{k}", model_config, train, seed + k, split)
+             for k in range(1, scratch_members)]  # fmt: skip
     order = np.random.default_rng(seed).permutation(len(train_ids))
     val = list(split["val"])[: val_size or None]
     for n in sorted(int(s) for s in sizes):

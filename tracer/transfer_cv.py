@@ -51,6 +51,7 @@ def fold_runs(
     curve_folds: Sequence[int],
     min_steps: int,
     val_size: int | None,
+    scratch_members: int = 1,
 ) -> list[tuple[int, Run]]:
     """Every run of the folds ``which``: (fold, run) pairs."""
     out = []
@@ -59,7 +60,8 @@ def fold_runs(
         split = {k: list(fold[k]) for k in ("train", "val", "test")}
         sizes = list(curve_sizes) if f in curve_folds else []
         runs = transfer_runs(members, model_config, train, split, sizes=sizes, seed=seed,
-                             min_steps=min_steps, val_size=val_size)  # fmt: skip
+                             min_steps=min_steps, val_size=val_size,
+                             scratch_members=scratch_members)  # fmt: skip
         out += [(f, r) for r in runs]
     return out
 
@@ -101,9 +103,11 @@ def train_transfer_cv(
     parallel: int,
     workers: int = 1,
     curve_folds: Sequence[int] = (0,),
+    scratch_members: int = 1,
 ) -> dict[str, Any]:
     """Zero-shot predictions of ``members`` on every structure (``zero_shot.parquet``), then
-    every unfinished run of folds ``which`` (``parallel`` processes, round-robin over the GPUs).
+    every unfinished run of folds ``which`` (``parallel`` processes, round-robin over the GPUs;
+    ``scratch_members``: models from random weights per fold, :func:`tracer.studies.transfer_runs`).
     Returns the wall time and the runs' summaries."""
     from tracer.ensemble import ensemble_predictions
     from tracer.launch import build_graphs
@@ -127,7 +131,7 @@ def train_transfer_cv(
     runs = fold_runs(members, model_config, train, folds, which=which,
                      seed=int(params["transfer"]["seed"]), curve_sizes=f["sizes"],
                      curve_folds=curve_folds, min_steps=f["min_steps"],
-                     val_size=f.get("val_size"))  # fmt: skip
+                     val_size=f.get("val_size"), scratch_members=scratch_members)  # fmt: skip
     # the long runs first, so that the short learning-curve runs fill the gaps at the end
     runs.sort(key=lambda fr: len(set(fr[1].split["train"])) < len(folds["folds"][fr[0]]["train"]))
     jobs = [(str(graph_path), run, str(out / f"fold_{fold}"),
@@ -178,6 +182,7 @@ def fold_report(
     ft_val = np.stack([_preds(d, m, val, "val") for m in members])
     y_val = z.loc[val, "y_true"].to_numpy(float)
     scratch = _preds(d, "scratch_all", test)
+    scratch_runs = scratch_names(d)
     ens, sd = ft.mean(0), ft.std(0)
     zero_mean, zero_sd = z.loc[test, "mean"].to_numpy(float), z.loc[test, "std"].to_numpy(float)
     # baselines a transfer result must beat: the training mean, and zero-shot plus one offset
@@ -193,10 +198,17 @@ def fold_report(
         "fine_tuned_single_mean": float(np.mean([_mae(y * n_atoms, p * n_atoms) for p in ft])),
         "scratch": _mae(y * n_atoms, scratch * n_atoms),
     }
+    if len(scratch_runs) > 1:  # an ensemble of scratch models, the like-for-like comparison
+        sc = np.stack([_preds(d, m, test) for m in scratch_runs])
+        per_cell["scratch_ensemble"] = _mae(y * n_atoms, sc.mean(0) * n_atoms)
+        per_cell["scratch_single_mean"] = float(
+            np.mean([_mae(y * n_atoms, p * n_atoms) for p in sc])
+        )
     return {
         "fold": int(fold["fold"]),
         "n_train": len(train), "n_val": len(val), "n_test": len(test),
         "n_members": len(members),
+        "n_scratch": len(scratch_runs),
         "mae_ev_per_cell": per_cell,
         "mae_ev_per_atom": {k: v / float(np.mean(n_atoms)) for k, v in per_cell.items()},
         "offset_ev_per_atom": offset,
@@ -205,6 +217,14 @@ def fold_report(
         "coverage": {"confidence": confidence, "raw": interval_coverage(ens, sd, y, confidence),
                      "conformal_q": q, "recalibrated": float(np.mean(np.abs(y - ens) <= q * sd))},
     }  # fmt: skip
+
+
+def scratch_names(fold_dir: str | Path) -> list[str]:
+    """The runs from random weights with test predictions in ``fold_dir``: ``scratch_all``
+    (member 0's seed) first, then ``scratch_all_member<k>``."""
+    d = Path(fold_dir)
+    extra = sorted(p.stem for p in d.glob("scratch_all_member*.parquet"))
+    return (["scratch_all"] if (d / "scratch_all.parquet").exists() else []) + extra
 
 
 def zero_shot_report(fold: dict[str, Any], zero: pd.DataFrame) -> dict[str, Any]:
@@ -278,7 +298,7 @@ def transfer_cv_report(
             if (out / f"fold_{f['fold']}" / "scratch_all.parquet").exists()]  # fmt: skip
     if done:
         reports = [fold_report(f, out / f"fold_{f['fold']}", zero) for f in done]
-        ys, a0, ens, scr, strata = [], [], [], [], []
+        ys, a0, ens, scr, scr_ens, strata = [], [], [], [], [], []
         for f in done:
             d, test = out / f"fold_{f['fold']}", list(f["test"])
             n = z.loc[test, "n_atoms"].to_numpy(float)
@@ -288,9 +308,25 @@ def transfer_cv_report(
             a0.append(ft[0] * n)
             ens.append(ft.mean(0) * n)
             scr.append(_preds(d, "scratch_all", test) * n)
+            scr_ens.append(np.mean([_preds(d, m, test) for m in scratch_names(d)], axis=0) * n)
             strata.append(np.full(len(test), f["fold"]))
         y, strat = np.concatenate(ys), np.concatenate(strata)
-        keys = reports[0]["mae_ev_per_cell"]
+        keys = [k for k in reports[0]["mae_ev_per_cell"]
+                if all(k in r["mae_ev_per_cell"] for r in reports)]  # fmt: skip
+        paired = {
+            "fine_tuned_member0_minus_scratch": paired_bootstrap(
+                y, np.concatenate(a0), np.concatenate(scr), strata=strat
+            ),
+            "fine_tuned_ensemble_minus_scratch": paired_bootstrap(
+                y, np.concatenate(ens), np.concatenate(scr), strata=strat
+            ),
+        }
+        n_scratch = {r["n_scratch"] for r in reports}
+        if len(n_scratch) == 1 and n_scratch == {r["n_members"] for r in reports} != {1}:
+            # as many scratch models as fine-tuned members in every fold: ensemble vs ensemble
+            paired["fine_tuned_ensemble_minus_scratch_ensemble"] = paired_bootstrap(
+                y, np.concatenate(ens), np.concatenate(scr_ens), strata=strat
+            )
         report["fine_tuned"] = {
             "n_folds": len(reports),
             "mae_ev_per_cell": {
@@ -298,14 +334,8 @@ def transfer_cv_report(
             },
             "coverage_recalibrated": _interval([r["coverage"]["recalibrated"] for r in reports]),
             "coverage_raw": _interval([r["coverage"]["raw"] for r in reports]),
-            "paired_ev_per_cell": {
-                "fine_tuned_member0_minus_scratch": paired_bootstrap(
-                    y, np.concatenate(a0), np.concatenate(scr), strata=strat
-                ),
-                "fine_tuned_ensemble_minus_scratch": paired_bootstrap(
-                    y, np.concatenate(ens), np.concatenate(scr), strata=strat
-                ),
-            },
+            "n_scratch_per_fold": sorted(n_scratch),
+            "paired_ev_per_cell": paired,
             "per_fold": reports,
         }
     else:
@@ -352,11 +382,15 @@ def matbench_record(report: dict[str, Any], folds: dict[str, Any]) -> dict[str, 
     from :func:`transfer_cv_report`: ``n``, ``n_folds``, ``random_state``,
     ``models.<name>.{mae_ev_per_cell, per_fold_mae_ev_per_cell}`` (mean over the folds run; a
     model without test predictions carries ``status`` NOT RUN instead), ``learning_curve``
-    (fold 0); the full report under ``detail``."""
+    (fold 0); the full report under ``detail``. ``gemnet_t_scratch`` is the one scratch model
+    with member 0's seed, ``gemnet_t_scratch_ensemble`` the mean of as many scratch models as
+    fine-tuned members."""
 
     def model(part: dict[str, Any], key: str) -> dict[str, Any]:
         if not part.get("n_folds"):
             return {"status": part.get("status", "NOT RUN")}
+        if not all(key in r["mae_ev_per_cell"] for r in part["per_fold"]):
+            return {"status": f"NOT RUN: {key} is missing from some folds"}
         per_fold = [r["mae_ev_per_cell"][key] for r in part["per_fold"]]
         return {"mae_ev_per_cell": float(np.mean(per_fold)),
                 "per_fold_mae_ev_per_cell": per_fold, "n_folds": len(per_fold)}  # fmt: skip
@@ -372,6 +406,7 @@ def matbench_record(report: dict[str, Any], folds: dict[str, Any]) -> dict[str, 
             "train_mean": model(report["zero_shot"], "train_mean"),
             "fine_tuned_ensemble": model(ft, "fine_tuned_ensemble"),
             "gemnet_t_scratch": model(ft, "scratch"),
+            "gemnet_t_scratch_ensemble": model(ft, "scratch_ensemble"),
             "alignn_scratch": {"status": "NOT RUN: ALIGNN was not trained on these folds"},
         },
         "learning_curve": report["learning_curves"].get("0", []),
