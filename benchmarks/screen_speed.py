@@ -9,7 +9,7 @@ Both start from the same in-memory structures (atomic numbers, positions and cel
   member over batches of ``--batch`` structures in inference mode; with ``--compile`` also with
   the members compiled (the warm-up call pays the compilation: ``warmup_s``), the faster way
   counted (building the next block's graphs in a second thread beside the members was tried:
-  no faster, NOTES.md 20);
+  no faster, docs/performance.md § Screening throughput);
 * ALIGNN (published size, ``alignn`` package's pure-torch model; random weights, as only the
   compute is timed): graphs from the package's own builder (``alignn.torch_graph_builder``) at
   its ``TrainingConfig`` defaults — all first, in ``--workers`` CPU processes or one by one on

@@ -165,9 +165,6 @@ def test_a_claim_limited_to_some_runs_is_not_applicable_elsewhere(tmp_path):
 WITHOUT_VERDICT_CELL = {
     "03_dummy.ipynb": "no claim rests on the dummy alone; it enters the accuracy claims (20)",
     "04_graphs.ipynb": "its claims (angles, large cells) need the members or the failure map",
-    "05_train_member.ipynb": "a training stage: depending on the audit would retrain on every "
-    "audit edit; its claims are judged in 06 and 20",
-    "07_baseline.ipynb": "a training stage, as 05; its comparisons are judged in 20",
     "40_checklist.ipynb": "the audit itself: every claim in every run",
 }
 

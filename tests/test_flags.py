@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from tracer.flags import degeneracy_flag, flag_report, hybrid_scores, transition_metal_flag
+from tracer.flags import (
+    degeneracy_flag,
+    flag_count,
+    flag_report,
+    hybrid_scores,
+    transition_metal_flag,
+)
 
 
 def test_flags_and_scores_by_hand():
@@ -83,6 +89,8 @@ def test_report_defaults_window_and_edge_cases():
     k = default["k"]
     means = [err[r.choice(40, k, replace=False)].mean() for _ in range(2000)]
     assert default["random_mean_abs_error_std"] == pytest.approx(np.std(means, ddof=1), 1e-12)
+    assert [flag_count(0.075, n) for n in (3600, 3938, 395, 5)] == [270, 295, 30, 1]
+    assert flag_count(0.5, 3) == 2 and flag_count(0.001, 10) == 1  # halves up; never zero
     tiny = flag_report(err, sigma, pred, comps, k_fraction=0.001, n_trials=5)
     assert tiny["k"] == 1
     all_tm = flag_report(err[:5], sigma[:5], pred[:5], [{"Fe"}] * 5, n_trials=5)

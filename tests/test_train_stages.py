@@ -42,3 +42,21 @@ def test_dvclive_steps_are_epochs_for_fresh_reruns_and_resumed_runs(tmp_path, mo
     # an interrupted run resumed at epoch 2 continues its log
     _logged_run(tmp_path, monkeypatch, [0, 1])
     assert _logged_run(tmp_path, monkeypatch, [2, 3]) == [0, 1, 2, 3]
+
+
+def test_training_stage_dispatches_by_kind_and_refuses_others(monkeypatch):
+    import pytest
+
+    import tracer.train_stages as ts
+
+    calls = []
+    monkeypatch.setattr(ts, "run_train_stage", lambda **kw: (calls.append(kw) or {"m": 1}, None))
+    monkeypatch.setattr(ts, "run_baseline_stage", lambda **kw: (calls.append(kw) or {"b": 1}, None))
+    params = {"dataset": {"name": "flla"}, "ensemble": {"device": "cpu"}, "gemnet": {"g": 1},
+              "graph": {"c": 6}, "train": {"lr": 1}, "baselines": {"models": ["s"]}}  # fmt: skip
+    assert ts.run_training_stage("member", "3", params) == {"m": 1}
+    assert calls[-1]["seed"] == 3 and calls[-1]["gemnet"] == {"g": 1}
+    assert ts.run_training_stage("baseline", "schnet", params) == {"b": 1}
+    assert calls[-1]["kind"] == "schnet" and calls[-1]["params"] is params
+    with pytest.raises(ValueError, match="member or baseline"):
+        ts.run_training_stage("alignn", "x", params)

@@ -466,6 +466,17 @@ def _cmd_train_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_stage(args: argparse.Namespace) -> int:
+    import json
+
+    from tracer.config import load_params
+    from tracer.train_stages import run_training_stage
+
+    summary = run_training_stage(args.what, args.name, load_params(args.params))
+    print(json.dumps(summary))
+    return 0
+
+
 def _cmd_train_alignn(args: argparse.Namespace) -> int:
     import json
 
@@ -595,6 +606,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.set_defaults(func=_cmd_train_baseline)
+
+    p = sub.add_parser(
+        "train-stage",
+        help="the DVC training stages: one GemNet-T member (train@<seed>) or one Table 1 "
+        "baseline (baseline@<model>) with params.yaml's settings",
+    )
+    p.add_argument("what", choices=["member", "baseline"])
+    p.add_argument("name", help="the member's seed, or the baseline's model name")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=_cmd_train_stage)
 
     p = sub.add_parser(
         "train-alignn", help="train the ALIGNN baseline (alignn package) on a split, no DVC"

@@ -17,7 +17,8 @@ batches to its own few static shapes and replays its whole step — DDP's gradie
 included — from CUDA graphs, as the one-GPU trainer does (PyTorch's recipe for DDP under CUDA
 graphs: DDP built on a side stream, 11 eager warm-up steps before the first capture, NCCL's
 asynchronous error handling off); eager steps are launch-bound at FLLA's batch sizes, and a second
-GPU only pays off once a step's time is the GPU's own work (benchmarks/NOTES.md 17).
+GPU only pays off once a step's time is the GPU's own work (docs/performance.md § Data-parallel
+training).
 
 The checkpoint (``work_dir/last.pt``) holds the unwrapped model, optimiser, schedule and
 training state, identical on every rank and written by rank 0: a run resumes from it with any
@@ -26,8 +27,8 @@ structure and the absolute errors' sum and count are all-reduced, so every rank 
 and takes the same early-stopping and best-epoch decisions. Each epoch's history row holds the
 epoch time and its two parts, the steps (``train_s``) and validation (``val_s``). With CUDA graphs
 on more than one process the forward pass runs uncompiled whatever ``train.compile`` says: the
-compiled module inside captured DDP steps hung on two H100s (benchmarks/NOTES.md 24); the member
-records that it ran uncompiled. The member file has the format of
+compiled module inside captured DDP steps hung on two H100s (docs/performance.md § Data-parallel
+training); the member records that it ran uncompiled. The member file has the format of
 :func:`tracer.train.train_member`'s, so prediction and the ensemble code read it unchanged.
 """
 
@@ -233,7 +234,8 @@ def train_ddp(
     wrapped: torch.nn.Module = model
     if train_config.compile and world > 1 and graphed:
         log.warning("train.compile is ignored under DDP with CUDA graphs (hung on two H100s: "
-                    "benchmarks/NOTES.md 24); the forward pass runs uncompiled")  # fmt: skip
+                    "docs/performance.md § Data-parallel training); the forward pass runs "
+                    "uncompiled")  # fmt: skip
         train_config = replace(train_config, compile=False)
     # DDP wraps the compiled module: its gradient hooks sit on the same parameters
     inner = compiled(model) if train_config.compile and world > 1 else model

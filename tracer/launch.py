@@ -80,7 +80,7 @@ def train_ensemble(
     out_dir.mkdir(parents=True, exist_ok=True)
     n_gpu = torch.cuda.device_count()
     # concurrent members go round the GPUs; one after another, they all use the first GPU (members
-    # on different GPUs in one process break CUDA-graph capture: benchmarks/NOTES.md 16)
+    # on different GPUs in one process break CUDA-graph capture: docs/performance.md § CUDA graphs)
     devices = [
         f"cuda:{i % n_gpu if parallel > 1 else 0}" if n_gpu else "cpu" for i in range(len(seeds))
     ]

@@ -1,5 +1,8 @@
 """The stages that train: one GemNet-T ensemble member per seed (``train@<seed>``) and one Table 1
-baseline per model (``baseline@<model>``), each logged epoch by epoch with dvclive.
+baseline per model (``baseline@<model>``), each logged epoch by epoch with dvclive. They run from
+the command line (``tracer train-stage``, :func:`run_training_stage`), not from a notebook: the
+report on them (``notebooks/05_training.ipynb``, stage ``training``) reads the model files, so that
+editing the report or the audit it shows never retrains.
 
 They live apart from :mod:`tracer.stages` so that the training stages can list this file among
 their dependencies in ``dvc.yaml`` (with the trainer, model and graph modules): a change to how a
@@ -153,3 +156,21 @@ def run_baseline_stage(
         paths.predictions(kind), index=False
     )
     return summary, history
+
+
+def run_training_stage(what: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One training stage with ``params`` (``params.yaml``'s mapping): ``what`` = ``member``
+    (``name`` = its seed) or ``baseline`` (``name`` = the model); returns the run's summary."""
+    dataset = params["dataset"]["name"]
+    device = params["ensemble"]["device"]
+    if what == "member":
+        summary, _ = run_train_stage(dataset_name=dataset, seed=int(name), gemnet=params["gemnet"],
+                                     graph=params["graph"], train=params["train"],
+                                     device=device)  # fmt: skip
+    elif what == "baseline":
+        summary, _ = run_baseline_stage(params=params, dataset_name=dataset, kind=name,
+                                        baselines=params["baselines"], train=params["train"],
+                                        device=device)  # fmt: skip
+    else:
+        raise ValueError(f"unknown training stage {what!r}: member or baseline")
+    return summary

@@ -202,6 +202,12 @@ def transfer_pretrained_minus_scratch(ctx: Context) -> Measurement:
         if full:  # the full training folds: one fine-tuned member vs one scratch model
             d = full["fine_tuned_member0_minus_scratch"]
             ft = rec["detail"]["fine_tuned"]["mae_ev_per_cell"]
+            e = full.get("fine_tuned_ensemble_minus_scratch_ensemble")
+            if e is not None:  # as many scratch models as fine-tuned members, per fold
+                gap = fmt_interval(e["mae"]["diff"], tuple(e["mae"]["ci95"]))
+                fine, scratch = ft["fine_tuned_ensemble"]["mean"], ft["scratch_ensemble"]["mean"]
+                small = (f"; ensembles alike: fine-tuned {fine:.4f} vs scratch {scratch:.4f} "
+                         f"eV/cell, {gap}{small}")  # fmt: skip
             return Measurement(
                 d["mae"]["diff"],
                 tuple(d["mae"]["ci95"]),
