@@ -1,5 +1,6 @@
-"""``results/gpu/screen_speed.json`` from runs of ``benchmarks/screen_speed.py`` kept in
-``results/gpu/screen_speed_runs/`` (one JSON per run, named ``<run>_<card>_<setting>``).
+"""``results/gpu/screen_speed.json`` from runs of ``benchmarks/screen_speed.py`` gathered in one
+folder (``--runs``: one JSON per run, named ``<run>_<card>_<setting>``). The record keeps every
+run under ``runs``; the raw folder of the record's runs is in git history (docs/performance.md).
 
 Each run goes into the record under its file name, marked with how ALIGNN was timed (runs before
 the overlapped way: graphs first only). ``ratio_ensemble_over_alignn_gpu`` is the ratio of the
@@ -9,7 +10,7 @@ Runs name the members they timed (``ensemble``); runs whose file does not timed 
 shipped when they ran (``s15_*``, ``s16_*``: four interaction blocks, 2.04 M parameters a member;
 ``s17_*``: three blocks, 1.57 M).
 
-Usage: ``python benchmarks/screen_speed_record.py --headline s17_h100_b1024``.
+Usage: ``python benchmarks/screen_speed_record.py --runs RUNS --headline s17_h100_b1024``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tracer.provenance import provenance, write_metrics
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", default="results/gpu/screen_speed_runs")
+    ap.add_argument("--runs", required=True, help="folder of screen_speed.py run files")
     ap.add_argument("--headline", required=True, help="run (file stem) that gives the ratio")
     ap.add_argument("--dataset-sha256", default=None, help="default: data/splits/flla.json's")
     ap.add_argument("--out", default="results/gpu/screen_speed.json")
