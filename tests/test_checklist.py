@@ -11,7 +11,7 @@ def test_index_names_the_stage_and_notebook_of_every_figure(tmp_path):
         "accuracy": {"cmd": "tracer run-notebook notebooks/20_accuracy.ipynb",
                      "outs": [{"path": "paper_figures/table1_accuracy.md"},
                               {"path": "metrics/accuracy.json"}]},
-        "train@0": {"cmd": "tracer train-stage member 0",
+        "train@0": {"cmd": "tracer stage member 0",
                     "outs": [{"path": "models/flla/member_0.pt"}]},
         "gpu_results": {"cmd": "tracer run-notebook notebooks/30_gpu_results.ipynb",
                         "outs": [{"path": "results/gpu/parity_schnet.png"}]},

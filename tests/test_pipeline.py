@@ -114,8 +114,6 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
     for nb in (
         "01_data",
         "02_split",
-        "03_dummy",
-        "04_graphs",
         "05_training",
         "06_predict",
         "21_uncertainty",

@@ -58,5 +58,16 @@ def test_training_stage_dispatches_by_kind_and_refuses_others(monkeypatch):
     assert calls[-1]["seed"] == 3 and calls[-1]["gemnet"] == {"g": 1}
     assert ts.run_training_stage("baseline", "schnet", params) == {"b": 1}
     assert calls[-1]["kind"] == "schnet" and calls[-1]["params"] is params
-    with pytest.raises(ValueError, match="member or baseline"):
+    with pytest.raises(ValueError, match="one of graphs, dummy, member, baseline"):
         ts.run_training_stage("alignn", "x", params)
+    with pytest.raises(ValueError, match="needs a name"):
+        ts.run_training_stage("member", None, params)
+    import tracer.stages
+
+    monkeypatch.setattr(tracer.stages, "run_graphs_stage", lambda **kw: {"graphs": kw})
+    params["graph"] = {"cutoff_angstrom": 6.0, "max_neighbors": 12}
+    got = ts.run_training_stage("graphs", None, params)["graphs"]
+    assert (got["cutoff"], got["max_neighbors"], got["dataset_name"]) == (6.0, 12, "flla")
+    frame = pd.DataFrame({"id": ["a", "b"], "y_pred": [-1.25, -1.25]})
+    monkeypatch.setattr(tracer.stages, "run_dummy_stage", lambda **kw: frame)
+    assert ts.run_training_stage("dummy", None, params) == {"n": 2, "y_pred_ev_per_atom": -1.25}

@@ -466,7 +466,7 @@ def _cmd_train_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train_stage(args: argparse.Namespace) -> int:
+def _cmd_stage(args: argparse.Namespace) -> int:
     import json
 
     from tracer.config import load_params
@@ -608,14 +608,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_baseline)
 
     p = sub.add_parser(
-        "train-stage",
-        help="the DVC training stages: one GemNet-T member (train@<seed>) or one Table 1 "
-        "baseline (baseline@<model>) with params.yaml's settings",
+        "stage",
+        help="a DVC stage without a notebook, with params.yaml's settings: graphs, dummy, one "
+        "GemNet-T member (train@<seed>) or one Table 1 baseline (baseline@<model>)",
     )
-    p.add_argument("what", choices=["member", "baseline"])
-    p.add_argument("name", help="the member's seed, or the baseline's model name")
+    p.add_argument("what", choices=["graphs", "dummy", "member", "baseline"])
+    p.add_argument("name", nargs="?", help="the member's seed, or the baseline's model name")
     p.add_argument("--params", default="params.yaml")
-    p.set_defaults(func=_cmd_train_stage)
+    p.set_defaults(func=_cmd_stage)
 
     p = sub.add_parser(
         "train-alignn", help="train the ALIGNN baseline (alignn package) on a split, no DVC"

@@ -1,8 +1,8 @@
 """The stages that train: one GemNet-T ensemble member per seed (``train@<seed>``) and one Table 1
 baseline per model (``baseline@<model>``), each logged epoch by epoch with dvclive. They run from
-the command line (``tracer train-stage``, :func:`run_training_stage`), not from a notebook: the
-report on them (``notebooks/05_training.ipynb``, stage ``training``) reads the model files, so that
-editing the report or the audit it shows never retrains.
+the command line (``tracer stage``, :func:`run_training_stage`, with the graph and dummy stages
+before them), not from a notebook: the report on them (``notebooks/05_training.ipynb``, stage
+``training``) reads their files, so that editing the report or the audit never retrains.
 
 They live apart from :mod:`tracer.stages` so that the training stages can list this file among
 their dependencies in ``dvc.yaml`` (with the trainer, model and graph modules): a change to how a
@@ -158,11 +158,27 @@ def run_baseline_stage(
     return summary, history
 
 
-def run_training_stage(what: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """One training stage with ``params`` (``params.yaml``'s mapping): ``what`` = ``member``
-    (``name`` = its seed) or ``baseline`` (``name`` = the model); returns the run's summary."""
+STAGES = ("graphs", "dummy", "member", "baseline")
+"""The stages run from the command line (``tracer stage``), each reported by ``05_training``."""
+
+
+def run_training_stage(what: str, name: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """One stage of :data:`STAGES` with ``params`` (``params.yaml``'s mapping): ``graphs`` (the
+    graph dataset), ``dummy`` (the training-mean baseline), ``member`` (``name`` = its seed) or
+    ``baseline`` (``name`` = the model); returns the stage's summary."""
+    from tracer.stages import run_dummy_stage, run_graphs_stage
+
     dataset = params["dataset"]["name"]
     device = params["ensemble"]["device"]
+    if what == "graphs":
+        return run_graphs_stage(params=params, dataset_name=dataset,
+                                cutoff=params["graph"]["cutoff_angstrom"],
+                                max_neighbors=params["graph"]["max_neighbors"])  # fmt: skip
+    if what == "dummy":
+        frame = run_dummy_stage(dataset_name=dataset)
+        return {"n": len(frame), "y_pred_ev_per_atom": float(frame["y_pred"].iloc[0])}
+    if name is None:
+        raise ValueError(f"stage {what!r} needs a name: the member's seed or the baseline's model")
     if what == "member":
         summary, _ = run_train_stage(dataset_name=dataset, seed=int(name), gemnet=params["gemnet"],
                                      graph=params["graph"], train=params["train"],
@@ -172,5 +188,5 @@ def run_training_stage(what: str, name: str, params: dict[str, Any]) -> dict[str
                                         baselines=params["baselines"], train=params["train"],
                                         device=device)  # fmt: skip
     else:
-        raise ValueError(f"unknown training stage {what!r}: member or baseline")
+        raise ValueError(f"unknown stage {what!r}: one of {', '.join(STAGES)}")
     return summary
