@@ -158,3 +158,120 @@ def test_shipped_interval_is_the_validation_conformal_quantile_of_the_run_of_rec
     assert shipped["scale_or_quantile"] == pytest.approx(q, rel=1e-9)
     inside = np.abs(test["y_true"] - test["mean"]) <= q * np.maximum(test["std"], floor)
     assert shipped["test_coverage95"] == pytest.approx(float(inside.mean()), abs=1e-12)
+
+
+def _gaussian_set(rng, n):
+    """Predictions far from zero (a sign error in y − mean shows), σ of varied size, and errors
+    wider than σ (so recalibration has work to do); eV/atom."""
+    mean = rng.normal(-1.0, 0.5, n)
+    sigma = rng.uniform(0.02, 0.2, n)
+    return mean, sigma, mean + 1.7 * sigma * rng.normal(0.0, 1.0, n)
+
+
+def test_report_is_every_key_recomputed_from_the_reference_libraries():
+    import uncertainty_toolbox as uct
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    from uncertainty_toolbox import metrics_calibration as mc
+    from uncertainty_toolbox import recalibration as rc
+
+    rng = np.random.default_rng(3)
+    vm, vs, vy = _gaussian_set(rng, 200)
+    tm, ts, ty = _gaussian_set(rng, 150)
+    vs[1], ts[0] = 1e-9, 0.0  # below the floor: floored, and counted
+    rep = uncertainty_report((vm, vs, vy), (tm, ts, ty), n_bins=7, top_fraction=0.2,
+                             confidence=0.9)  # fmt: skip
+    vs_f, ts_f = np.maximum(vs, 1e-6), np.maximum(ts, 1e-6)
+    err = np.abs(ty - tm)
+    z = stats.norm.ppf(0.95)
+
+    cal = {"nll", "crps", "miscal_area", "coverage95"}
+    assert set(rep) == {
+        "n_test", "n_val", "n_sigma_floored", "sigma_floor_ev_per_atom", "spearman", "pearson",
+        "auroc_top10", "average_precision_top10", "n_flagged_top10", "ause", *cal,
+        "recalibration", "sigma_scale", *(f"{k}_recal" for k in cal), "sigma_scale_nll",
+        *(f"{k}_nll_scaled" for k in cal), "miscal_area_isotonic", "coverage95_isotonic",
+        "conformal_quantile", "conformal_coverage95", "conformal_mean_halfwidth", "curves",
+    }  # fmt: skip
+    assert rep["recalibration"].startswith("sigma scaling, factor minimising the miscalibration")
+    assert (rep["n_test"], rep["n_val"], rep["n_sigma_floored"]) == (150, 200, 2)
+    assert rep["sigma_floor_ev_per_atom"] == 1e-6
+    assert rep["spearman"] == pytest.approx(stats.spearmanr(ts, err).statistic)
+    assert rep["pearson"] == pytest.approx(stats.pearsonr(ts, err).statistic)
+    labels = np.zeros(150, bool)
+    labels[np.argsort(-err, kind="stable")[:30]] = True
+    assert rep["n_flagged_top10"] == 30
+    assert rep["auroc_top10"] == pytest.approx(roc_auc_score(labels, ts))
+    assert rep["average_precision_top10"] == pytest.approx(average_precision_score(labels, ts))
+
+    def scores(sig):
+        return {"nll": uct.nll_gaussian(tm, sig, ty), "crps": uct.crps_gaussian(tm, sig, ty),
+                "miscal_area": mc.miscalibration_area(tm, sig, ty),
+                "coverage95": np.mean(err <= z * sig)}  # fmt: skip
+
+    scale = rc.get_std_recalibrator(vm, vs_f, vy, criterion="ma_cal")(np.ones(1))[0]
+    scale_nll = np.sqrt(np.mean((vy - vm) ** 2 / vs_f**2))
+    assert rep["sigma_scale"] == pytest.approx(scale)
+    assert rep["sigma_scale_nll"] == pytest.approx(scale_nll)
+    for suffix, sig in (("", ts_f), ("_recal", ts_f * scale), ("_nll_scaled", ts_f * scale_nll)):
+        for k, v in scores(sig).items():
+            assert rep[k + suffix] == pytest.approx(v), k + suffix
+    iso = rc.iso_recal(*mc.get_proportion_lists_vectorized(vm, vs_f, vy, prop_type="interval"))
+    assert rep["miscal_area_isotonic"] == pytest.approx(
+        mc.miscalibration_area(tm, ts_f, ty, recal_model=iso))  # fmt: skip
+    z_iso = stats.norm.ppf(0.5 + iso.predict([0.9])[0] / 2)
+    assert rep["coverage95_isotonic"] == pytest.approx(np.mean(err <= z_iso * ts_f))
+    q = np.sort(np.abs(vy - vm) / vs_f)[math.ceil(201 * 0.9) - 1]
+    assert rep["conformal_quantile"] == pytest.approx(q)
+    assert rep["conformal_coverage95"] == pytest.approx(np.mean(err <= q * ts_f))
+    assert rep["conformal_mean_halfwidth"] == pytest.approx(np.mean(q * ts_f))
+
+    curves = rep["curves"]
+    assert set(curves) == {"calibration", "sparsification", "binned"}
+    assert curves["calibration"]["expected"] == pytest.approx(np.linspace(0.0, 1.0, 21))
+    for key, sig in (("observed", ts_f), ("observed_recal", ts_f * scale)):
+        want = mc.get_proportion_lists_vectorized(tm, sig, ty, num_bins=21, prop_type="interval")
+        assert curves["calibration"][key] == pytest.approx(want[1]), key
+    sparse = sparsification(ts, err)
+    assert rep["ause"] == pytest.approx(sparse["ause"])
+    assert set(curves["sparsification"]) == {"fractions", "model", "oracle"}
+    for k in ("fractions", "model", "oracle"):
+        assert curves["sparsification"][k] == pytest.approx(sparse[k]), k
+    binned = binned_errors(ts, err, 7)
+    assert set(curves["binned"]) == {"mean_sigma", "mae", "rmse", "n"}
+    for k, v in binned.items():
+        assert curves["binned"][k] == pytest.approx(v), k
+    assert len(uncertainty_report((vm, vs, vy), (tm, ts, ty))["curves"]["binned"]["n"]) == 10
+
+
+def test_edges_of_the_small_functions():
+    z = stats.norm.ppf(0.975)
+    # a target exactly on the interval's edge is inside; a one-element set is a set
+    assert interval_coverage([5.0, 5.0], [1.0, 1.0], [5.0 + z, 5.0]) == 1.0
+    assert interval_coverage([-3.0], [0.5], [-3.1]) == 1.0
+    assert sigma_scale([-2.0, -2.0], [0.5, 0.5], [-1.0, -3.0]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match=r"^sigma must be positive to fit a scale$"):
+        sigma_scale([0.0, 1.0], [0.0, 1.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match=r"^sigma must be positive for normalised conformal"):
+        conformal_quantile([0.0, 1.0], [0.0, 1.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match="of one length"):
+        error_sigma_correlation([0.1, 0.2, 0.3], [0.1, 0.2])
+    with pytest.raises(ValueError, match="of one length"):
+        error_sigma_correlation([], [])
+    with pytest.raises(ValueError, match=r"^sigma must be non-negative$"):
+        error_sigma_correlation([-0.1, 0.2], [0.1, 0.2])
+    with pytest.raises(ValueError, match=r"^arrays must be finite$"):
+        error_sigma_correlation([np.nan, 0.2], [0.1, 0.2])
+    # ranges of exactly 1 are not "constant"; one constant input is enough for None
+    assert error_sigma_correlation([0.0, 1.0, 0.5], [0.1, 0.3, 0.2])["spearman"] == 1.0
+    assert error_sigma_correlation([0.1, 0.3, 0.2], [0.0, 1.0, 0.5])["spearman"] == 1.0
+    constant = error_sigma_correlation([0.2, 0.2, 0.2], [0.0, 1.0, 0.5])
+    assert constant == {"spearman": None, "pearson": None}
+    # the default: the top 10%, ceil(0.1 · n); all positives is refused
+    sigma = np.linspace(0.1, 1.0, 25)
+    assert top_error_flagging(sigma, sigma)["n_flagged"] == 3
+    assert set(top_error_flagging(sigma, sigma)) == {"auroc", "average_precision", "n_flagged"}
+    with pytest.raises(ValueError, match="no positives or no negatives"):
+        top_error_flagging(sigma, sigma, fraction=1.0)
+    default = sparsification(sigma, sigma)
+    assert default["fractions"] == pytest.approx(np.linspace(0.0, 0.99, 100))
+    assert set(default) == {"fractions", "model", "oracle", "ause"}
