@@ -275,3 +275,36 @@ def test_edges_of_the_small_functions():
     default = sparsification(sigma, sigma)
     assert default["fractions"] == pytest.approx(np.linspace(0.0, 0.99, 100))
     assert set(default) == {"fractions", "model", "oracle", "ause"}
+
+
+def test_ties_in_sigma_and_error_are_broken_by_position():
+    """Sorting is stable: among equal σ (or equal |error|) the earlier point comes first. The
+    reference order is Python's sort of (key, position), an independent implementation."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    n = 300
+    sigma = rng.integers(0, 3, n).astype(float)  # many ties (numpy's default sort is unstable)
+    err = np.round(rng.uniform(0.0, 1.0, n), 1)  # ties in |error| too
+    by_sigma = [i for _, i in sorted(zip(sigma, range(n), strict=True))]
+    bins = np.array_split(np.array(by_sigma), 10)
+    assert binned_errors(sigma, err)["mae"] == pytest.approx([err[b].mean() for b in bins])
+    keep = [n - int(np.ceil(f * n)) for f in (0.0, 0.5, 0.9)]
+    model = sparsification(sigma, err, fractions=[0.0, 0.5, 0.9])["model"]
+    assert model == pytest.approx([err[by_sigma[:k]].mean() for k in keep])
+    by_error = [i for _, i in sorted(zip(-err, range(n), strict=True))]
+    labels = np.zeros(n, bool)
+    labels[by_error[:30]] = True
+    score = rng.uniform(0.0, 1.0, n)
+    assert top_error_flagging(score, err)["auroc"] == pytest.approx(roc_auc_score(labels, score))
+
+
+def test_report_floor_is_strict_and_too_few_validation_rows_give_no_interval():
+    rng = np.random.default_rng(5)
+    vm, vs, vy = _gaussian_set(rng, 12)  # ceil(13 · 0.95) = 13 > 12: no finite quantile
+    tm, ts, ty = _gaussian_set(rng, 40)
+    vs[0], ts[0], ts[1] = 1e-6, 1e-6, 1e-7  # on the floor: not floored; below it: floored
+    rep = uncertainty_report((vm, vs, vy), (tm, ts, ty), sigma_floor=1e-6)
+    assert rep["n_sigma_floored"] == 1
+    assert rep["conformal_quantile"] is None
+    assert rep["conformal_coverage95"] is None and rep["conformal_mean_halfwidth"] is None
