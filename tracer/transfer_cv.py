@@ -322,7 +322,8 @@ def transfer_cv_report(
             ),
         }
         n_scratch = {r["n_scratch"] for r in reports}
-        if len(n_scratch) == 1 and n_scratch == {r["n_members"] for r in reports} != {1}:
+        n_members = {r["n_members"] for r in reports}
+        if len(n_scratch) == 1 and n_scratch == n_members and n_members != {1}:
             # as many scratch models as fine-tuned members in every fold: ensemble vs ensemble
             paired["fine_tuned_ensemble_minus_scratch_ensemble"] = paired_bootstrap(
                 y, np.concatenate(ens), np.concatenate(scr_ens), strata=strat
