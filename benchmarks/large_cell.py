@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pymatgen.core import Lattice, Structure
 
-from tracer.provenance import provenance
+from tracer.pipeline.provenance import provenance
 
 
 def _run(cif: Path, out: Path) -> dict:

@@ -11,10 +11,11 @@ import time
 import numpy as np
 import torch
 
-from tracer.config import load_params
-from tracer.dataset import PaddedBatcher, batches_by_size, plan_static_shape
-from tracer.launch import build_graphs
+from tracer.graphs.dataset import batches_by_size
+from tracer.graphs.padding import PaddedBatcher, plan_static_shape
 from tracer.models.gemnet import GemNetT, GemNetTConfig
+from tracer.pipeline.config import load_params
+from tracer.pipeline.launch import build_graphs
 
 
 def main() -> None:

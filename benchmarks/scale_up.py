@@ -5,7 +5,7 @@ jitter (``--jitter`` Å, default 0.02): about 130,000 structures with FLLA's siz
 Their targets are FLLA's (only throughput and memory are measured; no accuracy is claimed).
 Then, in one process on the CPU:
 
-1. graph preprocessing in ``--workers`` processes (:func:`tracer.dataset.graphs_from_arrays`:
+1. graph preprocessing in ``--workers`` processes (:func:`tracer.graphs.dataset.graphs_from_arrays`:
    results stream back one structure at a time, so memory grows with the finished dataset only),
    saved, dropped, and read back memory-mapped (``torch.load(mmap=True)``: the edge arrays stay
    in the page cache, not in the process's private memory);
@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracer.config import load_params
-from tracer.dataset import GraphDataset, graphs_from_arrays, load_structure_tensors
-from tracer.download import sha256_file
+from tracer.data.download import sha256_file
+from tracer.graphs.dataset import GraphDataset, graphs_from_arrays, load_structure_tensors
 from tracer.models.gemnet import GemNetTConfig
-from tracer.provenance import provenance, write_metrics
-from tracer.train import TrainConfig, train_member
+from tracer.pipeline.config import load_params
+from tracer.pipeline.provenance import provenance, write_metrics
+from tracer.training.settings import TrainConfig
+from tracer.training.trainer import train_member
 
 
 def _peak_gib() -> dict[str, float]:

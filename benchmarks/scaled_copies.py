@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale_up import scaled_copies
 
-from tracer.dataset import FORMAT_VERSION, load_structure_tensors
-from tracer.splits import SET_NAMES, load_split, split_sha256
+from tracer.data.splits import SET_NAMES, load_split, split_sha256
+from tracer.graphs.dataset import FORMAT_VERSION, load_structure_tensors
 
 
 def write_scaled(structures: Path, split: Path, copies: int, jitter_angstrom: float,

@@ -36,7 +36,7 @@ for b in batches:
 PY
 t() { python3 -m tracer.cli "$@"; }
 if [ "${DDP:-1}" = 0 ]; then BATCHES=""; mkdir -p "$R/graphs"
-  python3 -c "import sys, yaml; from tracer.launch import build_graphs; from tracer.models.gemnet import GemNetTConfig
+  python3 -c "import sys, yaml; from tracer.pipeline.launch import build_graphs; from tracer.models.gemnet import GemNetTConfig
 p = yaml.safe_load(open(sys.argv[1]))
 build_graphs(sys.argv[2], GemNetTConfig.from_params(p['gemnet'], p['graph']), workers=int(sys.argv[3])).save(sys.argv[4])" \
     "$P" "$S" "$W" "$R/graphs/graphs.pt"

@@ -31,9 +31,9 @@ import json
 import statistics
 from pathlib import Path
 
-from tracer.config import load_params
-from tracer.provenance import provenance, write_metrics
-from tracer.splits import load_split
+from tracer.data.splits import load_split
+from tracer.pipeline.config import load_params
+from tracer.pipeline.provenance import provenance, write_metrics
 
 
 def _epoch_time(run: Path, epochs: int) -> tuple[float, list[float] | None, int, str]:

@@ -2,7 +2,8 @@
 
 Writes ``--n`` CIF files (FLLA crystals in turn, each under its own name; a few non-structure
 files and a broken CIF among them, so the accounting is exercised) into a temporary folder and
-screens it with the shipped ensemble in one call of :func:`tracer.predict.screen` (reading,
+screens it with the shipped ensemble in one call of :func:`tracer.inference.screening.screen`
+(reading,
 validation, graphs, five members, applicability domain, outputs written as it goes), reporting
 files per second and the process's peak resident memory. The peak at a tenth of the files is
 run first in its own process, so that the two peaks side by side show whether memory grows with
@@ -23,15 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from tracer.provenance import provenance
+from tracer.pipeline.provenance import provenance
 
 
 def _one(n: int, device: str) -> dict:
     """Screen a folder of ``n`` files in this process; the timings and counts."""
     import resource
 
-    from tracer.predict import screen
-    from tracer.table import read_table
+    from tracer.data.table import read_table
+    from tracer.inference.screening import screen
 
     table = read_table("data/processed/flla.parquet")
     with tempfile.TemporaryDirectory() as tmp:

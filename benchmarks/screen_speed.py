@@ -4,7 +4,8 @@ construction included, in one run on one device.
 Both start from the same in-memory structures (atomic numbers, positions and cell in Å, as
 ``tracer predict`` has them after reading files) and end with a prediction per structure:
 
-* GemNet-T ensemble: :meth:`tracer.predict.Ensemble.predict_arrays` — graphs built once (in
+* GemNet-T ensemble: :meth:`tracer.inference.predict.Ensemble.predict_arrays` — graphs built once
+(in
   size-sorted chunks on a GPU; one by one in ``--workers`` processes on the CPU), then every
   member over batches of ``--batch`` structures in inference mode; with ``--compile`` also with
   the members compiled (the warm-up call pays the compilation: ``warmup_s``), the faster way
@@ -36,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracer.alignn_train import RECIPES, alignn_graphs
-from tracer.dataset import load_structure_tensors
-from tracer.predict import Ensemble
-from tracer.provenance import device_name
-from tracer.train import pick_device
+from tracer.graphs.dataset import load_structure_tensors
+from tracer.inference.predict import Ensemble
+from tracer.pipeline.provenance import device_name
+from tracer.training.alignn import RECIPES, alignn_graphs
+from tracer.training.trainer import pick_device
 
 
 def _sync(dev: torch.device) -> None:
@@ -86,8 +87,8 @@ def gemnet(ens, ids, arrays, dev, batch, workers, repeats, compile=False):
 
 
 def alignn(arrays, cells, dev, batch, workers, repeats):
-    from tracer.alignn_train import iter_alignn_graphs
     from tracer.models.alignn import alignn_batch, alignn_graph, make_alignn, move_batch
+    from tracer.training.alignn import iter_alignn_graphs
 
     recipe = RECIPES["defaults"]
     torch.manual_seed(0)
@@ -151,7 +152,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true",
-                    help="also time the members compiled (tracer.steps.compiled)")  # fmt: skip
+                    help="also time the members compiled (steps.compiled)")  # fmt: skip
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     dev = pick_device(args.device)

@@ -19,8 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
-from tracer.config import load_params
-from tracer.provenance import provenance, write_metrics
+from tracer.pipeline.config import load_params
+from tracer.pipeline.provenance import provenance, write_metrics
 
 
 def main() -> None:

@@ -34,13 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from tracer.dataset import graphs_from_arrays, structure_tensors
+from tracer.data.splits import load_split
+from tracer.data.table import read_table
+from tracer.graphs.dataset import graphs_from_arrays, structure_tensors
 from tracer.inference.applicability import bond_deviations, descriptors, geometry_of
 from tracer.inference.domain_study import SHIFTS, shifted
-from tracer.predict import PRETRAINED_DIR, Ensemble
-from tracer.provenance import provenance
-from tracer.splits import load_split
-from tracer.table import read_table
+from tracer.inference.predict import PRETRAINED_DIR, Ensemble
+from tracer.pipeline.provenance import provenance
 
 KINDS = ("strained", "compressed", "rattled")
 LEFT_OUT = (0.05, 0.025, 0.01)

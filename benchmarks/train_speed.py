@@ -2,7 +2,7 @@
 
 One run times both models side by side (same process, same card):
 
-* graphs are built once before timing (GemNet-T: ``tracer.graphs``; ALIGNN: the ``alignn``
+* graphs are built once before timing (GemNet-T: ``tracer.graphs.periodic``; ALIGNN: the ``alignn``
   package's pure-torch builder at its ``TrainingConfig`` defaults: 5 Å, 12 neighbours, angles
   from bonds <= 3.5 Å), as both training codes cache their graphs;
 * an epoch is one pass over the training ids in shuffled batches (collation, host-to-device copy,
@@ -29,21 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracer.alignn_train import RECIPES, alignn_graphs
-from tracer.config import load_params
-from tracer.dataset import (
-    PaddedBatcher,
-    batches_by_size,
-    load_structure_tensors,
-    plan_static_shapes,
-)
-from tracer.launch import build_graphs
+from tracer.data.splits import load_split
+from tracer.graphs.dataset import batches_by_size, load_structure_tensors
+from tracer.graphs.padding import PaddedBatcher, plan_static_shapes
 from tracer.models.baselines import build_model, config_from_dict
 from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
-from tracer.provenance import device_name
-from tracer.splits import load_split
-from tracer.steps import CudaGraphStep, WeightAverage
-from tracer.train import TrainConfig, batch_stream, make_optimizer, make_step
+from tracer.pipeline.config import load_params
+from tracer.pipeline.launch import build_graphs
+from tracer.pipeline.provenance import device_name
+from tracer.training.alignn import RECIPES, alignn_graphs
+from tracer.training.batches import batch_stream
+from tracer.training.optim import make_optimizer
+from tracer.training.settings import TrainConfig
+from tracer.training.steps import CudaGraphStep, WeightAverage
+from tracer.training.trainer import make_step
 
 
 def _sync(dev: torch.device) -> None:
@@ -110,7 +109,7 @@ def model_settings(params, kind):
 
 def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs, kind="gemnet_t"):
     """One member's epochs (GemNet-T, or a baseline ``kind``) with the trainer's own step
-    (tracer.train.make_step)."""
+    (tracer.training.trainer.make_step)."""
     cfg, train = model_settings(params, kind)
     tc = TrainConfig(**{**train, "cuda_graphs": cuda_graphs})
     bs = tc.batch_size
@@ -134,7 +133,7 @@ def time_gemnet(data, train_idx, params, dev, epochs, *, cuda_graphs, kind="gemn
         shapes = plan_static_shapes(data, (b for p in plans for b in p), buckets=tc.shape_buckets)
     batcher = PaddedBatcher(data_dev, shapes) if shapes and tc.loader_workers <= 0 else None
 
-    def epoch_batches(epoch):  # as the trainer cuts them (tracer.train.batch_stream)
+    def epoch_batches(epoch):  # as the trainer cuts them (tracer.training.batches.batch_stream)
         stream = batch_stream(
             data,
             data_dev,

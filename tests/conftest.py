@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from pymatgen.core import Structure
 
-from tracer.download import fetch
-from tracer.sources import FLLA, read_flla_csv
+from tracer.data.download import fetch
+from tracer.data.sources import FLLA, read_flla_csv
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tracer.accuracy import (
+from tracer.analysis.accuracy import (
     PUBLISHED_ACCURACY,
     accuracy_table,
     bootstrap_ci,

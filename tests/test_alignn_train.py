@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tracer.alignn_train import RECIPES, AlignnRecipe, run_alignn, time_to_reach
-from tracer.dataset import save_structure_tensors
+from tracer.graphs.dataset import save_structure_tensors
+from tracer.training.alignn import RECIPES, AlignnRecipe, run_alignn, time_to_reach
 
 pytest.importorskip("alignn")
 SMALL = {"alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16, "embedding_features": 16}
@@ -64,8 +64,8 @@ def test_time_to_reach():
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, flla_table):
-    from tracer.alignn_train import alignn_graphs, train_alignn
-    from tracer.dataset import structure_tensors
+    from tracer.graphs.dataset import structure_tensors
+    from tracer.training.alignn import alignn_graphs, train_alignn
 
     rows = flla_table.iloc[:12]
     recipe = AlignnRecipe("smoke", batch_size=4, lr=1e-3)
@@ -95,9 +95,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, flla_table):
 
 def test_graphs_cache_is_built_once_read_after_and_refuses_other_cutoffs(tmp_path, flla_table,
                                                                           monkeypatch):  # fmt: skip
-    import tracer.alignn_train as at
-    from tracer.alignn_train import cached_alignn_graphs
-    from tracer.dataset import load_structure_tensors
+    import tracer.training.alignn as at
+    from tracer.graphs.dataset import load_structure_tensors
+    from tracer.training.alignn import cached_alignn_graphs
 
     rows = flla_table.iloc[:6]
     path = save_structure_tensors(tmp_path / "s.pt", list(rows.id), list(rows.structure),

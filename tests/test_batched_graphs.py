@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tracer.batched_graphs import _chunks, graphs_batched
-from tracer.dataset import graphs_from_arrays, structure_tensors
+from tracer.graphs.batched import _chunks, graphs_batched
+from tracer.graphs.dataset import graphs_from_arrays, structure_tensors
 
 FIELDS = ("z", "pos", "cell", "atom_ptr", "source", "target_atom", "offset", "reverse", "edge_ptr")
 
@@ -60,7 +60,7 @@ def test_chunks_respect_the_budget_and_cover_everything():
 
 
 def test_image_ranges_of_a_stack_match_one_cell_at_a_time(flla_arrays):
-    from tracer.graphs import image_ranges
+    from tracer.graphs.periodic import image_ranges
 
     cells = torch.stack([c.to(torch.float64) for _, _, c in flla_arrays[1]])
     want = torch.stack([image_ranges(c, 6.0) for c in cells])

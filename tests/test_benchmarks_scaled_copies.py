@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from tracer.dataset import FORMAT_VERSION, load_structure_tensors
-from tracer.splits import load_split, split_sha256
+from tracer.data.splits import load_split, split_sha256
+from tracer.graphs.dataset import FORMAT_VERSION, load_structure_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ on a real tiny run in test_pipeline.py)."""
 
 import yaml
 
-from tracer.checklist import figure_index, write_index
+from tracer.audit.default_run import figure_index, write_index
 
 
 def test_index_names_the_stage_and_notebook_of_every_figure(tmp_path):

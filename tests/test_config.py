@@ -4,7 +4,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from tracer.config import (
+from tracer.pipeline.config import (
     active_profile,
     load_params,
     params_sha256,

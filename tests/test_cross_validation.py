@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tracer.cross_validation import group_kfold, load_folds, save_folds
+from tracer.data.folds import group_kfold, load_folds, save_folds
 
 
 @pytest.fixture

@@ -4,7 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracer.cv_analysis import cv_accuracy, out_of_fold, paired_bootstrap, stratified_ci
+from tracer.analysis.cross_validation import (
+    cv_accuracy,
+    out_of_fold,
+    paired_bootstrap,
+    stratified_ci,
+)
 
 
 def test_paired_difference_is_exact_and_its_interval_tight_when_errors_differ_by_a_constant():
@@ -68,7 +73,7 @@ def test_cv_accuracy_reports_per_fold_and_pairs():
 
 
 def test_run_to_run_on_made_up_retrainings():
-    from tracer.cv_analysis import run_to_run
+    from tracer.analysis.cross_validation import run_to_run
 
     base = pd.DataFrame({"id": list("abcd"), "set": ["test"] * 3 + ["val"],
                          "y_true": [0.0, 1.0, 2.0, 3.0],
@@ -86,7 +91,7 @@ def test_run_to_run_on_made_up_retrainings():
 
 
 def test_paired_bootstrap_rmse_and_wins_by_hand():
-    from tracer.cv_analysis import paired_bootstrap
+    from tracer.analysis.cross_validation import paired_bootstrap
 
     y = np.zeros(6)
     a = np.array([0.1, -0.1, 0.1, -0.1, 0.1, -0.1])  # |error| 0.1 everywhere
@@ -107,7 +112,7 @@ def test_paired_bootstrap_rmse_and_wins_by_hand():
 
 
 def test_cv_accuracy_record_against_independent_computations():
-    from tracer.cv_analysis import cv_accuracy, paired_bootstrap
+    from tracer.analysis.cross_validation import cv_accuracy, paired_bootstrap
 
     rng = np.random.default_rng(4)
     n = 90
@@ -135,7 +140,7 @@ def test_cv_accuracy_record_against_independent_computations():
 
 
 def test_baseline_folds_become_out_of_fold_predictions_and_gaps_are_named(tmp_path):
-    from tracer.cv_analysis import baseline_oof
+    from tracer.analysis.cross_validation import baseline_oof
 
     ids = [f"m{i}" for i in range(6)]
     y = np.array([0.0, -1.0, 0.5, -2.0, 1.0, -0.5])
@@ -158,7 +163,7 @@ def test_baseline_folds_become_out_of_fold_predictions_and_gaps_are_named(tmp_pa
 
 
 def test_alignn_fold_files_without_fold_column_or_mean_are_read(tmp_path):
-    from tracer.cv_analysis import baseline_oof
+    from tracer.analysis.cross_validation import baseline_oof
 
     ids = ["a", "b", "c", "d"]
     y = np.array([0.0, -1.0, 0.5, -2.0])

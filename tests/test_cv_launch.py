@@ -3,12 +3,12 @@ of the folds run, and a second call skips the finished folds."""
 
 import pandas as pd
 
-from tracer.config import load_params
-from tracer.cross_validation import group_kfold
-from tracer.cv_launch import train_cv_members
-from tracer.dataset import save_structure_tensors
+from tracer.data.folds import group_kfold
+from tracer.graphs.dataset import save_structure_tensors
 from tracer.models.gemnet import GemNetTConfig
-from tracer.train import TrainConfig
+from tracer.pipeline.config import load_params
+from tracer.pipeline.cv_launch import train_cv_members
+from tracer.training.settings import TrainConfig
 
 
 def test_folds_are_trained_predicted_and_not_redone(tmp_path, flla_table):
@@ -44,7 +44,7 @@ def test_spawned_runs_share_the_cores_and_serial_runs_keep_them():
 
     import torch
 
-    from tracer.cv_launch import map_spawned
+    from tracer.pipeline.cv_launch import map_spawned
 
     share = max(1, (os.cpu_count() or 1) // 2)
     assert map_spawned(_threads, [0, 1, 2], parallel=2) == [share] * 3

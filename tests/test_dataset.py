@@ -4,16 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from tracer.dataset import (
-    GraphDataset,
+from tracer.graphs.dataset import GraphDataset, batches_by_size, structures_to_graphs
+from tracer.graphs.padding import (
     PaddedBatcher,
-    batches_by_size,
     fitting_shape,
     plan_static_shape,
     plan_static_shapes,
-    structures_to_graphs,
 )
-from tracer.graphs import radius_graph_pbc
+from tracer.graphs.periodic import radius_graph_pbc
 from tracer.models.gemnet import GemNetT, GemNetTConfig
 
 
@@ -58,7 +56,7 @@ def test_batches_by_size_caps_structures_and_edges():
 
 
 def test_epoch_batches_are_a_seeded_shuffle_per_epoch():
-    from tracer.dataset import epoch_batches
+    from tracer.graphs.dataset import epoch_batches
 
     edges = np.arange(40) % 7 + 3
     idx = np.arange(3, 40)
@@ -75,7 +73,7 @@ def test_epoch_batches_are_a_seeded_shuffle_per_epoch():
 
 
 def test_scale_fit_batches_are_the_first_of_their_own_seeded_shuffle():
-    from tracer.dataset import epoch_batches, scale_fit_batches
+    from tracer.graphs.dataset import epoch_batches, scale_fit_batches
 
     edges = np.arange(40) % 7 + 3
     idx = np.arange(3, 40)

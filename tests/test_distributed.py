@@ -12,13 +12,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_train import CFG
 
-from tracer.dataset import GraphDataset, structures_to_graphs
-from tracer.distributed import rank_batches, sharded_val_mae, train_ddp
+from tracer.data.validation import validate
+from tracer.graphs.dataset import GraphDataset, structures_to_graphs
 from tracer.models.baselines import build_model
-from tracer.normalization import TargetScaler
-from tracer.steps import compiled, weighted_loss
-from tracer.train import TrainConfig, load_member, predict_normalised
-from tracer.validation import validate
+from tracer.training.checkpoints import load_member
+from tracer.training.distributed import rank_batches, sharded_val_mae, train_ddp
+from tracer.training.normalization import TargetScaler
+from tracer.training.settings import TrainConfig
+from tracer.training.steps import compiled, weighted_loss
+from tracer.training.trainer import predict_normalised
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def _grad_worker(rank, world, port, graphs, out, use_compile=False):
     data = GraphDataset.load(graphs)
     torch.manual_seed(0)
     model = build_model(CFG)
-    # as tracer.distributed does with train.compile: DDP wraps the compiled module
+    # as tracer.training.distributed does with train.compile: DDP wraps the compiled module
     ddp = torch.nn.parallel.DistributedDataParallel(compiled(model) if use_compile else model)
     _gradient(ddp, data, np.arange(8)[rank * 4 : rank * 4 + 4])  # each rank: half the batch
     if rank == 0:
@@ -171,7 +173,7 @@ def test_ranks_share_an_epoch_without_overlap():
 
 
 def test_ranks_deal_out_the_one_process_batches_balanced_by_edges():
-    from tracer.dataset import epoch_batches
+    from tracer.graphs.dataset import epoch_batches
 
     rng = np.random.default_rng(3)
     idx = np.arange(5, 58)  # 53 structures: batches of 8, the last one of 5
@@ -204,8 +206,8 @@ def test_torchrun_trains_one_member_on_two_processes(tmp_path, flla_table):
 
     from conftest import REPO
 
-    from tracer.dataset import save_structure_tensors
-    from tracer.splits import split_sha256
+    from tracer.data.splits import split_sha256
+    from tracer.graphs.dataset import save_structure_tensors
 
     clean = validate(flla_table.iloc[:40]).clean
     structures = save_structure_tensors(tmp_path / "s.pt", list(clean.id), list(clean.structure),

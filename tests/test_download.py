@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from tracer.download import (
+from tracer.data.download import (
     ChecksumError,
     ChecksumRegistry,
     DataUnavailableError,

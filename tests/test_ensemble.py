@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from test_train import train_small_members
 
-from tracer.ensemble import ensemble_predictions, member_seed
+from tracer.inference.ensemble import ensemble_predictions, member_seed
 
 
 def test_ensemble_frame(tmp_path, flla_table):

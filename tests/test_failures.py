@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracer.failures import CHEMISTRY_CLASSES, failure_report, group_masks, group_stats
+from tracer.analysis.failures import CHEMISTRY_CLASSES, failure_report, group_masks, group_stats
 
 
 @pytest.fixture

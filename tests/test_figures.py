@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from tracer.figures import save_figure, save_table, target_distribution
+from tracer.analysis.figures import save_figure, save_table, target_distribution
 
 
 def test_target_distribution_writes_png_and_pdf_reproducibly(tmp_path):
@@ -22,7 +22,7 @@ def test_save_table(tmp_path):
 
 
 def test_parity_reports_mae(tmp_path):
-    from tracer.figures import parity
+    from tracer.analysis.figures import parity
 
     y = np.array([0.0, 1.0, 2.0])
     fig = parity(y, y + np.array([0.1, -0.1, 0.4]), sigma=np.array([0.1, 0.2, 0.3]))
@@ -34,7 +34,7 @@ def test_parity_reports_mae(tmp_path):
 
 
 def test_learning_curves_draws_one_line_per_run():
-    from tracer.figures import learning_curves
+    from tracer.analysis.figures import learning_curves
 
     runs = {
         "gemnet_t seed 0": pd.DataFrame({"wall_time_s": [1.0, 2.0], "val_mae": [0.5, 0.2]}),
@@ -52,7 +52,7 @@ def test_every_figure_function_draws_in_the_artifact_style():
 
     from matplotlib.figure import Figure
 
-    import tracer.figures as figures
+    import tracer.analysis.figures as figures
 
     drawers = [
         fn
@@ -66,7 +66,7 @@ def test_every_figure_function_draws_in_the_artifact_style():
 
 
 def test_training_history_is_shown_inline_as_png():
-    from tracer.figures import as_image, training_history
+    from tracer.analysis.figures import as_image, training_history
 
     h = pd.DataFrame(
         {"epoch": [0, 1, 2], "train_loss": [1.0, 0.5, 0.2], "val_mae": [0.9, 0.6, 0.5]}

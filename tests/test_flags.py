@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tracer.flags import (
+from tracer.analysis.flags import (
     degeneracy_flag,
     flag_count,
     flag_report,
@@ -63,7 +63,7 @@ def test_report_records_every_key_of_the_contract():
 
 
 def test_flag_helpers_at_their_edges():
-    from tracer.flags import top_k
+    from tracer.analysis.flags import top_k
 
     np.testing.assert_array_equal(degeneracy_flag([0.1, -0.1, 0.0999], 0.1), [0, 0, 1])
     assert degeneracy_flag([0.5], 0.1).dtype == np.float64

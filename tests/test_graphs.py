@@ -5,7 +5,7 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from tracer.graphs import edge_vectors, radius_graph_pbc, triplet_cosines, triplets
+from tracer.graphs.periodic import edge_vectors, radius_graph_pbc, triplet_cosines, triplets
 
 
 def _graph(s, cutoff, **kw):
@@ -95,7 +95,7 @@ def test_triplet_slots_enumerate_each_edge_neighbours(flla_structures):
 
 def test_collinear_triplet_gradient_is_finite():
     vec = torch.tensor([[1.0, 0, 0], [2.0, 0, 0], [-1.5, 0, 0]], requires_grad=True)
-    from tracer.graphs import Triplets
+    from tracer.graphs.periodic import Triplets
 
     trip = Triplets(
         edge_in=torch.tensor([0, 2]), edge_out=torch.tensor([1, 1]), slot=torch.tensor([0, 1])

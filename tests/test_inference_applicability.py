@@ -6,7 +6,8 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from tracer.dataset import structure_tensors
+from tracer.graphs.cell_lists import graph_dataset
+from tracer.graphs.dataset import structure_tensors
 from tracer.inference.applicability import (
     Domain,
     descriptors,
@@ -15,7 +16,6 @@ from tracer.inference.applicability import (
     knn_distance,
     pair_medians,
 )
-from tracer.neighbors import graph_dataset
 
 
 def _geometry(structures):

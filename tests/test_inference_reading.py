@@ -13,7 +13,7 @@ from tracer.inference.reading import (
     read_file,
     strip_to_model_input,
 )
-from tracer.predict import _problem
+from tracer.inference.screening import _problem
 
 
 @pytest.fixture(scope="module")

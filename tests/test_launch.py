@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from tracer.cli import main
-from tracer.config import load_params
-from tracer.dataset import save_structure_tensors
-from tracer.splits import split_sha256
+from tracer.data.splits import split_sha256
+from tracer.graphs.dataset import save_structure_tensors
+from tracer.pipeline.config import load_params
 
 
 def test_train_baseline_command_writes_model_and_predictions(tmp_path, flla_table, capsys):

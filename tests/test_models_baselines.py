@@ -7,7 +7,8 @@ import torch
 from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
-from tracer.dataset import structures_to_graphs
+from tracer.data.validation import validate
+from tracer.graphs.dataset import structures_to_graphs
 from tracer.models.baselines import (
     CGCNN,
     CGCNNConfig,
@@ -17,8 +18,9 @@ from tracer.models.baselines import (
     config_from_dict,
 )
 from tracer.models.gemnet import GemNetTConfig
-from tracer.train import TrainConfig, load_member, train_member
-from tracer.validation import validate
+from tracer.training.checkpoints import load_member
+from tracer.training.settings import TrainConfig
+from tracer.training.trainer import train_member
 
 SMALL = {
     "schnet": SchNetConfig(hidden_channels=16, num_filters=16, num_interactions=2,
@@ -128,7 +130,7 @@ def test_alignn_wrapper_takes_one_step(flla_structures):
     """ALIGNN through the ``alignn`` package (pure torch) at its published size: graphs from
     TRACER's tensors, one optimisation step on three real crystals."""
     pytest.importorskip("alignn")
-    from tracer.dataset import structure_tensors
+    from tracer.graphs.dataset import structure_tensors
     from tracer.models.alignn import alignn_batch, alignn_graph, make_alignn
 
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
-from tracer.dataset import structures_to_graphs
+from tracer.graphs.dataset import structures_to_graphs
 from tracer.models.domain import MODES, DomainConfig, DomainGemNetT
 from tracer.models.gemnet import GemNetTConfig
 
@@ -79,7 +79,8 @@ def test_gradients_reach_the_conditioning_layers(flla_structures):
 
 
 def test_padded_batches_carry_the_domain_and_keep_the_real_outputs(flla_structures):
-    from tracer.dataset import GraphDataset, plan_static_shapes
+    from tracer.graphs.dataset import GraphDataset
+    from tracer.graphs.padding import plan_static_shapes
 
     structures = flla_structures[:5]
     ids = [str(i) for i in range(5)]

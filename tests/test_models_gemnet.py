@@ -8,7 +8,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
-from tracer.dataset import structures_to_graphs
+from tracer.graphs.dataset import structures_to_graphs
 from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
 
 CFG = GemNetTConfig(

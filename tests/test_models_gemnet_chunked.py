@@ -6,10 +6,10 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from tracer.dataset import structure_tensors, structures_to_graphs
+from tracer.graphs.cell_lists import graph_dataset
+from tracer.graphs.dataset import structure_tensors, structures_to_graphs
 from tracer.models.gemnet import GemNetT, GemNetTConfig
 from tracer.models.gemnet_chunked import ChunkedTripletInteraction, chunk_triplets
-from tracer.neighbors import graph_dataset
 
 
 def test_chunked_equals_unchunked_on_real_crystals(flla_structures):
@@ -43,7 +43,7 @@ def test_refuses_to_fit_scale_factors():
 def test_shipped_member_predicts_a_supercell_as_its_primitive_cell():
     """1,728 atoms (6x6x6 rock salt), through cell lists and chunks, within 1e-4 eV/atom of the
     8-atom cell (the 13,824-atom case and its memory: benchmarks/large_cell.py)."""
-    from tracer.predict import Ensemble
+    from tracer.inference.predict import Ensemble
 
     ens = Ensemble.load()
     nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"],

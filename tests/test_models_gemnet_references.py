@@ -16,7 +16,7 @@ from pymatgen.core import Lattice, Structure
 from scipy import special
 
 import tracer.models.gemnet as gemnet
-from tracer.dataset import structures_to_graphs
+from tracer.graphs.dataset import structures_to_graphs
 from tracer.models.baselines import build_model, config_from_dict
 from tracer.models.gemnet import GemNetT, GemNetTConfig, RadialBasis, spherical_harmonics_m0
 

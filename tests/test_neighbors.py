@@ -5,9 +5,9 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-import tracer.neighbors as nb
-from tracer.dataset import graphs_from_arrays, structure_tensors
-from tracer.graphs import radius_graph_pbc
+import tracer.graphs.cell_lists as nb
+from tracer.graphs.dataset import graphs_from_arrays, structure_tensors
+from tracer.graphs.periodic import radius_graph_pbc
 
 
 def _same(a, b) -> bool:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tracer.normalization import TargetScaler
+from tracer.training.normalization import TargetScaler
 
 
 def test_statistics_come_from_training_ids_only():

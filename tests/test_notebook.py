@@ -5,8 +5,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from tracer.config import load_params
-from tracer.notebook import declared_parameters, notebook_parameters
+from tracer.pipeline.config import load_params
+from tracer.pipeline.notebook import declared_parameters, notebook_parameters
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 STAGES = {
@@ -61,7 +61,7 @@ def test_unknown_parameter_is_an_error(tmp_path):
 def test_executed_notebooks_hold_no_machine_path(tmp_path):
     import json
 
-    from tracer.notebook import scrub_paths
+    from tracer.pipeline.notebook import scrub_paths
 
     root = tmp_path / "checkout"
     nb = tmp_path / "nb.ipynb"

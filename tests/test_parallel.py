@@ -3,7 +3,7 @@ end-to-end run with DVC is in test_pipeline)."""
 
 import os
 
-from tracer.parallel import child_env
+from tracer.pipeline.parallel import child_env
 
 
 def test_each_command_gets_its_device_and_a_share_of_the_cores(monkeypatch):

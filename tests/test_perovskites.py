@@ -8,7 +8,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from sklearn.model_selection import KFold
 
-from tracer.perovskites import (
+from tracer.data.perovskites import (
     exact_duplicates,
     matbench_folds,
     read_perovskites_31k,

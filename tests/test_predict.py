@@ -12,8 +12,8 @@ from pymatgen.io.vasp import Poscar
 from test_train import train_small_members
 
 from tracer.cli import main
-from tracer.ensemble import predict_members
-from tracer.predict import Z95, Ensemble
+from tracer.inference.ensemble import predict_members
+from tracer.inference.predict import Z95, Ensemble
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_command_predicts_every_good_file_and_names_every_bad_one(
     assert "not a structure format" in skipped["reason"][0]
     # the numbers are the ensemble's, interval from the recalibration factor
     ens = Ensemble.load(ensemble_dir)
-    from tracer.dataset import structures_to_graphs
+    from tracer.graphs.dataset import structures_to_graphs
 
     row = res.set_index("id").loc["real_2"]
     data = structures_to_graphs(["x"], [flla_table.structure[32]], None, cutoff=ens.cutoff,
@@ -109,7 +109,7 @@ def test_api_takes_structures_and_ase_atoms_alike(ensemble_dir, flla_structures)
 
 
 def test_compiled_members_predict_as_the_members(ensemble_dir, flla_structures):
-    from tracer.dataset import structure_tensors
+    from tracer.graphs.dataset import structure_tensors
 
     ens = Ensemble.load(ensemble_dir)
     arrays = [structure_tensors(s) for s in flla_structures]
@@ -125,18 +125,18 @@ def test_a_structure_failing_inside_the_model_is_named_and_the_run_goes_on(
 ):
     """One structure whose prediction raises (as out of memory would) goes to the errors file
     with the reason; the chunk's other structures are still predicted."""
-    import tracer.predict as predict
+    import tracer.inference.screening as screening
 
-    real = predict._predict_rows
+    real = screening._predict_rows
 
     def failing(ens, pending, which, threshold, device):
         if "real_1" in [pending.ids[k] for k in which]:
             raise MemoryError("planted")
         return real(ens, pending, which, threshold, device)
 
-    monkeypatch.setattr(predict, "_predict_rows", failing)
+    monkeypatch.setattr(screening, "_predict_rows", failing)
     out = tmp_path / "r.csv"
-    summary = predict.screen([folder], out, ensemble=ensemble_dir, device="cpu")
+    summary = screening.screen([folder], out, ensemble=ensemble_dir, device="cpu")
     assert summary["predicted"] == 7
     errors = pd.read_csv(tmp_path / "r.errors.csv").set_index("id")
     assert "prediction failed: MemoryError: planted" in errors.loc["real_1", "reason"]
@@ -146,7 +146,7 @@ def test_a_structure_failing_inside_the_model_is_named_and_the_run_goes_on(
 def test_shipped_ensemble_gives_the_gpu_runs_predictions(flla_table):
     """The packaged half-precision members, checked against their manifest, predict the gpu
     run's test structures within 1e-3 eV/atom of the float32 ensemble recorded on the GPU."""
-    from tracer.predict import PRETRAINED_DIR
+    from tracer.inference.predict import PRETRAINED_DIR
 
     ens = Ensemble.load()
     assert ens.members[0].parent == PRETRAINED_DIR and len(ens.members) == 5
@@ -164,7 +164,7 @@ def test_shipped_ensemble_gives_the_gpu_runs_predictions(flla_table):
 def test_a_changed_shipped_file_is_refused(tmp_path):
     import shutil
 
-    from tracer.predict import PRETRAINED_DIR
+    from tracer.inference.predict import PRETRAINED_DIR
 
     copy = tmp_path / "ens"
     shutil.copytree(PRETRAINED_DIR, copy)
@@ -182,7 +182,7 @@ def test_a_changed_shipped_file_is_refused(tmp_path):
 
 def test_command_uses_the_shipped_ensemble_by_default(tmp_path, folder, capsys, monkeypatch):
     """As on a fresh install: no trained models, no metrics, only the package."""
-    from tracer.predict import PRETRAINED_DIR
+    from tracer.inference.predict import PRETRAINED_DIR
 
     monkeypatch.chdir(tmp_path)
     assert main(["predict", str(folder), "-o", "res.csv"]) == 0
@@ -201,7 +201,7 @@ def test_an_isolated_dimer_is_flagged_out_of_domain(tmp_path):
     training set; the shipped domain says so and the row asks for DFT."""
     from pymatgen.core import Lattice, Structure
 
-    from tracer.predict import screen
+    from tracer.inference.screening import screen
 
     Structure(Lattice.cubic(20.0), ["Re", "Re"], [[0.5, 0.5, 0.5], [0.5, 0.5, 0.61]]).to(
         filename=str(tmp_path / "Re2.cif"))  # fmt: skip

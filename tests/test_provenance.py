@@ -2,7 +2,7 @@ import json
 
 from conftest import REPO
 
-from tracer.provenance import Timer, git_state, package_versions, provenance, write_metrics
+from tracer.pipeline.provenance import Timer, git_state, package_versions, provenance, write_metrics
 
 
 def test_provenance_block_has_the_required_keys(tmp_path):

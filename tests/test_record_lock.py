@@ -7,7 +7,7 @@ import subprocess
 import yaml
 from conftest import REPO
 
-from tracer.record_lock import build_lock, stale
+from tracer.pipeline.record_lock import build_lock, stale
 
 
 def test_committed_records_are_current():
@@ -17,7 +17,7 @@ def test_committed_records_are_current():
     )
     records = json.loads((REPO / "records.lock.json").read_text())["records"]
     assert "metrics/accuracy.json" in records and "paper_figures/CHECKLIST.json" in records
-    assert "tracer/accuracy.py" in records["metrics/accuracy.json"]["code"]
+    assert "tracer/analysis/accuracy.py" in records["metrics/accuracy.json"]["code"]
 
 
 def _repo(tmp_path):

@@ -6,16 +6,15 @@ import pytest
 import torch
 from test_train import train_small_members
 
-from tracer.ensemble import predict_members
-from tracer.records import (
+from tracer.inference.ensemble import predict_members
+from tracer.pipeline.records import (
     baseline_results,
-    half_precision_member,
     keep_run_records,
     rescore_alignn,
-    speed_models_for_profile,
-    summaries_from_histories,
     times_to_alignn_best,
 )
+from tracer.pipeline.release import half_precision_member
+from tracer.pipeline.speed_records import speed_models_for_profile, summaries_from_histories
 
 
 def test_half_precision_member_loads_and_predicts_close(tmp_path, flla_table):
@@ -87,7 +86,7 @@ def test_speed_record_keys_the_profile_timing_as_gemnet_t():
 
 
 def test_training_record_says_whether_members_were_compiled():
-    from tracer.records import _compiled_note
+    from tracer.pipeline.speed_records import _compiled_note
 
     assert _compiled_note({"0": {"compiled": True}, "1": {"compiled": True}}) == "yes"
     assert _compiled_note({"0": {"compiled": False}}) == "no"
@@ -177,7 +176,7 @@ def _records(folder, *, mae=0.08, fail_mae=0.08, n_test=395, unc_n_test=395):
 
 
 def test_reliability_records_of_another_ensemble_are_stale(tmp_path):
-    from tracer.records import ship_pretrained, stale_records
+    from tracer.pipeline.release import ship_pretrained, stale_records
 
     _records(tmp_path / "same")
     assert stale_records(tmp_path / "same") is None
@@ -197,9 +196,9 @@ def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
     recalibration equal to the run's σ-scaling, a model card and a manifest that loads."""
     import shutil
 
-    from tracer.config import load_params
-    from tracer.predict import PRETRAINED_DIR, Ensemble
-    from tracer.records import finish_shipped, stale_records
+    from tracer.inference.predict import PRETRAINED_DIR, Ensemble
+    from tracer.pipeline.config import load_params
+    from tracer.pipeline.release import finish_shipped, stale_records
 
     if stale_records("results/gpu") is not None:
         pytest.fail("results/gpu: reliability records are not the recorded ensemble's")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import SHARED, jarvis_atoms, write_flla_csv, write_jarvis_zip, write_matbench_json_gz
 
-from tracer.download import sha256_file
-from tracer.sources import (
+from tracer.data.download import sha256_file
+from tracer.data.sources import (
     CANONICAL_COLUMNS,
     EV_PER_ATOM,
     EV_PER_CELL,

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracer.splits import (
+from tracer.data.splits import (
     SplitLeakError,
     assert_leak_free,
     duplicate_groups,

@@ -7,15 +7,11 @@ import json
 import pandas as pd
 import pytest
 
-from tracer.splits import load_split
-from tracer.stages import (
-    Paths,
-    run_accuracy_stage,
-    run_data_stage,
-    run_dummy_stage,
-    run_split_stage,
-)
-from tracer.validation import QuarantineError, ValidationConfig
+from tracer.data.splits import load_split
+from tracer.data.validation import QuarantineError, ValidationConfig
+from tracer.pipeline.accuracy_stages import run_accuracy_stage
+from tracer.pipeline.data_stages import run_data_stage, run_dummy_stage, run_split_stage
+from tracer.pipeline.paths import Paths
 
 
 def _write_local_csv(path, table):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from tracer.dataset import graphs_from_arrays, plan_static_shapes
+from tracer.graphs.dataset import graphs_from_arrays
+from tracer.graphs.padding import plan_static_shapes
 from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
-from tracer.steps import (
+from tracer.training.steps import (
     CudaGraphStep,
     EagerStep,
     WeightAverage,

@@ -9,20 +9,19 @@ import pytest
 import torch
 from test_train import CFG, train_small_members
 
-from tracer.dataset import GraphDataset
-from tracer.records import gpu_domain_record, study_run_states
-from tracer.studies import (
+from tracer.analysis.studies import _across_seeds, domain_report, transfer_report
+from tracer.graphs.dataset import GraphDataset
+from tracer.pipeline.studies import (
     Run,
-    _across_seeds,
-    domain_report,
     domain_runs,
     multi_domain_split,
     repeats_for,
     train_runs,
-    transfer_report,
     transfer_runs,
 )
-from tracer.train import TrainConfig, load_member
+from tracer.pipeline.study_records import gpu_domain_record, study_run_states
+from tracer.training.checkpoints import load_member
+from tracer.training.settings import TrainConfig
 
 TC = TrainConfig(max_epochs=1, batch_size=8, scale_fit_batches=1, warmup_epochs=0)
 

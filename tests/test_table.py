@@ -1,5 +1,5 @@
-from tracer.table import read_table, table_sha256, write_table
-from tracer.validation import validate
+from tracer.data.table import read_table, table_sha256, write_table
+from tracer.data.validation import validate
 
 
 def test_roundtrip_preserves_structures_and_hash(tmp_path, flla_table):

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from tracer.dataset import structures_to_graphs
+from tracer.data.validation import validate
+from tracer.graphs.dataset import structures_to_graphs
 from tracer.models.gemnet import GemNetTConfig
-from tracer.train import TrainConfig, load_member, lr_factor, predict_normalised, train_member
-from tracer.validation import validate
+from tracer.training.checkpoints import load_member
+from tracer.training.optim import lr_factor
+from tracer.training.settings import TrainConfig
+from tracer.training.trainer import predict_normalised, train_member
 
 CFG = GemNetTConfig(
     num_radial=8,

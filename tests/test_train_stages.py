@@ -10,8 +10,7 @@ import pandas as pd
 def _logged_run(tmp_path, monkeypatch, epochs):
     """``train_logged`` with a stand-in trainer that reports ``epochs`` (as a fresh run from 0,
     or a resumed one from a later epoch) and leaves a checkpoint behind, as the trainer does."""
-    import tracer.train
-    from tracer.train_stages import train_logged
+    import tracer.pipeline.train_stages as ts
 
     work = tmp_path / "work"
 
@@ -27,9 +26,9 @@ def _logged_run(tmp_path, monkeypatch, epochs):
         (work_dir / "history.json").write_text(json.dumps(rows))
         return {"epochs": len(rows)}
 
-    monkeypatch.setattr(tracer.train, "train_member", fake_train_member)
+    monkeypatch.setattr(ts, "train_member", fake_train_member)
     live = tmp_path / "live"
-    train_logged(data=None, split={}, seed=0, model_config=None, train_config=None, work=work,
+    ts.train_logged(data=None, split={}, seed=0, model_config=None, train_config=None, work=work,
                   model_path=tmp_path / "m.pt", live_dir=live, device="cpu")  # fmt: skip
     table = pd.read_csv(live / "plots/metrics/val_mae.tsv", sep="\t")
     return table["step"].tolist()
@@ -47,7 +46,7 @@ def test_dvclive_steps_are_epochs_for_fresh_reruns_and_resumed_runs(tmp_path, mo
 def test_training_stage_dispatches_by_kind_and_refuses_others(monkeypatch):
     import pytest
 
-    import tracer.train_stages as ts
+    import tracer.pipeline.train_stages as ts
 
     calls = []
     monkeypatch.setattr(ts, "run_train_stage", lambda **kw: (calls.append(kw) or {"m": 1}, None))
@@ -62,12 +61,10 @@ def test_training_stage_dispatches_by_kind_and_refuses_others(monkeypatch):
         ts.run_training_stage("alignn", "x", params)
     with pytest.raises(ValueError, match="needs a name"):
         ts.run_training_stage("member", None, params)
-    import tracer.stages
-
-    monkeypatch.setattr(tracer.stages, "run_graphs_stage", lambda **kw: {"graphs": kw})
+    monkeypatch.setattr(ts, "run_graphs_stage", lambda **kw: {"graphs": kw})
     params["graph"] = {"cutoff_angstrom": 6.0, "max_neighbors": 12}
     got = ts.run_training_stage("graphs", None, params)["graphs"]
     assert (got["cutoff"], got["max_neighbors"], got["dataset_name"]) == (6.0, 12, "flla")
     frame = pd.DataFrame({"id": ["a", "b"], "y_pred": [-1.25, -1.25]})
-    monkeypatch.setattr(tracer.stages, "run_dummy_stage", lambda **kw: frame)
+    monkeypatch.setattr(ts, "run_dummy_stage", lambda **kw: frame)
     assert ts.run_training_stage("dummy", None, params) == {"n": 2, "y_pred_ev_per_atom": -1.25}

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from tracer.transfer import to_ev_per_atom, unit_check, zero_shot_summary
+from tracer.analysis.transfer import zero_shot_summary
+from tracer.data.units import to_ev_per_atom, unit_check
 
 
 def test_to_ev_per_atom():
@@ -58,10 +59,11 @@ def test_transfer_stages_run_zero_shot_and_fine_tuning_or_say_not_run(tmp_path, 
 
     from test_train import train_small_members
 
-    from tracer.ensemble import ensemble_predictions
-    from tracer.stages import Paths, run_perovskites_stage, run_transfer_stage
-    from tracer.train import TrainConfig
-    from tracer.validation import ValidationConfig
+    from tracer.data.validation import ValidationConfig
+    from tracer.inference.ensemble import ensemble_predictions
+    from tracer.pipeline.paths import Paths
+    from tracer.pipeline.study_stages import run_perovskites_stage, run_transfer_stage
+    from tracer.training.settings import TrainConfig
 
     data, split, members = train_small_members(tmp_path / "train", flla_table, 24, (0, 1))
     paths = Paths("flla", tmp_path)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracer.transfer_cv import transfer_cv_report
+from tracer.pipeline.transfer_cv import transfer_cv_report
 
 
 def _folds(ids):
@@ -84,7 +84,7 @@ def test_no_finished_fold_is_not_run(run_dir):
 
 
 def test_matbench_record_has_the_contract_keys(run_dir):
-    from tracer.transfer_cv import matbench_record
+    from tracer.pipeline.transfer_cv import matbench_record
 
     folds, out = run_dir
     record = matbench_record(transfer_cv_report(folds, out), {**folds, "seed": 18012019})

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tracer.triage import scaled_budgets, triage_rows, yield_curves
+from tracer.analysis.triage import scaled_budgets, triage_rows, yield_curves
 
 
 def test_scaled_budgets():
@@ -44,7 +44,7 @@ def test_yield_curves_recall_reaches_one():
 
 
 def test_report_rows_carry_paper_values_and_bootstrap_spread():
-    from tracer.triage import triage_report
+    from tracer.analysis.triage import triage_report
 
     rng = np.random.default_rng(1)
     err = rng.exponential(0.08, 400)
@@ -82,7 +82,7 @@ def test_yield_curves_break_sigma_ties_in_input_order():
 
 
 def test_report_keys_and_the_paper_values_of_each_row():
-    from tracer.triage import PAPER_TABLE, triage_report
+    from tracer.analysis.triage import PAPER_TABLE, triage_report
 
     rng = np.random.default_rng(2)
     err = rng.exponential(0.08, 400)
@@ -129,7 +129,7 @@ def test_rows_margin_and_budget_limits():
 def test_rows_and_report_against_the_same_draws_done_here():
     """triage_rows' random spread and triage_report's bootstrap spread recomputed from the
     documented draws (defaults: 2,000 permutations from seed 0; 500 resamples from seed 1)."""
-    from tracer.triage import triage_report
+    from tracer.analysis.triage import triage_report
 
     rng = np.random.default_rng(9)
     n = 60

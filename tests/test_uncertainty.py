@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tracer.uncertainty import (
+from tracer.analysis.uncertainty import (
     binned_errors,
     conformal_quantile,
     error_sigma_correlation,
@@ -148,7 +148,7 @@ def test_shipped_interval_is_the_validation_conformal_quantile_of_the_run_of_rec
     import pandas as pd
     from conftest import REPO
 
-    from tracer.uncertainty import conformal_quantile
+    from tracer.analysis.uncertainty import conformal_quantile
 
     shipped = json.loads((REPO / "tracer/pretrained/flla_gemnet_t/calibration.json").read_text())
     frame = pd.read_parquet(REPO / "results/gpu/gemnet_t.parquet")

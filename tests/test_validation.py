@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from pymatgen.core import DummySpecies, Lattice, Structure
 
-from tracer.validation import (
+from tracer.data.validation import (
     QuarantineError,
     ValidationConfig,
     enforce_quarantine_limit,

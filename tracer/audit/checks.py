@@ -7,12 +7,15 @@ commit predictions and records, not their checkpoints); the rest read each run's
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import yaml
 
+from tracer.audit import default_run as checklist
 from tracer.audit.rules import Measurement, NotRunError, NotTestableError
 from tracer.audit.runs import Context
 
@@ -22,10 +25,9 @@ def _yes(ok: bool, text: str, n: int | None = None) -> Measurement:
 
 
 def _legacy(function: str, index: int) -> Callable[[Context], Measurement]:
-    """A row of :mod:`tracer.checklist`'s checks of the CPU run's split, models and lock."""
+    """A row of :mod:`tracer.audit.default_run`'s checks of the CPU run's split, models and lock."""
 
     def quantity(ctx: Context) -> Measurement:
-        from tracer import checklist
 
         if ctx.run.name != "cpu_default":
             raise NotRunError("read from the CPU default run's model files and dvc.lock")
@@ -164,7 +166,6 @@ def limitations_stated(ctx: Context) -> Measurement:
 
 
 def scripts_available(ctx: Context) -> Measurement:
-    import yaml
 
     stages = yaml.safe_load(ctx.path("dvc.yaml").read_text())["stages"]
     cmds = [
@@ -181,7 +182,6 @@ def scripts_available(ctx: Context) -> Measurement:
 
 
 def versions_recorded(ctx: Context) -> Measurement:
-    import json
 
     folder = ctx.root / ctx.run.records
     files = sorted(folder.glob("*.json"))

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from tracer.audit.checks import CHECKS
@@ -271,7 +272,6 @@ def paper_vs_run(
     """The "Paper vs this run" table of a notebook: for each claim, the paper's value, this
     run's value with its interval, the verdict (smoke-scale results marked) and a sentence
     generated from the numbers. Returns a :class:`pandas.DataFrame`."""
-    import pandas as pd
 
     doc = load_claims(claims_path)
     by_id = {c["id"]: c for c in doc["claims"]}

@@ -15,7 +15,10 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
 
+from tracer.analysis.cross_validation import paired_bootstrap
 from tracer.audit.rules import Measurement, NotRunError, NotTestableError
 from tracer.audit.runs import Context, ci95, fmt_interval, resample_indices
 from tracer.audit.studies import STUDIES
@@ -25,7 +28,6 @@ from tracer.audit.studies import STUDIES
 # model comparisons (paired over the shared test structures)
 # --------------------------------------------------------------------------------------------
 def _paired(ctx: Context, a: str, b: str, column: str, metric: str) -> Measurement:
-    from tracer.cv_analysis import paired_bootstrap
 
     ta, tb = ctx.test(a), ctx.test(b)
     ids = ta.index.intersection(tb.index)
@@ -117,7 +119,6 @@ def _sigma_and_error(ctx: Context, members: list[str] | None = None) -> tuple[np
 
 
 def _spearman(sigma: np.ndarray, err: np.ndarray, text: str) -> Measurement:
-    from scipy.stats import rankdata
 
     rs, re_ = rankdata(sigma), rankdata(err)
     idx = resample_indices(len(err))
@@ -143,7 +144,6 @@ def sigma_spearman_three_members(ctx: Context) -> Measurement:
 
 
 def sigma_auroc_top10(ctx: Context) -> Measurement:
-    from sklearn.metrics import roc_auc_score
 
     sigma, err = _sigma_and_error(ctx)
     top = err >= np.quantile(err, 0.9)

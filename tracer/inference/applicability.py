@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.neighbors import NearestNeighbors
 from torch import Tensor
 
 #: geometric descriptors and their meaning (all per structure)
@@ -66,7 +67,7 @@ class Geometry:
 
 
 def geometry_of(data: Any) -> Geometry:
-    """:class:`Geometry` of every structure of a :class:`tracer.dataset.GraphDataset`."""
+    """:class:`Geometry` of every structure of a :class:`tracer.graphs.dataset.GraphDataset`."""
     radii = _covalent_radii()
     zs, partners, nns = [], [], []
     scal: dict[str, list[float]] = {k: [] for k in
@@ -150,7 +151,6 @@ def knn_distance(query: np.ndarray, reference: np.ndarray, k: int, *,
     """Mean Euclidean distance of each ``query`` row to its ``k`` nearest ``reference`` rows
     (``exclude_self``: the query is the reference; each row's zero distance to itself is left
     out)."""
-    from sklearn.neighbors import NearestNeighbors
 
     kk = k + 1 if exclude_self else k
     nn = NearestNeighbors(n_neighbors=kk).fit(reference)

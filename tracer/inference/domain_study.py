@@ -3,7 +3,7 @@
 :func:`run_domain_study` takes the members, the table of their dataset and its split, and:
 
 1. predicts every structure with every member, keeping the final atom embeddings
-   (:meth:`tracer.predict.Ensemble.predict_arrays`) and the geometric descriptors;
+   (:meth:`tracer.inference.predict.Ensemble.predict_arrays`) and the geometric descriptors;
 2. fits the domain on the training structures, its representation threshold on validation
    (:func:`tracer.inference.applicability.fit_domain`);
 3. measures on the test split: the fraction flagged, the MAE of flagged vs unflagged structures
@@ -24,6 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+from tracer.graphs.dataset import structure_tensors
+from tracer.inference.applicability import GEOMETRY, fit_domain, geometry_of, knn_distance
 
 #: made-up shifted inputs, magnitudes fixed before measuring (what a chemist would call clearly
 #: outside relaxed Materials Project crystals)
@@ -79,7 +84,6 @@ def shifted(structure: Any, kind: str, rng: np.random.Generator, absent: int) ->
 
 def check_name(reason: str) -> str:
     """The check a reason of :meth:`~tracer.inference.applicability.Domain.check` comes from."""
-    from tracer.inference.applicability import GEOMETRY
 
     for key, text in GEOMETRY.items():
         if reason.startswith(text):
@@ -109,8 +113,6 @@ def score_sigma(abs_err: np.ndarray, score: np.ndarray, *, top: float = 0.1,
                 fractions: Sequence[float] = (0.05, 0.1, 0.2),
                 threshold: float = 0.1) -> dict[str, Any]:  # fmt: skip
     """Spearman with |error|, AUROC for the worst ``top`` errors, triage yields."""
-    from scipy.stats import spearmanr
-    from sklearn.metrics import roc_auc_score
 
     worst = abs_err >= np.quantile(abs_err, 1 - top)
     return {
@@ -154,11 +156,10 @@ def run_domain_study(
     seed: int = 0,
     progress: Callable[[str], None] = print,
 ) -> tuple[Any, dict[str, Any]]:
-    """Fit the domain of ``ens`` (a :class:`tracer.predict.Ensemble`) on ``split``'s training
+    """Fit the domain of ``ens`` (a :class:`tracer.inference.predict.Ensemble`) on ``split``'s
+    training
     structures of ``table`` (ids, structures, targets in eV/atom) and measure it; returns the
     :class:`~tracer.inference.applicability.Domain` and the record."""
-    from tracer.dataset import structure_tensors
-    from tracer.inference.applicability import fit_domain, geometry_of, knn_distance
 
     by_id = table.set_index("id")
     parts: dict[str, dict[str, Any]] = {}

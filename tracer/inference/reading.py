@@ -18,6 +18,7 @@ the crystal formats of :data:`ASE_FORMATS` in them, and skipped otherwise.
 
 from __future__ import annotations
 
+import glob
 import json
 import warnings
 from collections.abc import Iterator, Sequence
@@ -88,7 +89,6 @@ def discover(paths: Sequence[str | Path]) -> Discovery:
     without repeats, sorted into files to read and files skipped with the reason. A file named
     directly is always read (by name, by content, else as ASE guesses); a path that matches
     nothing is listed in ``missing``."""
-    import glob
 
     found = Discovery()
     seen: set[Path] = set()

@@ -1,7 +1,7 @@
 """SchNet and CGCNN baselines on TRACER's periodic graphs, built from torch_geometric's layers.
 
-Both read a :class:`tracer.models.gemnet.GraphBatch` (edges with their periodic image offsets,
-made by :mod:`tracer.graphs` with the model's own cutoff and neighbour cap) and return the
+Both read a :class:`tracer.graphs.batch.GraphBatch` (edges with their periodic image offsets,
+made by :mod:`tracer.graphs.periodic` with the model's own cutoff and neighbour cap) and return the
 per-structure mean of per-atom outputs, i.e. a quantity per atom (formation energy, eV/atom).
 
 * SchNet (K. T. Schütt et al., J. Chem. Phys. 148, 241722, 2018): torch_geometric's
@@ -23,9 +23,12 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.nn import CGConv
+from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock, ShiftedSoftplus
 
+from tracer.graphs.batch import GraphBatch
 from tracer.models.domain import DomainGemNetT, DomainGemNetTConfig
-from tracer.models.gemnet import GemNetT, GemNetTConfig, GraphBatch
+from tracer.models.gemnet import GemNetT, GemNetTConfig
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,6 @@ class SchNet(nn.Module):
     """SchNet on periodic edges; output: per-structure mean of the atomwise outputs."""
 
     def __init__(self, config: SchNetConfig) -> None:
-        from torch_geometric.nn.models.schnet import (
-            GaussianSmearing,
-            InteractionBlock,
-            ShiftedSoftplus,
-        )
 
         super().__init__()
         c = self.config = config
@@ -101,7 +99,6 @@ class CGCNN(nn.Module):
     """CGCNN on periodic edges; output: a readout of the mean-pooled atom features."""
 
     def __init__(self, config: CGCNNConfig) -> None:
-        from torch_geometric.nn import CGConv
 
         super().__init__()
         c = self.config = config

@@ -26,7 +26,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from tracer.models.gemnet import GemNetT, GemNetTConfig, GraphBatch
+from tracer.graphs.batch import GraphBatch
+from tracer.models.gemnet import GemNetT, GemNetTConfig
 
 MODES = ("baseline", "domain_embedding", "film")
 

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from tracer.graphs import Triplets
+from tracer.graphs.periodic import Triplets
 from tracer.models.gemnet import GemNetT, TripletInteraction
 
 #: outgoing edges per chunk (a chunk's padded array: ``chunk × K_max × emb_size_trip`` floats)

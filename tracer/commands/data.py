@@ -1,0 +1,169 @@
+"""Commands on data, settings and users' structures: fetch, profiles, notebooks, folds, the
+perovskite table, screening and the applicability domain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tracer.analysis.cross_validation import write_json
+from tracer.data.download import ChecksumError, DataUnavailableError, sha256_file
+from tracer.data.folds import group_kfold, save_folds
+from tracer.data.perovskites import (
+    MATBENCH_METHOD,
+    MATBENCH_RANDOM_STATE,
+    matbench_folds,
+    read_perovskites_31k,
+    target_ev_per_atom,
+    validate_perovskites,
+)
+from tracer.data.sources import fetch_source
+from tracer.data.splits import duplicate_groups, load_split
+from tracer.data.table import read_table, table_sha256
+from tracer.data.validation import write_quarantine
+from tracer.graphs.dataset import save_structure_tensors
+from tracer.inference.domain_study import run_domain_study
+from tracer.inference.predict import APPLICABILITY, Ensemble
+from tracer.inference.screening import screen
+from tracer.pipeline.config import active_profile, load_params, use_profile
+from tracer.pipeline.notebook import run_notebook
+from tracer.pipeline.paths import Paths
+from tracer.pipeline.provenance import provenance
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+
+    name = args.name
+    if name is None:
+
+        name = load_params()["dataset"]["name"]
+    try:
+        path = fetch_source(name, args.raw_dir, registry_path=args.registry)
+    except (DataUnavailableError, ChecksumError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(path if path is not None else f"{name}: local source, nothing to fetch")
+    return 0
+
+
+def cmd_run_notebook(args: argparse.Namespace) -> int:
+
+
+    overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
+    out = run_notebook(
+        args.notebook,
+        params_file=args.params,
+        output_dir=args.output_dir,
+        output_name=args.name,
+        overrides=overrides,
+    )
+    print(out)
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+
+    if args.action == "use":
+        if not args.name:
+            print("error: profile use needs a NAME", file=sys.stderr)
+            return 2
+        try:
+            use_profile(args.name, force=args.force)
+        except (FileExistsError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"params.yaml now holds profile {args.name!r}")
+        return 0
+    name = active_profile()
+    print(name if name is not None else "custom (params.yaml matches no profile)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+
+
+    try:
+        summary = screen(
+            args.paths, args.output, ensemble=args.ensemble, budget=args.budget,
+            threshold=args.threshold, device=args.device, force=args.force,
+            progress=args.progress or sys.stderr.isatty(),
+        )  # fmt: skip
+    except FileExistsError as err:
+        print(f"tracer predict: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0 if summary["predicted"] else 1
+
+
+def cmd_fit_domain(args: argparse.Namespace) -> int:
+
+
+    ens = Ensemble.load(args.ensemble)
+    folder = ens.members[0].parent
+    target = folder / APPLICABILITY
+    if target.exists() and not args.force:
+        print(f"tracer fit-domain: would overwrite {target} (use --force)", file=sys.stderr)
+        return 2
+    ens.domain = None  # measured afresh, not with a previous fit
+    split = load_split(args.split)
+    domain, record = run_domain_study(ens, read_table(args.table), split,
+                                      progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    domain.save(target)
+    record["ensemble"] = folder.name
+    record["split"] = str(args.split)
+    (folder / "ood.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({k: record[k] for k in ("flagged_fraction_test", "mae_ratio")}))
+    return 0
+
+
+def cmd_make_folds(args: argparse.Namespace) -> int:
+
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(f"tracer make-folds: would overwrite {out} (use --force)", file=sys.stderr)
+        return 2
+    paths = Paths(args.dataset)
+    table = read_table(paths.table)
+    split = load_split(paths.split)  # the same data the seed-42 split was made from
+    groups = duplicate_groups(list(table["reduced_formula"]), list(table["structure"]))
+    runs = group_kfold(list(table["id"]), groups, k=args.k, seed=args.seed,
+                       val_fraction=args.val_fraction)  # fmt: skip
+    save_folds(out, runs, dataset=args.dataset, dataset_sha256=split["dataset_sha256"],
+               table_sha256=split["table_sha256"], seed=args.seed,
+               val_fraction=args.val_fraction)  # fmt: skip
+    print(json.dumps({"k": args.k, "n_groups": int(groups.max()) + 1,
+                      "test_sizes": [len(r["test"]) for r in runs]}))  # fmt: skip
+    return 0
+
+
+def cmd_prepare_perovskites(args: argparse.Namespace) -> int:
+
+
+    t0 = time.perf_counter()
+    path = Path(args.path)
+    result, summary = validate_perovskites(read_perovskites_31k(path))
+    out = Path(args.out)
+    write_quarantine(result, out / "quarantine.csv")
+    cmr = result.clean[result.clean["database"] == "CMR"].reset_index(drop=True)
+    data_sha = sha256_file(path if path.is_file() else path / "perovskites.csv.gz")
+    folds_path = save_folds(
+        args.folds, matbench_folds(list(cmr["id"])), dataset="perovskites_31k:CMR",
+        dataset_sha256=data_sha, table_sha256=table_sha256(cmr),
+        seed=MATBENCH_RANDOM_STATE, val_fraction=0.1, method=MATBENCH_METHOD)  # fmt: skip
+    summary["dataset_sha256"] = data_sha
+    summary["provenance"] = provenance(
+        params={"rules": summary["rules"]}, dataset_sha256=data_sha,
+        split_sha256=json.loads(folds_path.read_text())["cv_sha256"],
+        wall_time_s=time.perf_counter() - t0)  # fmt: skip
+    write_json(out / "data.json", summary)
+    if args.structures:
+        save_structure_tensors(args.structures, list(cmr["id"]), list(cmr["structure"]),
+                               list(target_ev_per_atom(cmr)), "eV/atom")  # fmt: skip
+    print(json.dumps({k: summary[k] for k in ("n_records", "n_clean", "quarantine_reasons")}))
+    return 0

@@ -1,0 +1,104 @@
+"""Commands that record runs made elsewhere, lock the records to their code, and write the audit's
+README table and the site."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+from tracer.analysis.cross_validation import write_json
+from tracer.audit.evaluate import write_readme_block
+from tracer.audit.report import build_site
+from tracer.data.folds import load_folds
+from tracer.data.table import read_table
+from tracer.pipeline.config import load_params
+from tracer.pipeline.cv_records import record_cv
+from tracer.pipeline.provenance import provenance
+from tracer.pipeline.record_lock import stale, write_lock
+from tracer.pipeline.records import record_gpu_run, rescore_alignn
+from tracer.pipeline.study_records import record_gpu_studies
+from tracer.pipeline.transfer_cv import matbench_record, transfer_cv_report
+
+
+def cmd_record_gpu_studies(args: argparse.Namespace) -> int:
+
+
+    out = record_gpu_studies(args.run_dir, params_path=args.params, out_dir=args.out)
+    print(json.dumps({k: v["status"] for k, v in out.items()}))
+    return 0
+
+
+def cmd_rescore_alignn(args: argparse.Namespace) -> int:
+
+    print(f"ALIGNN recipe chosen on validation: {rescore_alignn(args.results)}")
+    return 0
+
+
+def cmd_record_transfer_cv(args: argparse.Namespace) -> int:
+
+
+    folds = load_folds(args.folds)
+    report = matbench_record(
+        transfer_cv_report(folds, args.run_dir, curve_folds=args.curve_folds), folds
+    )
+    report["provenance"] = provenance(
+        params=load_params(args.params), dataset_sha256=folds["dataset_sha256"],
+        split_sha256=folds["cv_sha256"], wall_time_s=0.0, device=args.device,
+        extra={"dataset": folds["dataset"], "split": args.folds})  # fmt: skip
+    write_json(args.out, report)
+    print(
+        json.dumps(
+            {k: v.get("mae_ev_per_cell", v.get("status")) for k, v in report["models"].items()}
+        )
+    )
+    return 0
+
+
+def cmd_record_cv(args: argparse.Namespace) -> int:
+
+
+    folds = load_folds(args.folds)
+    records = record_cv(args.run_dir, folds, read_table(args.table), load_params(args.params),
+                        device=args.device)  # fmt: skip
+    models = records["cv_accuracy"]["models"]
+    print(json.dumps({k: [v["mae"], v["mae_ci95"]] for k, v in models.items()}))
+    return 0
+
+
+def cmd_lock_records(args: argparse.Namespace) -> int:
+
+
+    status = subprocess.run(["dvc", "status", "--quiet"], capture_output=True, text=True)
+    if status.returncode != 0:  # a lock written now would certify records its code did not make
+        print("dvc status: stages out of date; run dvc repro first\n" + status.stdout[-2000:])
+        return 1
+    print(write_lock("."))
+    problems = stale(".")
+    for p in problems:
+        print(p)
+    return 1 if problems else 0
+
+
+def cmd_audit_readme(args: argparse.Namespace) -> int:
+
+
+    rows = json.loads(Path(args.checklist).read_text())
+    print(write_readme_block(args.readme, rows))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+
+    print(build_site(".", args.out))
+    return 0
+
+
+def cmd_record_gpu_run(args: argparse.Namespace) -> int:
+
+
+    out = record_gpu_run(args.run_dir, params_path=args.params, out_dir=args.out)
+    print(json.dumps({k: round(v["mae"], 5) for k, v in out["accuracy"].items()}))
+    print(json.dumps(out["half_precision"]))
+    return 0

@@ -1,0 +1,156 @@
+"""The run of record's stage: its committed records summarised and checked for reliability."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tracer.analysis.accuracy import accuracy_table, table1
+from tracer.analysis.figures import learning_curves, parity, save_figure
+from tracer.data.sources import load_source
+from tracer.pipeline.analysis_stages import (
+    failures_from_predictions,
+    flags_from_predictions,
+    triage_from_predictions,
+    uncertainty_from_predictions,
+)
+
+# --------------------------------------------------------------------------------------------
+# gpu_results: the committed gpu-profile run, tabulated and plotted for reading
+# --------------------------------------------------------------------------------------------
+# runs of the committed gpu run that had a card to themselves (benchmarks/gpu_table1.sh); the
+# ensemble's members and the CGCNN run shared cards under MPS, so their wall times are not compared
+ALONE_ON_A_CARD = ("alignn_", "gemnet_t_alone_")
+
+
+SHARED_A_HOST = {"alignn_authors": "trained beside 18 GemNet-T fine-tuning runs on its 2-GPU host"}
+"""Runs whose wall times are not speed figures (another job shared their card or CPUs)."""
+
+
+def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, Any]:
+    """Table 1, members, speed, a parity plot per model and the learning curves (validation MAE
+    vs wall time) of the committed ``gpu`` run (figures written next to its files; baselines'
+    predictions and histories from ``runs/``, see
+    :func:`tracer.pipeline.records.keep_run_records`)."""
+
+    results_dir = Path(results_dir)
+    acc = json.loads((results_dir / "accuracy.json").read_text())
+    speed = json.loads((results_dir / "speed.json").read_text())
+    training = json.loads((results_dir / "training.json").read_text())
+    device = acc["provenance"]["device"]
+    frame = pd.read_parquet(results_dir / "gemnet_t.parquet")
+    test = frame[frame["set"] == "test"]
+    fig = parity(
+        test["y_true"],
+        test["mean"],
+        sigma=test["std"],
+        title=f"GemNet-T ensemble, gpu profile ({device})",
+    )
+    figures = save_figure(fig, "parity_gemnet_t", results_dir)
+    runs = results_dir / "runs"
+    chosen = acc["models"].get("alignn", {}).get("recipe")
+    for path in sorted(runs.glob("*.parquet")):
+        if path.stem.startswith("alignn_") and path.stem != f"alignn_{chosen}":
+            continue  # the recipe not chosen on validation
+        name = "alignn" if path.stem.startswith("alignn_") else path.stem
+        b = pd.read_parquet(path)
+        b = b[b["set"] == "test"]
+        label = f"{name} ({chosen} recipe)" if name == "alignn" else name
+        figures += save_figure(
+            parity(b["y_true"], b["y_pred"], title=f"{label}, gpu run"),
+            f"parity_{name}",
+            results_dir,
+        )
+    histories = {  # wall times compare only for runs that had a card to themselves
+        p.stem: pd.DataFrame(json.loads(p.read_text()))
+        for p in sorted(runs.glob("histories/*.json"))
+        if p.stem.startswith(ALONE_ON_A_CARD) and p.stem not in SHARED_A_HOST
+    }
+    if histories:
+        fig = learning_curves(
+            histories, title=f"{acc['dataset']}, gpu run ({device}): validation MAE vs wall time"
+        )
+        figures += save_figure(fig, "learning_curves", results_dir)
+    table = table1(
+        [accuracy_table(acc["models"], f"gpu profile run, {acc['dataset']} test ({acc['n_test']})")]
+    )
+    speed_table = pd.DataFrame(
+        [
+            {
+                "model": name,
+                "params": m["params"],
+                "batch": m["batch_size"],
+                "s/epoch": m["s_per_epoch"],
+                "train structures/s": m["train_structures_per_s"],
+                "infer structures/s": m["infer_structures_per_s"],
+                "peak GiB": m["peak_mem_gib"],
+                "s to ALIGNN's best val MAE": m.get("time_to_alignn_best_val_s"),
+            }
+            for name, m in speed["models"].items()
+        ]
+    )
+    members = pd.DataFrame(training["members"].values())
+    return {
+        "accuracy": table,
+        "figures": figures,
+        "speed": speed_table,
+        "speed_device": speed["device"],
+        "members": members,
+        "test": test,
+    }
+
+
+def gpu_reliability(
+    params: dict[str, Any],
+    results_dir: str | Path = "results/gpu",
+    root: str | Path = ".",
+) -> dict[str, Any]:
+    """The reliability analyses (uncertainty, failures, triage, flags) of the committed
+    ``gpu`` run's predictions, with the same code and settings as this pipeline's stages;
+    metrics files, tables and figures are written next to the run's files.
+
+    Compositions and structures come from the run's whole source (its ``accuracy.json`` names
+    the dataset), not from the active profile's table, which may hold a subset (``tiny``);
+    dataset and split hashes in the provenance are the run's own. When the active profile uses
+    another dataset, the run's raw file is kept in ``data/gpu_raw`` (git-ignored), never in the
+    active dataset's DVC-tracked raw folder."""
+
+    root = Path(root)
+    results_dir = root / results_dir
+    recorded = json.loads((results_dir / "accuracy.json").read_text())
+    same = recorded["dataset"] == params["dataset"]["name"]
+    source = load_source(
+        recorded["dataset"],
+        raw_dir=root / params["dataset"]["raw_dir"] if same else root / "data" / "gpu_raw",
+        path=params["dataset"]["path"],
+        registry_path=root / "data" / "checksums.json",
+    )
+    table = source.assign(n_atoms=[len(s) if s is not None else 0 for s in source["structure"]])
+    predictions = results_dir / "gemnet_t.parquet"
+    ids = set(pd.read_parquet(predictions, columns=["id"])["id"])
+    unparsed = table[table["id"].isin(ids) & table["structure"].isna()]
+    if len(unparsed):
+        raise ValueError(f"predicted id {unparsed['id'].iloc[0]!r} has no parsed structure")
+    split = {k: recorded["provenance"][k] for k in ("dataset_sha256", "split_sha256")}
+    common = {"figures_dir": results_dir, "params": params, "split": split}
+    return {
+        "uncertainty": uncertainty_from_predictions(
+            predictions, metrics_path=results_dir / "uncertainty.json",
+            settings=params["uncertainty"], title="gpu run: GemNet-T ensemble σ", **common,
+        ),
+        "failures": failures_from_predictions(
+            predictions, table, metrics_path=results_dir / "failures.json",
+            n_worst=int(params["failures"]["n_worst"]), **common,
+        ),
+        "triage": triage_from_predictions(
+            predictions, metrics_path=results_dir / "triage.json",
+            settings=params["triage"], **common,
+        ),
+        "flags": flags_from_predictions(
+            predictions, table, metrics_path=results_dir / "flags.json",
+            settings=params["flags"], **common,
+        ),
+    }  # fmt: skip

@@ -1,0 +1,231 @@
+"""Shipping a trained ensemble: members in half precision, the manifest, the calibration and the
+model card (``tracer release``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tracer.inference.predict import CALIBRATION, write_manifest
+from tracer.pipeline.paths import Paths
+from tracer.pipeline.speed_records import _compiled_note
+
+
+def half_precision_member(src: str | Path, dst: str | Path) -> Path:
+    """Copy a member file with its weight matrices (floating tensors of two or more dimensions)
+    stored as float16; vectors (biases, norms, fitted scale factors) stay float32. Loading
+    casts them back to the model's float32 parameters."""
+    record = torch.load(Path(src), map_location="cpu", weights_only=False)
+    record["state_dict"] = {
+        k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v)
+        for k, v in record["state_dict"].items()
+    }
+    record["stored_dtype"] = "float16 matrices, float32 vectors"
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(record, dst)
+    return dst
+
+
+def finish_shipped(folder: str | Path, results_dir: str | Path, params: dict[str, Any]) -> bool:
+    """Give a shipped folder whose members belong to ``results_dir``'s run its recalibration,
+    model card and manifest (:func:`ship_pretrained`) once the run's reliability records are
+    its own; True when written. A folder of other members is left alone."""
+    folder, results_dir = Path(folder), Path(results_dir)
+    check_path = results_dir / "half_precision_check.json"
+    if not check_path.exists() or stale_records(results_dir) is not None:
+        return False
+    check = json.loads(check_path.read_text())
+    if not check.get("passed") or not check.get("shipped_to"):
+        return False
+    if Path(check["shipped_to"]).resolve() != folder.resolve():
+        return False
+    ship_pretrained(folder, results_dir, params)
+    return True
+
+
+def ship_pretrained(folder: str | Path, results_dir: str | Path, params: dict[str, Any]) -> Path:
+    """Finish a shipped ensemble folder (half-precision ``member_*.pt`` already there):
+    ``calibration.json`` (the split-conformal quantile the run's uncertainty analysis fitted on
+    its validation set, with its measured test coverage, and the σ-scaling factor beside it),
+    ``MODEL_CARD.md`` (data, split, model, metrics, intended use, known failure
+    regions, all read from ``results_dir``) and ``MANIFEST.json`` (sha256 of every file, checked
+    by :meth:`tracer.inference.predict.Ensemble.load`). Needs the run's ``accuracy.json``,
+    ``training.json``, ``half_precision_check.json``, ``uncertainty.json`` and
+    ``failures.json`` (the last two from the gpu_results stage)."""
+    folder, results_dir = Path(folder), Path(results_dir)
+    stale = stale_records(results_dir)
+    if stale is not None:
+        raise ValueError(f"{stale}: run `dvc repro gpu_results` first")
+
+    def read(name: str) -> dict[str, Any]:
+        return json.loads((results_dir / name).read_text())
+
+    names = ("uncertainty", "failures", "accuracy", "training", "half_precision_check")
+    unc, fail, acc, train, half = (read(f"{n}.json") for n in names)
+    calibration = {"method": "split-conformal, σ-normalised residuals |y - mean| / σ",
+                   "scale_or_quantile": unc["conformal_quantile"],
+                   "interval": "mean ± scale_or_quantile · σ (eV/atom)",
+                   "test_coverage95": unc["conformal_coverage95"],
+                   "n_test": unc["n_test"],
+                   "mean_halfwidth_test_ev_per_atom": unc["conformal_mean_halfwidth"],
+                   "fitted_on": f"validation set ({unc['n_val']} structures)",
+                   "sigma_scale": unc["sigma_scale"],
+                   "test_coverage95_sigma_scaled": unc["coverage95_recal"],
+                   "source": str(results_dir / "uncertainty.json")}  # fmt: skip
+    (folder / CALIBRATION).write_text(json.dumps(calibration, indent=1) + "\n")
+    if (folder / "recalibration.json").exists():  # the σ-scaling file it replaces
+        (folder / "recalibration.json").unlink()
+    transfer = read("transfer.json") if (results_dir / "transfer.json").exists() else None
+    domain = json.loads((folder / "ood.json").read_text()) if (folder / "ood.json").exists() \
+        else None  # fmt: skip
+    card = model_card(acc, train, unc, fail, half, params, transfer=transfer, domain=domain)
+    (folder / "MODEL_CARD.md").write_text(card)
+    write_manifest(folder)
+    return folder
+
+
+def model_card(
+    acc: dict,
+    train: dict,
+    unc: dict,
+    fail: dict,
+    half: dict,
+    params: dict,
+    *,
+    transfer: dict | None = None,
+    domain: dict | None = None,
+) -> str:
+    """The shipped ensemble's model card (Markdown), every number read from the run's records
+    (``transfer``: the run's ``transfer.json``, for the zero-shot error on perovskites;
+    ``domain``: its ``applicability.json``, the measured out-of-domain flags)."""
+    m, s = acc["models"]["gemnet_t_ensemble"], acc["models"]["gemnet_t_single"]
+    members = train["members"]
+    first = next(iter(members.values()))
+    prov = acc["provenance"]
+    split = json.loads(Path(Paths(acc["dataset"]).split).read_text())
+    noise = params["train"].get("position_noise_angstrom", 0.0)
+    noise_note = f"; atoms displaced by Gaussian noise of σ = {noise} Å at each training step"
+    noise_note = noise_note if noise else ""
+
+    def groups(key: str) -> list[str]:
+        rows = [(k, v) for k, v in fail[key].items() if v["n"] and v["mae"] > 1.5 * fail["mae"]]
+        return [f"- {key.removeprefix('by_')} {k}: MAE {v['mae']:.3f} eV/atom over {v['n']} test "
+                f"structures (mean σ {v['mean_sigma']:.3f})" for k, v in rows]  # fmt: skip
+
+    worst = ", ".join(f"{w['formula']} ({w['abs_error']:.2f})" for w in fail["worst"][:5])
+    shift = []
+    if transfer and isinstance(transfer.get("zero_shot"), dict):
+        z = transfer["zero_shot"]
+        # the transfer study may have run with members of other settings than these
+        same = transfer["provenance"]["params_sha256"] == prov["params_sha256"]
+        whose = "" if same else " of the previous members (other model settings)"
+        shift = [f"- Other reference energies: on {transfer['dataset']} perovskites the zero-shot "
+                 f"MAE{whose} is {z['mae_ev_per_atom']:.2f} eV/atom ({z['n']} test cells; their "
+                 "elemental references differ from the Materials Project's); fine-tune before "
+                 "use on such data."]  # fmt: skip
+    ood = []
+    if domain:
+        rates = ", ".join(f"{k} {v['flagged_fraction']:.0%}"
+                          for k, v in domain["shift_detection"].items())  # fmt: skip
+        ood = [
+            "",
+            "## Out of domain (`out_of_domain` column)",
+            f"- Flags {domain['flagged_fraction_test']:.1%} of the test split "
+            f"({domain['n_flagged_test']} of {domain['n_test']}); their MAE "
+            f"{domain['mae_flagged']:.3f} vs {domain['mae_unflagged']:.3f} eV/atom for "
+            "the others (`ood.json`)",
+            f"- Made-up shifted copies of the test structures flagged: {rates}",
+            "- Checks: elements never or rarely (< "
+            f"{domain['min_element_count']} structures) in training; shortest bond, bond lengths "
+            "against the training median for each element pair, coordination, volume per atom "
+            "and widest empty slab outside the training range (tails of "
+            f"{domain['range_quantile']:.2%} cut, chosen on validation); distance to the "
+            f"{domain['representation_k']} nearest training structures "
+            "in the model's representation above its validation "
+            f"{domain['representation_quantile']:.0%} quantile",
+        ]
+    lines = [
+        "# Model card: TRACER GemNet-T ensemble, FLLA formation energy (gpu profile)",
+        "",
+        "Written by the `gpu_results` stage (`tracer.pipeline.release.ship_pretrained`) from the "
+        "committed records in `results/gpu/`; do not edit by hand.",
+        "",
+        "## What it predicts",
+        "DFT formation energy per atom (eV/atom, Materials Project references as in FLLA) of an "
+        "inorganic crystal, with the spread of five members (σ) and a 95% interval "
+        f"mean ± {unc['conformal_quantile']:.2f} σ (split-conformal quantile of the normalised "
+        "residuals |y − mean| / σ, fitted on the validation set): on the held-out test split it "
+        f"covers {unc['conformal_coverage95']:.3f} of {unc['n_test']} structures (mean half-width "
+        f"{unc['conformal_mean_halfwidth']:.3f} eV/atom). Each prediction also says whether the "
+        "structure lies outside the training domain (`applicability.pt`, fitted on the training "
+        "structures; its measured behaviour in `applicability.json` of the run).",
+        "",
+        "## Training data and split",
+        f"- Dataset: {acc['dataset']} (Faber et al. 2015; 3,938 Materials Project crystals), "
+        f"sha256 {prov.get('dataset_sha256')}",
+        f"- Split: seeded random, seed {split.get('seed')}, "
+        f"{len(split['train'])}/{len(split['val'])}/{len(split['test'])} train/val/test; "
+        "target scaling from training data only",
+        "",
+        "## Model",
+        f"- GemNet-T (triplet interactions with angles), {first['num_params']:,} parameters per "
+        f"member, {len(members)} members (seeds {', '.join(members)}); graph cutoff "
+        f"{params['graph']['cutoff_angstrom']} Å, at most {params['graph']['max_neighbors']} "
+        "neighbours",
+        f"- Trained on {first['device']} (profile `gpu`), best epoch on validation MAE; "
+        f"forward pass compiled: {_compiled_note(members)}{noise_note}",
+        f"- Stored weights: {half['stored_dtype']}; largest change of a member's test "
+        f"prediction against float32: {half['max_abs_diff_ev_per_atom']:.1e} eV/atom "
+        f"(tolerance {half['tolerance_ev_per_atom']:.0e})",
+        "",
+        "## Test metrics (eV/atom, 95% bootstrap intervals)",
+        f"- Ensemble: MAE {m['mae']:.4f} [{m['mae_ci95'][0]:.4f}, {m['mae_ci95'][1]:.4f}], "
+        f"RMSE {m['rmse']:.4f}, R² {m['r2']:.3f} on {m['n']} structures",
+        f"- One member: MAE {s['mae']:.4f} ± {s.get('mae_std', float('nan')):.4f} "
+        "(mean ± std over members)",
+        f"- Uncertainty: Spearman(σ, |error|) {unc['spearman']:.2f}, AUROC of σ for the worst "
+        f"10% {unc['auroc_top10']:.2f}; 95% interval coverage {unc['coverage95']:.2f} from raw σ, "
+        f"{unc['coverage95_recal']:.2f} after σ-scaling (× {unc['sigma_scale']:.2f}), "
+        f"{unc['conformal_coverage95']:.3f} with the shipped split-conformal interval",
+        "",
+        "## Intended use",
+        "Screening candidate crystals from the chemistries of the Materials Project: rank by "
+        "predicted formation energy, and send the structures flagged `check_with_dft` (wide "
+        "interval) or the `--budget` most uncertain to DFT. Not a substitute for DFT on "
+        "structures far from the training data.",
+        "",
+        "## Known failure regions (from the test set's failure analysis)",
+        *groups("by_natoms"),
+        *groups("by_nelements"),
+        *groups("by_energy"),
+        *groups("by_chemistry"),
+        f"- Worst test predictions (absolute error, eV/atom): {worst}",
+        *shift,
+        f"- {len(split['train']):,} training structures: elements or structure types rare in "
+        "FLLA get wide intervals or, worse, confident errors; σ ranks errors but does not "
+        "bound them.",
+        *ood,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def stale_records(results_dir: str | Path) -> str | None:
+    """Why ``failures.json`` and ``uncertainty.json`` (written by the gpu_results stage) do not
+    belong to the ensemble of ``accuracy.json`` (written by ``record-gpu-run``), or None when
+    they do: their test MAE and test-set size must be those of the recorded ensemble."""
+    results_dir = Path(results_dir)
+    try:
+        acc, fail, unc = (json.loads((results_dir / f"{n}.json").read_text())
+                          for n in ("accuracy", "failures", "uncertainty"))  # fmt: skip
+    except FileNotFoundError as err:
+        return f"{err.filename} is missing"
+    mae = acc["models"]["gemnet_t_ensemble"]["mae"]
+    if abs(fail["mae"] - mae) > 1e-9 or unc["n_test"] != acc["n_test"]:
+        return (f"{results_dir}/failures.json and uncertainty.json are of another ensemble "
+                f"(test MAE {fail['mae']:.5f}, accuracy.json: {mae:.5f})")  # fmt: skip
+    return None
