@@ -24,8 +24,9 @@ install: $(STAMP)                ## make the environment (torch held at 2.13.0)
 fetch: install                   ## download + sha256-verify the active dataset into data/raw
 	$(BIN)/tracer fetch
 
-repro: fetch                     ## run every DVC stage that is out of date
+repro: fetch                     ## run every DVC stage that is out of date, then say whether it reproduced
 	$(BIN)/dvc repro
+	$(BIN)/tracer reproduce --out reproduction.md
 
 test: install                    ## the test suite (fetches FLLA for the data tests)
 	$(BIN)/tracer fetch flla

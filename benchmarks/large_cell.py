@@ -9,7 +9,7 @@ CIF parser alone takes about two minutes on a cell of this size (docs/screening.
 
 Usage::
 
-    python benchmarks/large_cell.py --out results/gpu/large_cell.json
+    python benchmarks/large_cell.py --out results/flla_full/large_cell.json
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _cpu() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mult", type=int, default=12, help="supercell repeats per direction")
-    parser.add_argument("--out", default="results/gpu/large_cell.json")
+    parser.add_argument("--out", default="results/flla_full/large_cell.json")
     args = parser.parse_args()
     t0 = time.perf_counter()
     nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"],

@@ -1,6 +1,6 @@
 """Profile GemNet-T training steps on the current device: top kernels and ms/step.
 
-Usage: python benchmarks/profile_step.py --structures S --params profiles/gpu.yaml [--batch-size N]
+Usage: python benchmarks/profile_step.py --structures S --params profiles/full.yaml [--batch-size N]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tracer.pipeline.launch import build_graphs
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--structures", required=True)
-    ap.add_argument("--params", default="profiles/gpu.yaml")
+    ap.add_argument("--params", default="profiles/full.yaml")
     ap.add_argument("--batch-size", type=int, nargs="*", default=[32])
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)

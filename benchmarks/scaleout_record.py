@@ -1,4 +1,5 @@
-"""``results/gpu/scaleout.json`` from a run of ``benchmarks/scaleout.sh`` (two-GPU host) and the
+"""``results/flla_full/scaleout.json`` from a run of ``benchmarks/scaleout.sh`` (two-GPU host) and
+the
 CPU scale-up measurement (``results/cpu/scale_up.json`` of ``benchmarks/scale_up.py``).
 
 * ``members_parallel_speedup``: wall time of two members one after the other (two commands)
@@ -101,7 +102,7 @@ def main() -> None:
     ap.add_argument("--device", required=True, help="the host's card name")
     ap.add_argument("--scale-up", default="results/cpu/scale_up.json")
     ap.add_argument("--split", default="data/splits/flla.json", help="the run's split file")
-    ap.add_argument("--out", default="results/gpu/scaleout.json")
+    ap.add_argument("--out", default="results/flla_full/scaleout.json")
     ap.add_argument("--ddp-run-dir", default=None, help="DDP runs of an earlier run (default: RUN)")
     ap.add_argument(
         "--ddp-device", default=None, help="card name of the DDP runs' host (default: --device)"

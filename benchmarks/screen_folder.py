@@ -11,7 +11,7 @@ the folder (streaming: it should not).
 
 Usage::
 
-    python benchmarks/screen_folder.py --n 10000 --out results/gpu/screen_folder.json
+    python benchmarks/screen_folder.py --n 10000 --out results/flla_full/screen_folder.json
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="results/gpu/screen_folder.json")
+    parser.add_argument("--out", default="results/flla_full/screen_folder.json")
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)  # child: one folder
     args = parser.parse_args()
     t0 = time.perf_counter()

@@ -1,4 +1,5 @@
-"""``results/gpu/screen_speed.json`` from runs of ``benchmarks/screen_speed.py`` gathered in one
+"""``results/flla_full/screen_speed.json`` from runs of ``benchmarks/screen_speed.py`` gathered in
+one
 folder (``--runs``: one JSON per run, named ``<run>_<card>_<setting>``). The record keeps every
 run under ``runs``; the raw folder of the record's runs is in git history (docs/performance.md).
 
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("--runs", required=True, help="folder of screen_speed.py run files")
     ap.add_argument("--headline", required=True, help="run (file stem) that gives the ratio")
     ap.add_argument("--dataset-sha256", default=None, help="default: data/splits/flla.json's")
-    ap.add_argument("--out", default="results/gpu/screen_speed.json")
+    ap.add_argument("--out", default="results/flla_full/screen_speed.json")
     args = ap.parse_args()
     runs = {p.stem: json.loads(p.read_text()) for p in sorted(Path(args.runs).glob("*.json"))}
     if args.headline not in runs:
@@ -68,12 +69,12 @@ def main() -> None:
         head["alignn"].get("overlapped_times_s", [head["alignn"]["s"]])
     )
     prov = provenance(
-        params=load_params("profiles/gpu.yaml"),
+        params=load_params("profiles/full.yaml"),
         dataset_sha256=args.dataset_sha256 or split["dataset_sha256"],
         split_sha256=None,
         wall_time_s=wall,
         device=head["device"],
-        extra={"profile": "profiles/gpu.yaml", "run": "benchmarks/screen_speed.py"},
+        extra={"profile": "profiles/full.yaml", "run": "benchmarks/screen_speed.py"},
     )
     write_metrics(Path(args.out), out, prov)
     print(json.dumps({k: out[k] for k in ("headline_run", "ratio_ensemble_over_alignn_gpu")}))

@@ -15,7 +15,7 @@ One run times both models side by side (same process, same card):
 Usage (on the GPU machine)::
 
     python benchmarks/train_speed.py --structures flla.pt --split data/splits/flla.json \\
-        --params profiles/gpu.yaml --out speed.json
+        --params profiles/full.yaml --out speed.json
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import torch
 from tracer.data.splits import load_split
 from tracer.graphs.dataset import batches_by_size, load_structure_tensors
 from tracer.graphs.padding import PaddedBatcher, plan_static_shapes
-from tracer.models.baselines import build_model, config_from_dict
 from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
+from tracer.models.registry import build_model, config_from_dict
 from tracer.pipeline.config import load_params
 from tracer.pipeline.launch import build_graphs
 from tracer.pipeline.provenance import device_name
@@ -239,7 +239,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--structures", required=True)
     ap.add_argument("--split", required=True)
-    ap.add_argument("--params", default="profiles/gpu.yaml")
+    ap.add_argument("--params", default="profiles/full.yaml")
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
     ap.add_argument("--workers", type=int, default=8)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tracer.pipeline.config import load_params
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,7 +33,7 @@ def _ddp(run: Path, n: int, batch: int, epoch_s: list[float], val: float, parts:
 @pytest.fixture
 def run(tmp_path):
     run = tmp_path / "run"
-    params = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    params = load_params(ROOT / "profiles" / "tiny.yaml")
     run.mkdir()
     (run / "members.yaml").write_text(yaml.safe_dump(params))
     for batch in (8, 16):
@@ -119,7 +121,7 @@ def test_epoch_parts_are_recorded_where_histories_hold_them(run):
 def test_ddp_on_a_scale_up_and_another_host_are_recorded_beside_flla(run, tmp_path):
     scaled = tmp_path / "scaled"
     scaled.mkdir()
-    params = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    params = load_params(ROOT / "profiles" / "tiny.yaml")
     for batch in (32, 64):
         (scaled / f"ddp_b{batch}.yaml").write_text(yaml.safe_dump(params))
         _ddp(scaled, 1, batch, [9.0, 4.0, 4.0], 0.3, parts=True)

@@ -6,8 +6,12 @@ from conftest import REPO
 
 from tracer.pipeline.config import (
     active_profile,
+    base_params,
     load_params,
+    load_profile,
+    merge_settings,
     params_sha256,
+    profile_names,
     stage_parameters,
     use_profile,
 )
@@ -22,6 +26,46 @@ def repo_copy(tmp_path):
 
 def test_params_yaml_is_the_default_profile():
     assert active_profile(REPO) == "default"
+    assert not (REPO / ".tracer" / "base-params.yaml").exists()  # no profile in use
+    assert load_profile("default", REPO) == load_params(REPO / "params.yaml")
+
+
+def test_merge_replaces_values_and_merges_mappings():
+    base = {"a": 1, "m": {"x": 1, "y": [1, 2]}, "o": {"k": 4}}
+    got = merge_settings(base, {"a": 2, "m": {"y": [3]}, "o": {}, "n": None})
+    assert got == {"a": 2, "m": {"x": 1, "y": [3]}, "o": {}, "n": None}
+    assert base == {"a": 1, "m": {"x": 1, "y": [1, 2]}, "o": {"k": 4}}  # not changed
+
+
+def test_profiles_are_small_overlays_of_the_base():
+    """Each profile file holds only keys whose values differ from the base, and merges into
+    complete settings (the same keys as the base, plus the few a profile adds)."""
+    base = base_params(REPO)
+
+    def leaves(d, path=()):
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                yield from leaves(v, (*path, k))
+            else:
+                yield (*path, k), v
+
+    flat_base = dict(leaves(base))
+    for name in profile_names(REPO)[1:]:
+        overlay = yaml.safe_load((REPO / "profiles" / f"{name}.yaml").read_text())
+        assert overlay.pop("overlay_of") == "params.yaml"
+        same = [k for k, v in leaves(overlay) if flat_base.get(k, object()) == v]
+        assert same == [], f"{name} repeats the base at {same}"
+        merged = load_profile(name, REPO)
+        assert set(merged) == set(base), name  # complete settings: every section
+        assert all(set(merged[s]) >= set(base[s]) for s in base if isinstance(base[s], dict))
+        assert len(list(leaves(overlay))) < len(flat_base) / 2
+
+
+def test_a_changed_base_reaches_every_profile(repo_copy):
+    text = (repo_copy / "params.yaml").read_text().replace("seed: 42", "seed: 43", 1)
+    (repo_copy / "params.yaml").write_text(text)
+    assert load_profile("full", repo_copy)["seed"] == 43
+    assert load_params(repo_copy / "profiles" / "tiny.yaml")["seed"] == 43
 
 
 def test_stage_parameters_flatten_sections():
@@ -56,5 +100,8 @@ def test_use_profile_switches_but_never_overwrites_user_edits(repo_copy):
     assert load_params(repo_copy / "params.yaml")["split"]["seed"] == 123
     use_profile("default", repo_copy, force=True)
     assert active_profile(repo_copy) == "default"
+    # the base came back as it was, comments included
+    assert (repo_copy / "params.yaml").read_text() == (REPO / "params.yaml").read_text()
+    assert not (repo_copy / ".tracer" / "base-params.yaml").exists()
     with pytest.raises(FileNotFoundError, match="unknown profile"):
         use_profile("nope", repo_copy)

@@ -14,7 +14,7 @@ from test_train import CFG
 
 from tracer.data.validation import validate
 from tracer.graphs.dataset import GraphDataset, structures_to_graphs
-from tracer.models.baselines import build_model
+from tracer.models.registry import build_model
 from tracer.training.checkpoints import load_member
 from tracer.training.distributed import rank_batches, sharded_val_mae, train_ddp
 from tracer.training.normalization import TargetScaler

@@ -101,14 +101,18 @@ def test_no_module_imports_from_a_later_layer():
     assert backward_imports(REPO) == []
 
 
-def test_a_planted_backward_import_is_found(tmp_path):
+def _planted(tmp_path: Path, module: str, code: str) -> Path:
+    """A copy of the package under ``tmp_path`` with ``code`` appended to ``module``'s file."""
     shutil.copytree(REPO / "tracer", tmp_path / "tracer",
                     ignore=shutil.ignore_patterns("pretrained", "__pycache__"))  # fmt: skip
-    splits = tmp_path / "tracer" / "data" / "splits.py"
-    splits.write_text(
-        splits.read_text() + "\n\ndef f():\n    from tracer.analysis import accuracy\n"
-    )
-    found = backward_imports(tmp_path)
+    path = tmp_path / Path(*module.split(".")).with_suffix(".py")
+    path.write_text(path.read_text() + code)
+    return tmp_path
+
+
+def test_a_planted_backward_import_is_found(tmp_path):
+    code = "\n\ndef f():\n    from tracer.analysis import accuracy\n"
+    found = backward_imports(_planted(tmp_path, "tracer.data.splits", code))
     assert len(found) == 1 and "tracer.data.splits -> tracer.analysis" in found[0]
 
 
@@ -117,11 +121,8 @@ def test_imports_sit_at_the_top_except_at_named_boundaries():
 
 
 def test_a_planted_late_import_is_found(tmp_path):
-    shutil.copytree(REPO / "tracer", tmp_path / "tracer",
-                    ignore=shutil.ignore_patterns("pretrained", "__pycache__"))  # fmt: skip
-    table = tmp_path / "tracer" / "data" / "table.py"
-    table.write_text(table.read_text() + "\n\ndef g():\n    import json\n    import pymatgen\n")
-    found = late_imports(tmp_path)
+    code = "\n\ndef g():\n    import json\n    import pymatgen\n"
+    found = late_imports(_planted(tmp_path, "tracer.data.table", code))
     assert len(found) == 1 and found[0].endswith(" json")
 
 
@@ -149,6 +150,9 @@ import tracer.training.trainer, tracer.training.distributed, tracer.inference.en
 import tracer.inference.predict, tracer.inference.applicability, tracer.pipeline.launch
 import tracer.pipeline.cv_launch, tracer.pipeline.transfer_cv, tracer.graphs.dataset
 import tracer.graphs.cell_lists, tracer.models.gemnet_chunked, tracer.data.folds
+import tracer.cli, tracer.commands.training  # the GPU machine's commands
+args = ['train-cv', '--structures', 's', '--folds', 'f', '--out', 'o']
+assert tracer.cli.build_parser().parse_args(args).func == 'training:cmd_train_cv'
 from tracer.data.splits import load_split
 from tracer.models.gemnet import GemNetT, GemNetTConfig
 split = load_split('data/splits/flla.json')

@@ -9,15 +9,9 @@ from scipy.spatial.transform import Rotation
 
 from tracer.data.validation import validate
 from tracer.graphs.dataset import structures_to_graphs
-from tracer.models.baselines import (
-    CGCNN,
-    CGCNNConfig,
-    SchNet,
-    SchNetConfig,
-    build_model,
-    config_from_dict,
-)
+from tracer.models.baselines import CGCNN, CGCNNConfig, SchNet, SchNetConfig
 from tracer.models.gemnet import GemNetTConfig
+from tracer.models.registry import build_model, config_from_dict
 from tracer.training.checkpoints import load_member
 from tracer.training.settings import TrainConfig
 from tracer.training.trainer import train_member

@@ -17,8 +17,8 @@ from scipy import special
 
 import tracer.models.gemnet as gemnet
 from tracer.graphs.dataset import structures_to_graphs
-from tracer.models.baselines import build_model, config_from_dict
 from tracer.models.gemnet import GemNetT, GemNetTConfig, RadialBasis, spherical_harmonics_m0
+from tracer.models.registry import build_model, config_from_dict
 
 
 def test_spherical_basis_is_scipy_legendre_times_its_norm():

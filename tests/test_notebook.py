@@ -1,6 +1,8 @@
 """Every stage notebook declares parameters that params.yaml supplies and that its DVC stage
 lists, so a settings change always reruns the stages that read it."""
 
+import json
+
 import pytest
 import yaml
 from conftest import REPO
@@ -9,11 +11,24 @@ from tracer.pipeline.config import load_params
 from tracer.pipeline.notebook import declared_parameters, notebook_parameters
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-STAGES = {
-    name: stage.get("do", stage)
-    for name, stage in DVC.items()
-    if "run-notebook" in stage.get("do", stage)["cmd"]
-}
+
+
+def _resolved(stages: dict) -> dict:
+    """Each stage as DVC runs it: a ``foreach`` over a mapping gives ``name@key`` with
+    ``${key}`` and ``${item}`` filled in."""
+    out = {}
+    for name, stage in stages.items():
+        items = stage.get("foreach")
+        if not isinstance(items, dict):
+            out[name] = stage.get("do", stage)
+            continue
+        text = json.dumps(stage["do"])
+        for key, item in items.items():
+            out[f"{name}@{key}"] = json.loads(text.replace("${key}", key).replace("${item}", item))
+    return out
+
+
+STAGES = {name: spec for name, spec in _resolved(DVC).items() if "run-notebook" in spec["cmd"]}
 
 
 def _covered(param: str, declared_params: list) -> bool:

@@ -62,7 +62,8 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
     stages = ("data", "split", "dummy", "graphs", "train@0", "train@1", "predict", "accuracy")
     reliability = ("uncertainty", "failures", "triage", "flags")
     studies = ("perovskites", "transfer", "domain", "checklist", "report")
-    for stage in (*stages, "baseline@schnet", "baseline@cgcnn", *reliability, *studies):
+    analyses = [f"analysis@{name}" for name in reliability]
+    for stage in (*stages, "baseline@schnet", "baseline@cgcnn", *analyses, *studies):
         assert f"Running stage '{stage}'" in first
     for name in reliability:
         metrics = json.loads((work / "metrics" / f"{name}.json").read_text())
@@ -93,16 +94,18 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
     assert domain["multi_domain"]["status"] == transfer["status"]
     worst = json.loads((work / "metrics" / "failures.json").read_text())["worst"]
     for w in worst:
-        assert (work / "paper_figures" / "worst_structures" / f"{w['id']}.cif").exists()
+        cif = work / "paper_figures" / "failures" / "worst_structures" / f"{w['id']}.cif"
+        assert cif.exists()
     acc = json.loads((work / "metrics" / "accuracy.json").read_text())
     assert acc["dataset"] == "flla" and acc["n_test"] == 12 and acc["profile"] == "tiny"
     assert set(acc["models"]) == {
         "dummy", "schnet", "cgcnn", "gemnet_t_ensemble", "gemnet_t_single"
     }  # fmt: skip
-    table = pd.read_csv(work / "paper_figures" / "table1_accuracy.csv")
+    table = pd.read_csv(work / "paper_figures" / "accuracy" / "table1_accuracy.csv")
     ours = table[table.source.str.startswith("this run: tiny profile, flla test (12)")]
     assert list(ours.model) == list(acc["models"])
-    assert not table.source.str.contains("committed gpu").any()  # its test set is FLLA's full one
+    # the committed run of record tested all of FLLA's test set, not this one's
+    assert not table.source.str.contains("committed full profile").any()
     assert table.source.str.contains("Matbench").any()
     for key in ("git_commit", "params_sha256", "dataset_sha256", "split_sha256", "device"):
         assert acc["provenance"][key]
@@ -110,7 +113,7 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
     assert (
         split["sizes"] == {"train": 96, "val": 12, "test": 12} and split["leak_check"]["leak_free"]
     )
-    assert (work / "paper_figures" / "target_distribution.png").stat().st_size > 10_000
+    assert (work / "paper_figures" / "split" / "target_distribution.png").stat().st_size > 10_000
     for nb in (
         "01_data",
         "02_split",
@@ -157,8 +160,8 @@ def test_audit_verdicts_follow_the_records(tiny_run, tmp_path):
         )
         audit = run_audit(copy)
         assert _cell(audit, "flags_negative")["verdict"] == expected
-        gpu = _cell(audit, "flags_negative", "gpu_record")["verdict"]
-        assert gpu == _cell(written, "flags_negative", "gpu_record")["verdict"]
+        gpu = _cell(audit, "flags_negative", "run_of_record")["verdict"]
+        assert gpu == _cell(written, "flags_negative", "run_of_record")["verdict"]
     (copy / "models" / "flla" / "member_1.pt").unlink()  # a checkpoint missing from the run
     assert _cell(run_audit(copy), "checkpoints_documented")["verdict"] == "FAIL"
 

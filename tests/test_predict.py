@@ -153,7 +153,7 @@ def test_shipped_ensemble_gives_the_gpu_runs_predictions(flla_table):
     calibration = json.loads((PRETRAINED_DIR / "calibration.json").read_text())
     assert ens.interval.factor == calibration["scale_or_quantile"]
     assert ens.interval.method.startswith("split-conformal") and ens.domain is not None
-    recorded = pd.read_parquet("results/gpu/gemnet_t.parquet")
+    recorded = pd.read_parquet("results/flla_full/gemnet_t.parquet")
     test = recorded[recorded["set"] == "test"].iloc[::8]  # 50 structures
     structures = flla_table.set_index("id").loc[test["id"], "structure"]
     out = ens.predict(list(structures), list(test["id"]), device="cpu")

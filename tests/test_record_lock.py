@@ -17,7 +17,10 @@ def test_committed_records_are_current():
     )
     records = json.loads((REPO / "records.lock.json").read_text())["records"]
     assert "metrics/accuracy.json" in records and "paper_figures/CHECKLIST.json" in records
-    assert "tracer/analysis/accuracy.py" in records["metrics/accuracy.json"]["code"]
+    # the code deps are layers (folders), hashed over their tracked files
+    assert "tracer/analysis" in records["metrics/accuracy.json"]["code"]
+    # a folder output's JSON files are records too (the run of record's analyses)
+    assert records["metrics/run_of_record/uncertainty.json"]["stage"] == "run_of_record"
 
 
 def _repo(tmp_path):

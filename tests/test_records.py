@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -180,43 +181,45 @@ def test_reliability_records_of_another_ensemble_are_stale(tmp_path):
 
     _records(tmp_path / "same")
     assert stale_records(tmp_path / "same") is None
-    _records(tmp_path / "other", fail_mae=0.094)  # the gpu_results stage not run since
+    _records(tmp_path / "other", fail_mae=0.094)  # the run_of_record stage not run since
     reason = stale_records(tmp_path / "other")
     assert "another ensemble" in reason and "0.09400" in reason
     _records(tmp_path / "size", unc_n_test=394)
     assert stale_records(tmp_path / "size") is not None
     (tmp_path / "gone").mkdir()
     assert "missing" in stale_records(tmp_path / "gone")
-    with pytest.raises(ValueError, match="dvc repro gpu_results"):
-        ship_pretrained(tmp_path / "ship", tmp_path / "other", {})
+    with pytest.raises(ValueError, match="dvc repro run_of_record"):
+        ship_pretrained(tmp_path / "ship", tmp_path / "other", {}, derived_dir=tmp_path / "other")
 
 
 def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
-    """The committed gpu records and shipped members: a copy of the shipped folder gets a
-    recalibration equal to the run's σ-scaling, a model card and a manifest that loads."""
+    """The committed records and shipped members: `tracer release` gives a copy of the shipped
+    folder a calibration equal to the run's, a model card and a manifest that loads; the
+    package's own folder is what a release writes now."""
     import shutil
 
     from tracer.inference.predict import PRETRAINED_DIR, Ensemble
     from tracer.pipeline.config import load_params
-    from tracer.pipeline.release import finish_shipped, stale_records
+    from tracer.pipeline.release import release, release_status, stale_records
 
-    if stale_records("results/gpu") is not None:
-        pytest.fail("results/gpu: reliability records are not the recorded ensemble's")
+    if stale_records("results/flla_full", "metrics/run_of_record") is not None:
+        pytest.fail("results/flla_full: reliability records are not the recorded ensemble's")
     folder = tmp_path / "flla_gemnet_t"
     shutil.copytree(PRETRAINED_DIR, folder)
     for name in ("calibration.json", "MODEL_CARD.md", "MANIFEST.json"):
         (folder / name).unlink()
-    params = load_params("profiles/gpu.yaml")
-    # the run's check names the package folder, not this copy: left alone
-    assert not finish_shipped(folder, "results/gpu", params)
+    params = load_params("profiles/full.yaml")
+    # the run's check names the package folder, not this copy: refused with the reason
+    with pytest.raises(ValueError, match="does not hold"):
+        release(folder, "results/flla_full", params)
     results = tmp_path / "results"
-    shutil.copytree("results/gpu", results, ignore=shutil.ignore_patterns("studies", "runs"))
+    shutil.copytree("results/flla_full", results, ignore=shutil.ignore_patterns("studies", "runs"))
     check = json.loads((results / "half_precision_check.json").read_text())
     check["shipped_to"] = str(folder)
     (results / "half_precision_check.json").write_text(json.dumps(check))
-    assert finish_shipped(folder, results, params)
+    release(folder, results, params)
     recal = json.loads((folder / "calibration.json").read_text())
-    unc = json.loads((results / "uncertainty.json").read_text())
+    unc = json.loads(Path("metrics/run_of_record/uncertainty.json").read_text())
     assert recal["sigma_scale"] == unc["sigma_scale"]
     # the shipped interval is the split-conformal one, with its measured test coverage
     assert recal["scale_or_quantile"] == unc["conformal_quantile"]
@@ -235,5 +238,8 @@ def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
     card = "MODEL_CARD.md"
     assert (folder / card).read_bytes() == (PRETRAINED_DIR / card).read_bytes()
     shipped = json.loads((PRETRAINED_DIR / "calibration.json").read_text())
-    assert shipped["source"] == "results/gpu/uncertainty.json"
+    assert shipped["source"] == "metrics/run_of_record/uncertainty.json"
     assert {**shipped, "source": None} == {**recal, "source": None}
+    assert release_status(PRETRAINED_DIR, "results/flla_full", params) is None
+    (folder / card).write_text(text + "edited\n")
+    assert "MODEL_CARD.md differ" in release_status(folder, results, params)

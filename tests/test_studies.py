@@ -19,7 +19,7 @@ from tracer.pipeline.studies import (
     train_runs,
     transfer_runs,
 )
-from tracer.pipeline.study_records import gpu_domain_record, study_run_states
+from tracer.pipeline.study_records import domain_record, study_run_states
 from tracer.training.checkpoints import load_member
 from tracer.training.settings import TrainConfig
 
@@ -102,7 +102,7 @@ def test_domain_runs_are_trained_once_and_reported_from_their_files(tmp_path, tr
               "graph": {"cutoff_angstrom": 6.0, "max_neighbors": 8},
               "dataset": {"name": "flla"}}  # fmt: skip
     (tmp_path / "single").symlink_to(tmp_path, target_is_directory=True)
-    record = gpu_domain_record(tmp_path, params)
+    record = domain_record(tmp_path, params)
     assert record["status"].startswith("PARTIAL") and "domain_film_seed1" in record["status"]
     assert record["variants"]["film"]["finished_seeds"] == [0]
     assert record["variants"]["film"]["mae"] == pytest.approx(report["film"]["mae_seeds"]["0"])

@@ -95,7 +95,7 @@ def test_transfer_stages_run_zero_shot_and_fine_tuning_or_say_not_run(tmp_path, 
     written = json.loads((tmp_path / "metrics" / "transfer.json").read_text())
     assert written["zero_shot"]["n"] == 5 and written["fine_tuned"]["n_members"] == 2
     for name in ("transfer_zero_shot", "transfer_fine_tuned", "transfer_learning_curve"):
-        assert (tmp_path / "paper_figures" / f"{name}.png").exists()
+        assert (tmp_path / "paper_figures" / "transfer" / f"{name}.png").exists()
     gone = {**settings, "path": "nowhere"}
     assert run_perovskites_stage(params=params, transfer=gone, validation=ValidationConfig(),
                                  root=tmp_path)["status"].startswith("NOT RUN")  # fmt: skip

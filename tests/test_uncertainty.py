@@ -151,7 +151,7 @@ def test_shipped_interval_is_the_validation_conformal_quantile_of_the_run_of_rec
     from tracer.analysis.uncertainty import conformal_quantile
 
     shipped = json.loads((REPO / "tracer/pretrained/flla_gemnet_t/calibration.json").read_text())
-    frame = pd.read_parquet(REPO / "results/gpu/gemnet_t.parquet")
+    frame = pd.read_parquet(REPO / "results/flla_full/gemnet_t.parquet")
     val, test = frame[frame["set"] == "val"], frame[frame["set"] == "test"]
     floor = 1e-6
     q = conformal_quantile(val["mean"], np.maximum(val["std"], floor), val["y_true"])

@@ -8,41 +8,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
-from tracer.commands.data import (
-    cmd_fetch,
-    cmd_fit_domain,
-    cmd_make_folds,
-    cmd_predict,
-    cmd_prepare_perovskites,
-    cmd_profile,
-    cmd_run_notebook,
-)
-from tracer.commands.records import (
-    cmd_audit_readme,
-    cmd_lock_records,
-    cmd_record_cv,
-    cmd_record_gpu_run,
-    cmd_record_gpu_studies,
-    cmd_record_transfer_cv,
-    cmd_report,
-    cmd_rescore_alignn,
-)
-from tracer.commands.training import (
-    cmd_export_structures,
-    cmd_stage,
-    cmd_study,
-    cmd_train_alignn,
-    cmd_train_baseline,
-    cmd_train_cv,
-    cmd_train_ddp,
-    cmd_train_ensemble,
-    cmd_train_parallel,
-    cmd_train_transfer_cv,
-)
+from tracer.inference.predict import PRETRAINED_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="data/checksums.json",
         help="checksum registry for sources without a published sha256",
     )
-    p.set_defaults(func=cmd_fetch)
+    p.set_defaults(func="data:cmd_fetch")
 
     p = sub.add_parser("run-notebook", help="execute a stage notebook with papermill")
     p.add_argument("notebook")
@@ -76,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("NAME", "VALUE"),
         help="a parameter not in params.yaml (YAML value)",
     )
-    p.set_defaults(func=cmd_run_notebook)
+    p.set_defaults(func="data:cmd_run_notebook")
 
     p = sub.add_parser(
         "export-structures",
@@ -84,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", default="flla")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_export_structures)
+    p.set_defaults(func="pipeline:cmd_export_structures")
 
     p = sub.add_parser(
         "train-ensemble", help="build graphs, train all members and predict, without DVC"
@@ -96,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="*")
     p.add_argument("--parallel", type=int, default=1, help="members trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
-    p.set_defaults(func=cmd_train_ensemble)
+    p.set_defaults(func="training:cmd_train_ensemble")
 
     p = sub.add_parser(
         "train-parallel",
@@ -105,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="+", help="DVC stages, e.g. train or train@0 train@1")
     p.add_argument("--devices", nargs="+", required=True, help="CUDA device ids, or cpu")
     p.add_argument("--force", action="store_true", help="also rerun stages up to date")
-    p.set_defaults(func=cmd_train_parallel)
+    p.set_defaults(func="pipeline:cmd_train_parallel")
 
     p = sub.add_parser(
         "train-ddp",
@@ -118,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.add_argument("--graphs-cache", help="graph-set folder to share (default OUT/graphs)")
-    p.set_defaults(func=cmd_train_ddp)
+    p.set_defaults(func="training:cmd_train_ddp")
 
     p = sub.add_parser(
         "train-baseline", help="train SchNet or CGCNN (params baselines) on a split, no DVC"
@@ -129,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", required=True)
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
-    p.set_defaults(func=cmd_train_baseline)
+    p.set_defaults(func="training:cmd_train_baseline")
 
     p = sub.add_parser(
         "stage",
@@ -139,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["graphs", "dummy", "member", "baseline"])
     p.add_argument("name", nargs="?", help="the member's seed, or the baseline's model name")
     p.add_argument("--params", default="params.yaml")
-    p.set_defaults(func=cmd_stage)
+    p.set_defaults(func="pipeline:cmd_stage")
 
     p = sub.add_parser(
         "train-alignn", help="train the ALIGNN baseline (alignn package) on a split, no DVC"
@@ -155,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.add_argument("--epochs", type=int, help="override the recipe's 300 epochs")
     p.add_argument("--graphs-cache", help="all structures' graphs in one file, shared by folds")
-    p.set_defaults(func=cmd_train_alignn)
+    p.set_defaults(func="training:cmd_train_alignn")
 
     p = sub.add_parser(
         "study", help="run the domain or transfer study from structure tensors, no DVC"
@@ -170,17 +141,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.add_argument("--only", nargs="+", help="train just the runs matching these name patterns")
-    p.set_defaults(func=cmd_study)
+    p.set_defaults(func="training:cmd_study")
 
     for name, what, func in (
-        ("record-gpu-run", "a train-ensemble output folder", cmd_record_gpu_run),
-        ("record-gpu-studies", "a GPU run of `tracer study`", cmd_record_gpu_studies),
+        ("record-run", "a train-ensemble output folder", "records:cmd_record_run"),
+        ("record-studies", "a GPU run of `tracer study`", "records:cmd_record_studies"),
     ):
-        p = sub.add_parser(name, help=f"score {what} into results/gpu/")
+        p = sub.add_parser(name, help=f"score {what} into results/flla_full/")
         p.add_argument("--run-dir", required=True)
-        p.add_argument("--params", default="profiles/gpu.yaml")
-        p.add_argument("--out", default="results/gpu")
+        p.add_argument("--params", default="profiles/full.yaml")
+        p.add_argument("--out", default="results/flla_full")
+        if name == "record-run":
+            p.add_argument("--ship-to", default=None,
+                           help="also ship the members in half precision into this folder "
+                           "(e.g. tracer/pretrained/flla_gemnet_t); then `tracer release`",
+                           )  # fmt: skip
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="the reproduction report: this run's records beside the committed ones, each key "
+        "judged against a measured tolerance; exit status 1 when NOT REPRODUCED",
+    )
+    p.add_argument("--reference", default="HEAD", help="the git revision of the reference")
+    p.add_argument("--out", default="reproduction.md")
+    p.set_defaults(func="records:cmd_reproduce")
+
+    p = sub.add_parser(
+        "release",
+        help="finish a shipped ensemble from the committed records: calibration.json, "
+        "MODEL_CARD.md, MANIFEST.json (the only command that writes them)",
+    )
+    p.add_argument("--folder", default=str(PRETRAINED_DIR), help="the shipped members' folder")
+    p.add_argument("--records", default="results/flla_full", help="the run of record")
+    p.add_argument("--derived", default="metrics/run_of_record",
+                   help="the run_of_record stage's analyses of it")  # fmt: skip
+    p.add_argument("--params", default="profiles/full.yaml")
+    p.add_argument("--check", action="store_true",
+                   help="only say whether the folder is what a release would write")  # fmt: skip
+    p.set_defaults(func="records:cmd_release")
 
     p = sub.add_parser(
         "predict",
@@ -190,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="files, folders or globs")
     p.add_argument("-o", "--output", required=True, help="CSV of the predictions")
     p.add_argument("--ensemble", default=None,
-                   help="folder of member_*.pt (default: the shipped gpu-profile FLLA ensemble, "
+                   help="folder of member_*.pt (default: the shipped full-profile FLLA ensemble, "
                    "tracer/pretrained/flla_gemnet_t)")  # fmt: skip
     p.add_argument("--budget", type=int, help="also write the N structures most worth checking")
     p.add_argument(
@@ -201,18 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--progress", action="store_true",
                    help="progress bar on stderr even when it is not a terminal")  # fmt: skip
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func="data:cmd_predict")
 
     p = sub.add_parser(
         "fit-domain",
         help="fit an ensemble's applicability domain on its training split and measure it "
-        "(applicability.pt and ood.json beside the members; then `tracer ship` for the manifest)",
+        "(applicability.pt and ood.json beside the members; then `tracer release` for the "
+        "manifest)",
     )
     p.add_argument("--ensemble", default=None, help="members' folder (default: the shipped one)")
     p.add_argument("--table", default="data/processed/flla.parquet")
     p.add_argument("--split", default="data/splits/flla.json")
     p.add_argument("--force", action="store_true", help="replace an existing applicability.pt")
-    p.set_defaults(func=cmd_fit_domain)
+    p.set_defaults(func="data:cmd_fit_domain")
 
     p = sub.add_parser("make-folds", help="group-aware k-fold runs of a dataset (fold file)")
     p.add_argument("--dataset", default="flla")
@@ -221,14 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--out", default="data/splits/flla_cv5.json")
     p.add_argument("--force", action="store_true")
-    p.set_defaults(func=cmd_make_folds)
+    p.set_defaults(func="data:cmd_make_folds")
 
     p = sub.add_parser(
         "train-cv", help="train the GemNet-T members of cross-validation folds, no DVC (GPU)"
     )
     p.add_argument("--structures", required=True, help="file from export-structures")
     p.add_argument("--folds", required=True, help="fold file from make-folds")
-    p.add_argument("--params", default="profiles/gpu.yaml")
+    p.add_argument("--params", default="profiles/full.yaml")
     p.add_argument("--out", required=True)
     p.add_argument("--which", type=int, nargs="*", help="folds to run (default: all)")
     p.add_argument(
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--parallel", type=int, default=1, help="members trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
-    p.set_defaults(func=cmd_train_cv)
+    p.set_defaults(func="training:cmd_train_cv")
 
     p = sub.add_parser(
         "prepare-perovskites",
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/perovskites_cv", help="quarantine and data report")
     p.add_argument("--folds", default="data/splits/perovskites_cmr_cv5.json")
     p.add_argument("--structures", help="write the clean CMR cells here (eV/atom targets)")
-    p.set_defaults(func=cmd_prepare_perovskites)
+    p.set_defaults(func="data:cmd_prepare_perovskites")
 
     p = sub.add_parser(
         "train-transfer-cv",
@@ -259,31 +259,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--structures", required=True, help="file from prepare-perovskites")
     p.add_argument("--folds", default="data/splits/perovskites_cmr_cv5.json")
     p.add_argument("--members", nargs="+", required=True, help="pre-trained member files")
-    p.add_argument("--params", default="profiles/gpu.yaml")
+    p.add_argument("--params", default="profiles/full.yaml")
     p.add_argument("--out", required=True)
     p.add_argument("--which", type=int, nargs="*", help="folds to run (default: all)")
     p.add_argument("--curve-folds", type=int, nargs="*", default=[0])
     p.add_argument("--scratch-members", type=int, default=1, help="scratch models per fold")
     p.add_argument("--parallel", type=int, default=1, help="runs trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
-    p.set_defaults(func=cmd_train_transfer_cv)
+    p.set_defaults(func="training:cmd_train_transfer_cv")
 
     p = sub.add_parser(
         "rescore-alignn",
         help="choose ALIGNN's recipe again from a results folder's kept runs (a recipe trained "
         "later: copy its alignn_<recipe>.parquet and histories/alignn_<recipe>.json into runs/)",
     )
-    p.add_argument("--results", default="results/gpu")
-    p.set_defaults(func=cmd_rescore_alignn)
+    p.add_argument("--results", default="results/flla_full")
+    p.set_defaults(func="records:cmd_rescore_alignn")
 
     p = sub.add_parser("record-transfer-cv", help="score a transfer cross-validation folder")
     p.add_argument("--run-dir", default="results/perovskites_cv/runs")
     p.add_argument("--folds", default="data/splits/perovskites_cmr_cv5.json")
     p.add_argument("--curve-folds", type=int, nargs="*", default=[0])
-    p.add_argument("--params", default="profiles/gpu.yaml")
+    p.add_argument("--params", default="profiles/full.yaml")
     p.add_argument("--device", required=True, help="the card the runs trained on")
     p.add_argument("--out", default="results/perovskites_cv/perovskites_matbench.json")
-    p.set_defaults(func=cmd_record_transfer_cv)
+    p.set_defaults(func="records:cmd_record_transfer_cv")
 
     p = sub.add_parser(
         "record-cv", help="score a cross-validation folder (out-of-fold records, cv_*.json)"
@@ -291,32 +291,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="results/flla_cv5")
     p.add_argument("--folds", default="data/splits/flla_cv5.json")
     p.add_argument("--table", default="data/processed/flla.parquet")
-    p.add_argument("--params", default="profiles/gpu.yaml")
+    p.add_argument("--params", default="profiles/full.yaml")
     p.add_argument("--device", required=True, help="the card the members trained on")
-    p.set_defaults(func=cmd_record_cv)
+    p.set_defaults(func="records:cmd_record_cv")
 
     p = sub.add_parser(
         "lock-records",
         help="write records.lock.json (the code and params hashes behind each record)",
     )
-    p.set_defaults(func=cmd_lock_records)
+    p.set_defaults(func="records:cmd_lock_records")
 
     p = sub.add_parser(
         "audit-readme", help="rewrite README's audit table from paper_figures/CHECKLIST.json"
     )
     p.add_argument("--readme", default="README.md")
     p.add_argument("--checklist", default="paper_figures/CHECKLIST.json")
-    p.set_defaults(func=cmd_audit_readme)
+    p.set_defaults(func="records:cmd_audit_readme")
 
     p = sub.add_parser("report", help="render the run into an offline HTML site")
     p.add_argument("--out", default="docs/report")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func="records:cmd_report")
 
     p = sub.add_parser("profile", help="show or switch the active params profile")
     p.add_argument("action", nargs="?", choices=["show", "use"], default="show")
     p.add_argument("name", nargs="?")
     p.add_argument("--force", action="store_true", help="replace a params.yaml with edits")
-    p.set_defaults(func=cmd_profile)
+    p.set_defaults(func="data:cmd_profile")
     return parser
 
 
@@ -327,7 +327,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args))
+    module, name = args.func.split(":")
+    # handlers load only with their command: a GPU machine's training commands never import
+    # the modules (pymatgen, DVC) that the data and pipeline commands need
+    handler = getattr(importlib.import_module(f"tracer.commands.{module}"), name)
+    return int(handler(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

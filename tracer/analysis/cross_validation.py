@@ -194,8 +194,8 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
 #: chosen from
 BASELINE_SETTINGS = {
     "alignn": "the recipe the seed-42 split chose on validation among three",
-    "schnet": "one: torch_geometric's published size (profiles/gpu.yaml), not tuned here",
-    "cgcnn": "one: the CGCNN paper's size (profiles/gpu.yaml), not tuned here",
+    "schnet": "one: torch_geometric's published size (profiles/full.yaml), not tuned here",
+    "cgcnn": "one: the CGCNN paper's size (profiles/full.yaml), not tuned here",
 }
 
 

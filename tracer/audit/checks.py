@@ -28,7 +28,6 @@ def _legacy(function: str, index: int) -> Callable[[Context], Measurement]:
     """A row of :mod:`tracer.audit.default_run`'s checks of the CPU run's split, models and lock."""
 
     def quantity(ctx: Context) -> Measurement:
-
         if ctx.run.name != "cpu_default":
             raise NotRunError("read from the CPU default run's model files and dvc.lock")
         try:
@@ -166,12 +165,18 @@ def limitations_stated(ctx: Context) -> Measurement:
 
 
 def scripts_available(ctx: Context) -> Measurement:
-
     stages = yaml.safe_load(ctx.path("dvc.yaml").read_text())["stages"]
-    cmds = [
-        s["cmd"] if isinstance(s, dict) and "cmd" in s else s.get("do", {}).get("cmd", "")
-        for s in stages.values()
-    ]
+    cmds = []
+    for s in stages.values():
+        if "cmd" in s:
+            cmds.append(s["cmd"])
+            continue
+        items = s.get("foreach")  # a stage per item; a mapping names each stage's notebook
+        if isinstance(items, dict):
+            cmds += [s["do"]["cmd"].replace("${key}", str(k)).replace("${item}", str(v))
+                     for k, v in items.items()]  # fmt: skip
+        else:  # seeds or model names from params.yaml: commands without a notebook
+            cmds.append(s["do"]["cmd"])
     notebooks = {w for c in cmds for w in str(c).split() if w.endswith(".ipynb")}
     missing = sorted(n for n in notebooks if not (ctx.root / n).exists())
     return _yes(
@@ -182,7 +187,6 @@ def scripts_available(ctx: Context) -> Measurement:
 
 
 def versions_recorded(ctx: Context) -> Measurement:
-
     folder = ctx.root / ctx.run.records
     files = sorted(folder.glob("*.json"))
     if not files:

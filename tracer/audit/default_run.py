@@ -59,7 +59,6 @@ class Records:
         return self.json(f"data/splits/{self.dataset}.json")
 
     def members(self) -> list[dict[str, Any]]:
-
         files = sorted((self.root / "models" / self.dataset).glob("member_*.pt"))
         if not files:
             raise MissingRecordError(f"models/{self.dataset}/member_*.pt are missing")
@@ -217,13 +216,14 @@ def audit_model_has_angles(r: Records) -> list[Row]:
 
 
 def audit_alignn_epochs(r: Records) -> list[Row]:
-    files = sorted((r.root / "results/gpu/runs/histories").glob("alignn_*.json"))
+    files = sorted((r.root / "results/flla_full/runs/histories").glob("alignn_*.json"))
     if not files:
-        raise MissingRecordError("results/gpu/runs/histories/alignn_*.json are missing")
+        raise MissingRecordError("results/flla_full/runs/histories/alignn_*.json are missing")
     epochs = {f.stem: len(json.loads(f.read_text())) for f in files}
     return [Row("audit note", "ALIGNN trained to its own default length (300 epochs)",
                 "their ALIGNN: 50 epochs, batch 16, lr 5e-4", json.dumps(epochs),
-                "results/gpu/runs/histories/", verdict(min(epochs.values()) >= 300))]  # fmt: skip
+                "results/flla_full/runs/histories/",
+                verdict(min(epochs.values()) >= 300))]  # fmt: skip
 
 
 def audit_no_made_up_targets(r: Records) -> list[Row]:
@@ -244,7 +244,7 @@ OWN_FILES = ("paper_figures/CHECKLIST.json", "paper_figures/CHECKLIST.md", "pape
 
 
 def figure_index(
-    root: str | Path = ".", prefixes: Sequence[str] = ("paper_figures/", "results/gpu/")
+    root: str | Path = ".", prefixes: Sequence[str] = ("paper_figures/", "metrics/")
 ) -> pd.DataFrame:
     """Every output under ``prefixes`` with the DVC stage (and its notebook) that wrote it, read
     from ``dvc.lock``; the checklist stage's own files are added (its lock entry is written only

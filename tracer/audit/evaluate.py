@@ -30,6 +30,7 @@ from tracer.audit.rules import (
     describe,
 )
 from tracer.audit.runs import RUNS, Context, RunSpec
+from tracer.pipeline.config import load_params
 
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 ALL_QUANTITIES: dict[str, Callable[[Context], Measurement]] = {**QUANTITIES, **CHECKS}
@@ -208,7 +209,7 @@ def write_audit(audit: dict[str, Any], out_dir: str | Path = "paper_figures") ->
 
 
 README_START, README_END = "<!-- audit:start -->", "<!-- audit:end -->"
-HEADLINE_ORDER = ("cv", "gpu_record", "cpu_default")
+HEADLINE_ORDER = ("cv", "run_of_record", "cpu_default")
 
 
 def readme_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -297,7 +298,7 @@ def paper_vs_run(
 def run_facts(root: str | Path = ".", params_path: str | Path = "params.yaml") -> dict[str, Any]:
     """Dataset, split sizes, training size and epochs of the run whose params are
     ``params_path`` — printed above each notebook's "Paper vs this run" table."""
-    params = yaml.safe_load((Path(root) / params_path).read_text())
+    params = load_params(Path(root) / params_path)
     name = params["dataset"]["name"]
     split = json.loads((Path(root) / "data" / "splits" / f"{name}.json").read_text())
     sizes = {k: len(split[k]) for k in ("train", "val", "test")}

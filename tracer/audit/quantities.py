@@ -1,7 +1,7 @@
 """What each audited claim measures, read from one run's committed records and prediction files.
 
 A run (:class:`RunSpec`) is one set of records: the CPU default pipeline (``metrics/``), the GPU
-run of record (``results/gpu/``), the cross-validated run (``results/flla_cv5/`` and
+run of record (``results/flla_full/``), the cross-validated run (``results/flla_cv5/`` and
 ``results/perovskites_cv/``). A quantity is a function of a :class:`Context` returning a
 :class:`~tracer.audit.rules.Measurement`; it raises :class:`~tracer.audit.rules.NotRunError`
 when the run lacks what it needs and :class:`~tracer.audit.rules.NotTestableError` when the data
@@ -28,7 +28,6 @@ from tracer.audit.studies import STUDIES
 # model comparisons (paired over the shared test structures)
 # --------------------------------------------------------------------------------------------
 def _paired(ctx: Context, a: str, b: str, column: str, metric: str) -> Measurement:
-
     ta, tb = ctx.test(a), ctx.test(b)
     ids = ta.index.intersection(tb.index)
     y = ta.loc[ids, "y_true"].to_numpy(float)
@@ -119,7 +118,6 @@ def _sigma_and_error(ctx: Context, members: list[str] | None = None) -> tuple[np
 
 
 def _spearman(sigma: np.ndarray, err: np.ndarray, text: str) -> Measurement:
-
     rs, re_ = rankdata(sigma), rankdata(err)
     idx = resample_indices(len(err))
     a, b = rs[idx], re_[idx]
@@ -144,7 +142,6 @@ def sigma_spearman_three_members(ctx: Context) -> Measurement:
 
 
 def sigma_auroc_top10(ctx: Context) -> Measurement:
-
     sigma, err = _sigma_and_error(ctx)
     top = err >= np.quantile(err, 0.9)
     idx = resample_indices(len(err))

@@ -28,7 +28,7 @@ nav a { margin-right: 1em; }
 EVIDENCE_BY_CLAIM = {
     **dict.fromkeys(("single_vs_alignn_mae", "gap_vs_alignn_size", "single_vs_alignn_rmse",
                      "ensemble_vs_alignn_mae", "single_vs_schnet_mae", "single_vs_cgcnn_mae",
-                     "trains_faster", "run_to_run"), "30_gpu_results"),
+                     "trains_faster", "run_to_run"), "30_run_of_record"),
     **dict.fromkeys(("sigma_rank", "sigma_flags_worst", "sigma_three_members", "coverage_raw",
                      "coverage_conformal", "calibration_improves", "nll"), "21_uncertainty"),
     **dict.fromkeys(("elemental_worst", "large_cells_worst", "positive_energy_worst",
@@ -76,12 +76,9 @@ def build_site(root: str | Path = ".", out_dir: str | Path = "site") -> Path:
     for name in ("params.yaml", "dvc.lock"):
         if (root / name).exists():
             shutil.copy2(root / name, out / "files" / f"{name}.txt")
-    figures = sorted((root / "paper_figures").glob("*.png"))
+    figures = sorted((root / "paper_figures").glob("*/*.png"))  # one folder per stage
     for fig in figures:
-        shutil.copy2(fig, out / "figures" / fig.name)
-    gpu_figures = sorted((root / "results" / "gpu").glob("*.png"))
-    for fig in gpu_figures:
-        shutil.copy2(fig, out / "figures" / f"gpu_{fig.name}")
+        shutil.copy2(fig, out / "figures" / f"{fig.parent.name}_{fig.name}")
 
     parts = ["<h1>TRACER — the run, its figures and the audit</h1>",
              "<nav><a href='#audit'>audit</a><a href='#notebooks'>notebooks</a>"
@@ -120,11 +117,10 @@ def build_site(root: str | Path = ".", out_dir: str | Path = "site") -> Path:
     parts += [f"<li><a href='notebooks/{p.name}'>{p.stem}</a></li>" for p in pages]
     parts.append("</ul><h2 id='figures'>Figures</h2><div class='thumbs'>")
     for fig in figures:
-        parts.append(f"<a href='figures/{fig.name}'><img src='figures/{fig.name}' "
-                     f"alt='{fig.stem}' title='{fig.stem}'></a>")  # fmt: skip
-    for fig in gpu_figures:
-        parts.append(f"<a href='figures/gpu_{fig.name}'><img src='figures/gpu_{fig.name}' "
-                     f"alt='gpu {fig.stem}' title='gpu run: {fig.stem}'></a>")  # fmt: skip
+        name = f"{fig.parent.name}_{fig.name}"
+        parts.append(f"<a href='figures/{name}'><img src='figures/{name}' "
+                     f"alt='{fig.parent.name}: {fig.stem}' "
+                     f"title='{fig.parent.name}: {fig.stem}'></a>")  # fmt: skip
     parts.append("</div>")
     index = out / "index.html"
     index.write_text(_page("TRACER", "\n".join(parts)))

@@ -1,7 +1,7 @@
 """The runs the audit scores and read access to their records.
 
 A run (:class:`RunSpec`) is one set of records: the CPU default pipeline (``metrics/``), the GPU
-run of record (``results/gpu/``), the cross-validated run (``results/flla_cv5/`` and
+run of record (``results/flla_full/``), the cross-validated run (``results/flla_cv5/`` and
 ``results/perovskites_cv/``). Intervals are 95% percentile bootstrap intervals
 (:func:`ci95`).
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from tracer.audit.rules import NotRunError, NotTestableError
+from tracer.pipeline.config import load_params
 
 N_RESAMPLES = 2000
 
@@ -33,6 +33,9 @@ class RunSpec:
     records: str
     predictions: dict[str, str]
     params: str
+    derived: str | None = None
+    """Where the pipeline writes its analyses of the run's predictions (read when the run's own
+    folder lacks the record)."""
 
 
 RUNS = (
@@ -48,27 +51,29 @@ RUNS = (
         "params.yaml",
     ),
     RunSpec(
-        "gpu_record",
-        "GPU run of record: FLLA, seed-42 split, profiles/gpu.yaml",
-        "results/gpu",
+        "run_of_record",
+        "GPU run of record: FLLA, seed-42 split, profiles/full.yaml",
+        "results/flla_full",
         {
-            "gemnet_t": "results/gpu/gemnet_t.parquet",
-            "alignn": "results/gpu/runs/alignn_{alignn_recipe}.parquet",  # chosen on validation
-            "schnet": "results/gpu/runs/schnet.parquet",
-            "cgcnn": "results/gpu/runs/cgcnn.parquet",
+            "gemnet_t": "results/flla_full/gemnet_t.parquet",
+            # ALIGNN: the recipe chosen on validation
+            "alignn": "results/flla_full/runs/alignn_{alignn_recipe}.parquet",
+            "schnet": "results/flla_full/runs/schnet.parquet",
+            "cgcnn": "results/flla_full/runs/cgcnn.parquet",
         },
-        "profiles/gpu.yaml",
+        "profiles/full.yaml",
+        "metrics/run_of_record",
     ),
     RunSpec(
         "cv",
         "5-fold CV: all 3,938 FLLA structures out of fold (perovskites: matbench "
-        "folds), profiles/gpu.yaml",
+        "folds), profiles/full.yaml",
         "results/flla_cv5",
         {
             "gemnet_t": "results/flla_cv5/oof_gemnet_t.parquet",
             **{m: f"results/flla_cv5/oof_{m}.parquet" for m in ("alignn", "schnet", "cgcnn")},
         },
-        "profiles/gpu.yaml",
+        "profiles/full.yaml",
     ),
 )
 
@@ -92,11 +97,14 @@ class Context:
     def record(self, name: str) -> Any:
         """The run's record ``name`` (``cv_<name>`` in the cross-validated run)."""
         prefix = "cv_" if self.run.name == "cv" else ""
-        return self.json(f"{self.run.records}/{prefix}{name}")
+        own = f"{self.run.records}/{prefix}{name}"
+        if self.run.derived and not (self.root / own).exists():
+            return self.json(f"{self.run.derived}/{prefix}{name}")
+        return self.json(own)
 
     @cached_property
     def params(self) -> dict[str, Any]:
-        return yaml.safe_load(self.path(self.run.params).read_text())
+        return load_params(self.path(self.run.params))  # a profile comes merged onto the base
 
     @property
     def dataset(self) -> str:

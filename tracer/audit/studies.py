@@ -283,9 +283,9 @@ def matbench_fine_tuned_mae(ctx: Context) -> Measurement:
 
 
 def run_to_run_mae_diff(ctx: Context) -> Measurement:
-    if ctx.run.name != "gpu_record":
+    if ctx.run.name != "run_of_record":
         raise NotRunError("retraining with the same seed was done for the GPU run of record")
-    r = ctx.json("results/gpu/run_to_run.json")
+    r = ctx.json("results/flla_full/run_to_run.json")
     d = abs(float(r["test_mae_diff"]))
     return Measurement(
         d,

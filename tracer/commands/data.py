@@ -37,7 +37,6 @@ from tracer.pipeline.provenance import provenance
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-
     name = args.name
     if name is None:
 
@@ -52,8 +51,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_run_notebook(args: argparse.Namespace) -> int:
-
-
     overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
     out = run_notebook(
         args.notebook,
@@ -67,7 +64,6 @@ def cmd_run_notebook(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-
     if args.action == "use":
         if not args.name:
             print("error: profile use needs a NAME", file=sys.stderr)
@@ -85,8 +81,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-
-
     try:
         summary = screen(
             args.paths, args.output, ensemble=args.ensemble, budget=args.budget,
@@ -101,8 +95,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_domain(args: argparse.Namespace) -> int:
-
-
     ens = Ensemble.load(args.ensemble)
     folder = ens.members[0].parent
     target = folder / APPLICABILITY
@@ -122,8 +114,6 @@ def cmd_fit_domain(args: argparse.Namespace) -> int:
 
 
 def cmd_make_folds(args: argparse.Namespace) -> int:
-
-
     out = Path(args.out)
     if out.exists() and not args.force:
         print(f"tracer make-folds: would overwrite {out} (use --force)", file=sys.stderr)
@@ -143,8 +133,6 @@ def cmd_make_folds(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare_perovskites(args: argparse.Namespace) -> int:
-
-
     t0 = time.perf_counter()
     path = Path(args.path)
     result, summary = validate_perovskites(read_perovskites_31k(path))

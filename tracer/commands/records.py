@@ -17,28 +17,25 @@ from tracer.pipeline.config import load_params
 from tracer.pipeline.cv_records import record_cv
 from tracer.pipeline.provenance import provenance
 from tracer.pipeline.record_lock import stale, write_lock
-from tracer.pipeline.records import record_gpu_run, rescore_alignn
-from tracer.pipeline.study_records import record_gpu_studies
+from tracer.pipeline.records import record_run, rescore_alignn
+from tracer.pipeline.release import release, release_status
+from tracer.pipeline.reproduction import reproduction_report, write_report
+from tracer.pipeline.study_records import record_studies
 from tracer.pipeline.transfer_cv import matbench_record, transfer_cv_report
 
 
-def cmd_record_gpu_studies(args: argparse.Namespace) -> int:
-
-
-    out = record_gpu_studies(args.run_dir, params_path=args.params, out_dir=args.out)
+def cmd_record_studies(args: argparse.Namespace) -> int:
+    out = record_studies(args.run_dir, params_path=args.params, out_dir=args.out)
     print(json.dumps({k: v["status"] for k, v in out.items()}))
     return 0
 
 
 def cmd_rescore_alignn(args: argparse.Namespace) -> int:
-
     print(f"ALIGNN recipe chosen on validation: {rescore_alignn(args.results)}")
     return 0
 
 
 def cmd_record_transfer_cv(args: argparse.Namespace) -> int:
-
-
     folds = load_folds(args.folds)
     report = matbench_record(
         transfer_cv_report(folds, args.run_dir, curve_folds=args.curve_folds), folds
@@ -57,8 +54,6 @@ def cmd_record_transfer_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_record_cv(args: argparse.Namespace) -> int:
-
-
     folds = load_folds(args.folds)
     records = record_cv(args.run_dir, folds, read_table(args.table), load_params(args.params),
                         device=args.device)  # fmt: skip
@@ -68,8 +63,6 @@ def cmd_record_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_lock_records(args: argparse.Namespace) -> int:
-
-
     status = subprocess.run(["dvc", "status", "--quiet"], capture_output=True, text=True)
     if status.returncode != 0:  # a lock written now would certify records its code did not make
         print("dvc status: stages out of date; run dvc repro first\n" + status.stdout[-2000:])
@@ -82,23 +75,38 @@ def cmd_lock_records(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_readme(args: argparse.Namespace) -> int:
-
-
     rows = json.loads(Path(args.checklist).read_text())
     print(write_readme_block(args.readme, rows))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-
     print(build_site(".", args.out))
     return 0
 
 
-def cmd_record_gpu_run(args: argparse.Namespace) -> int:
-
-
-    out = record_gpu_run(args.run_dir, params_path=args.params, out_dir=args.out)
+def cmd_record_run(args: argparse.Namespace) -> int:
+    out = record_run(args.run_dir, params_path=args.params, out_dir=args.out,
+                     ship_dir=args.ship_to)  # fmt: skip
     print(json.dumps({k: round(v["mae"], 5) for k, v in out["accuracy"].items()}))
     print(json.dumps(out["half_precision"]))
     return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    if args.check:
+        reason = release_status(args.folder, args.records, params, derived_dir=args.derived)
+        print(reason or f"{args.folder} is what `tracer release` writes from the records")
+        return 1 if reason else 0
+    folder = release(args.folder, args.records, params, derived_dir=args.derived)
+    print(f"released {folder}: calibration.json, MODEL_CARD.md, MANIFEST.json")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    report = reproduction_report(".", args.reference)
+    path = write_report(report, args.out)
+    counts = ", ".join(f"{n} {v}" for v, n in sorted(report["counts"].items()))
+    print(f"{report['verdict']} against {args.reference} ({counts}); details: {path}")
+    return 0 if report["verdict"] == "REPRODUCED" else 1

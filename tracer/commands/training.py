@@ -11,8 +11,7 @@ import torch.distributed as dist
 
 from tracer.data.folds import load_folds
 from tracer.data.splits import load_split
-from tracer.data.table import read_table
-from tracer.graphs.dataset import GraphDataset, save_structure_tensors
+from tracer.graphs.dataset import GraphDataset
 from tracer.inference.ensemble import ensemble_predictions
 from tracer.models.gemnet import GemNetTConfig
 from tracer.pipeline.config import load_params
@@ -25,9 +24,6 @@ from tracer.pipeline.launch import (
     train_baseline,
     train_ensemble,
 )
-from tracer.pipeline.parallel import run_parallel
-from tracer.pipeline.paths import Paths
-from tracer.pipeline.train_stages import run_training_stage
 from tracer.pipeline.transfer_cv import train_transfer_cv
 from tracer.training.alignn import RECIPES, run_alignn
 from tracer.training.distributed import init_from_env, train_ddp
@@ -35,8 +31,6 @@ from tracer.training.settings import TrainConfig
 
 
 def cmd_train_cv(args: argparse.Namespace) -> int:
-
-
     params = load_params(args.params)
     folds = load_folds(args.folds)
     if args.model == "gemnet_t":
@@ -56,8 +50,6 @@ def cmd_train_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_train_transfer_cv(args: argparse.Namespace) -> int:
-
-
     folds = load_folds(args.folds)
     report = train_transfer_cv(
         structures_path=args.structures, folds=folds,
@@ -71,8 +63,6 @@ def cmd_train_transfer_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-
-
     run_study(
         args.which,
         params=load_params(args.params),
@@ -88,23 +78,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export_structures(args: argparse.Namespace) -> int:
-
-    table = read_table(Paths(args.dataset).table)
-    out = save_structure_tensors(
-        args.out,
-        list(table["id"]),
-        list(table["structure"]),
-        list(table["target"]),
-        str(table["target_unit"].iloc[0]),
-    )
-    print(out)
-    return 0
-
-
 def cmd_train_ensemble(args: argparse.Namespace) -> int:
-
-
     params = load_params(args.params)
     model_config = GemNetTConfig.from_params(params["gemnet"], params["graph"])
     out = Path(args.out)
@@ -134,9 +108,6 @@ def cmd_train_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_train_ddp(args: argparse.Namespace) -> int:
-
-
-
     params = load_params(args.params)
     config = GemNetTConfig.from_params(params["gemnet"], params["graph"])
     out = Path(args.out)
@@ -160,17 +131,7 @@ def cmd_train_ddp(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_parallel(args: argparse.Namespace) -> int:
-
-
-    out = run_parallel(args.targets, args.devices, force=args.force)
-    print(json.dumps(out, indent=1))
-    return 0
-
-
 def cmd_train_baseline(args: argparse.Namespace) -> int:
-
-
     summary = train_baseline(
         args.structures,
         load_split(args.split),
@@ -183,17 +144,7 @@ def cmd_train_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stage(args: argparse.Namespace) -> int:
-
-
-    summary = run_training_stage(args.what, args.name, load_params(args.params))
-    print(json.dumps(summary))
-    return 0
-
-
 def cmd_train_alignn(args: argparse.Namespace) -> int:
-
-
     if (args.split is None) == (args.folds is None):
         raise SystemExit("give --split, or --folds with --fold")
     if args.folds is not None:

@@ -4,14 +4,14 @@ the formation energy per atom with every member, and say which predictions to ch
 Python API::
 
     from tracer.inference.predict import Ensemble
-    ens = Ensemble.load()                # the shipped gpu-profile ensemble
+    ens = Ensemble.load()                # the shipped full-profile ensemble
     ens = Ensemble.load("models/flla")   # or a trained one: member_*.pt (+ recalibration.json)
     out = ens.predict([structure, atoms])                 # pymatgen Structures or ASE Atoms
     out["mean"], out["sigma"], out["lower"], out["upper"]  # eV/atom arrays
 
 Command line: ``tracer predict PATH... [--ensemble DIR] [--budget N] -o results.csv``.
 
-The shipped ensemble (:data:`PRETRAINED_DIR`: five GemNet-T members of the ``gpu`` profile on
+The shipped ensemble (:data:`PRETRAINED_DIR`: five GemNet-T members of the ``full`` profile on
 FLLA, weight matrices in float16, with ``calibration.json``, ``applicability.pt``, ``ood.json``,
 ``MODEL_CARD.md`` and ``MANIFEST.json``) is checked against its manifest's sha256 sums whenever
 it is loaded.
@@ -162,7 +162,6 @@ class Ensemble:
         return graph_dataset(ids, arrays, cutoff=self.cutoff, max_neighbors=self.max_neighbors)
 
     def _load_models(self, dev: Any) -> None:
-
         if self._models and next(self._models[0][0].parameters()).device == dev:
             return
         self._models, self._compiled = [], {}

@@ -166,7 +166,6 @@ def _problem(item: Any, cutoff: float) -> str:
 
 
 def _queue(pending: _Pending, source: str, sid: str, structure: Any, notes: list[str]) -> None:
-
     pending.sources.append(source)
     pending.ids.append(sid)
     pending.formulas.append(structure.composition.reduced_formula)
@@ -200,7 +199,6 @@ def _flush(ens: Ensemble, pending: _Pending, preds: _Table, errors: _Table,
 
 def _predict_rows(ens: Ensemble, pending: _Pending, which: Sequence[int], threshold: float,
                   device: str) -> list[list[Any]]:  # fmt: skip
-
     which = list(which)
     ids = [pending.ids[k] for k in which]
     arrays = [pending.arrays[k] for k in which]

@@ -17,9 +17,8 @@ per-structure mean of per-atom outputs, i.e. a quantity per atom (formation ener
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -27,8 +26,6 @@ from torch_geometric.nn import CGConv
 from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock, ShiftedSoftplus
 
 from tracer.graphs.batch import GraphBatch
-from tracer.models.domain import DomainGemNetT, DomainGemNetTConfig
-from tracer.models.gemnet import GemNetT, GemNetTConfig
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,6 @@ class SchNet(nn.Module):
     """SchNet on periodic edges; output: per-structure mean of the atomwise outputs."""
 
     def __init__(self, config: SchNetConfig) -> None:
-
         super().__init__()
         c = self.config = config
         self.embedding = nn.Embedding(c.num_elements, c.hidden_channels)
@@ -99,7 +95,6 @@ class CGCNN(nn.Module):
     """CGCNN on periodic edges; output: a readout of the mean-pooled atom features."""
 
     def __init__(self, config: CGCNNConfig) -> None:
-
         super().__init__()
         c = self.config = config
         n_gauss = round(c.cutoff / c.gaussian_step) + 1
@@ -124,26 +119,3 @@ class CGCNN(nn.Module):
         return self.head(nn.functional.softplus(g.structure_mean(h)))[:, 0]
 
 
-ModelConfig = GemNetTConfig | DomainGemNetTConfig | SchNetConfig | CGCNNConfig
-CONFIGS: dict[str, type] = {
-    c.kind: c for c in (GemNetTConfig, DomainGemNetTConfig, SchNetConfig, CGCNNConfig)
-}
-MODELS: dict[str, Callable[[Any], nn.Module]] = {
-    "gemnet_t": GemNetT,
-    "gemnet_t_domain": DomainGemNetT.from_config,
-    "schnet": SchNet,
-    "cgcnn": CGCNN,
-}
-
-
-def config_from_dict(kind: str, values: dict[str, Any]) -> ModelConfig:
-    """The configuration of a model ``kind`` (``gemnet_t``, ``gemnet_t_domain``, ``schnet``,
-    ``cgcnn``)."""
-    if kind not in CONFIGS:
-        raise ValueError(f"unknown model kind {kind!r} (known: {sorted(CONFIGS)})")
-    return CONFIGS[kind](**values)
-
-
-def build_model(config: ModelConfig) -> nn.Module:
-    """A freshly initialised model for ``config``."""
-    return MODELS[config.kind](config)

@@ -95,10 +95,10 @@ def run_accuracy_stage(
     models: list[str],
     n_bootstrap: int,
     root: str | Path = ".",
-    gpu_results_dir: str = "results/gpu",
+    record_dir: str = "results/flla_full",
 ) -> dict[str, Any]:
     """Score each model's test predictions, write ``metrics/accuracy.json`` and Table 1: this
-    run's rows, the committed gpu run's rows (same test set only) and published numbers, each
+    run's rows, the committed run of record's rows (same test set only) and published numbers, each
     row labelled with its source."""
 
     paths = Paths(dataset_name, Path(root))
@@ -119,14 +119,14 @@ def run_accuracy_stage(
                 results, f"this run: {profile} profile, {dataset_name} test ({len(test_ids)})"
             )
         ]
-        gpu = Path(root) / gpu_results_dir / "accuracy.json"
-        if gpu.exists():  # the committed gpu-profile run, when it scored the same test set
+        gpu = Path(root) / record_dir / "accuracy.json"
+        if gpu.exists():  # the committed full-profile run, when it scored the same test set
             recorded = json.loads(gpu.read_text())
             if recorded["dataset"] == dataset_name and recorded["n_test"] == len(test_ids):
-                source = f"committed gpu profile run ({gpu_results_dir}), same test set"
+                source = f"committed full profile run ({record_dir}), same test set"
                 parts.append(accuracy_table(recorded["models"], source))
         table = table1(parts)
-        save_table(table, "table1_accuracy", paths.figures)
+        save_table(table, "table1_accuracy", paths.figures_of("accuracy"))
         figures = accuracy_figures(paths, models, test_ids)
     metrics = {
         "dataset": dataset_name,
@@ -165,7 +165,7 @@ def accuracy_figures(paths: Paths, models: list[str], test_ids: list[str]) -> li
         pred = test["mean"] if ensemble else test["y_pred"]
         label = f"{model} (ensemble mean)" if ensemble else model
         fig = parity(test["y_true"], pred, sigma=test["std"] if ensemble else None, title=label)
-        written += save_figure(fig, f"parity_{model}", paths.figures)
+        written += save_figure(fig, f"parity_{model}", paths.figures_of("accuracy"))
         files = sorted(paths.models.glob("member_*.pt")) if ensemble else [paths.baseline(model)]
         for f in files:
             record = torch.load(f, map_location="cpu", weights_only=False)
@@ -173,5 +173,5 @@ def accuracy_figures(paths: Paths, models: list[str], test_ids: list[str]) -> li
             histories[name] = pd.DataFrame(record["history"])
     if histories:
         fig = learning_curves(histories, title=f"{paths.dataset}: validation MAE vs wall time")
-        written += save_figure(fig, "learning_curves", paths.figures)
+        written += save_figure(fig, "learning_curves", paths.figures_of("accuracy"))
     return written

@@ -27,7 +27,7 @@ import torch.multiprocessing as tmp
 
 from tracer.graphs.dataset import GraphDataset
 from tracer.inference.ensemble import ensemble_predictions
-from tracer.models.baselines import ModelConfig, config_from_dict
+from tracer.models.registry import ModelConfig, config_from_dict
 from tracer.pipeline.launch import build_graphs
 from tracer.training.settings import TrainConfig
 from tracer.training.trainer import train_member

@@ -65,8 +65,8 @@ def record_cv(
     acc["members_mae_std"] = float(np.std(list(acc["members_mae"].values()), ddof=1))
     acc["dataset"] = folds["dataset"]
     acc["settings_tried"] = {
-        "gemnet_t": "profile of record (gpu): chosen on the seed-42 split's validation among "
-        "about twenty seed-0 probes (results/gpu/README.md)",
+        "gemnet_t": "profile of record (full): chosen on the seed-42 split's validation among "
+        "about twenty seed-0 probes (results/flla_full/README.md)",
         "dummy": "none (training mean of each fold)",
         **{name: BASELINE_SETTINGS[name] for name in baselines},
     }

@@ -24,8 +24,8 @@ import torch.multiprocessing as tmp
 
 from tracer.graphs.dataset import GraphDataset, graphs_from_arrays, load_structure_tensors
 from tracer.inference.ensemble import ensemble_predictions, member_seed
-from tracer.models.baselines import ModelConfig, config_from_dict
 from tracer.models.gemnet import GemNetTConfig
+from tracer.models.registry import ModelConfig, config_from_dict
 from tracer.pipeline.studies import domain_study, transfer_study
 from tracer.training.settings import TrainConfig
 from tracer.training.trainer import train_member

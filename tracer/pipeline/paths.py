@@ -67,3 +67,7 @@ class Paths:
     @property
     def figures(self) -> Path:
         return self.root / "paper_figures"
+
+    def figures_of(self, stage: str) -> Path:
+        """The folder of one stage's figures and tables (one DVC output per stage)."""
+        return self.figures / stage

@@ -1,7 +1,8 @@
 """Which code made each committed record: ``records.lock.json``, checkable in a clean checkout.
 
 ``git_dirty`` in a record's provenance says only that the working tree had changes. The lock
-written here says, for every JSON record a DVC stage writes (``dvc.lock``'s outs), the sha256 of
+written here says, for every JSON record a DVC stage writes (``dvc.lock``'s outs, and the JSON
+files inside a folder output), the sha256 of
 the record and of each dependency of its stage that lives in git (modules, notebooks, settings,
 docs; data and models, which a clean checkout lacks, are left out), and the stage's parameter
 values. :func:`stale` recomputes them: a record is stale when its code or parameters changed
@@ -53,8 +54,10 @@ def build_lock(root: str | Path = ".") -> dict[str, Any]:
     stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     records: dict[str, Any] = {}
     for name, stage in sorted(stages.items()):
-        outs = [o["path"] for o in stage.get("outs", [])
-                if o["path"].endswith(".json") and o["path"] in tracked]  # fmt: skip
+        outs = []  # the stage's JSON records: files, or the JSON files of a folder output
+        for o in stage.get("outs", []):
+            inside = sorted(p for p in tracked if p.startswith(o["path"].rstrip("/") + "/"))
+            outs += [p for p in [o["path"], *inside] if p.endswith(".json") and p in tracked]
         if not outs:
             continue
         code = {d["path"]: tree_sha256(root, d["path"], tracked) for d in stage.get("deps", [])}

@@ -19,9 +19,9 @@ from tracer.pipeline.analysis_stages import (
 )
 
 # --------------------------------------------------------------------------------------------
-# gpu_results: the committed gpu-profile run, tabulated and plotted for reading
+# run_of_record: the committed full-profile run, tabulated and plotted for reading
 # --------------------------------------------------------------------------------------------
-# runs of the committed gpu run that had a card to themselves (benchmarks/gpu_table1.sh); the
+# runs of the committed run of record that had a card to themselves (benchmarks/gpu_table1.sh); the
 # ensemble's members and the CGCNN run shared cards under MPS, so their wall times are not compared
 ALONE_ON_A_CARD = ("alignn_", "gemnet_t_alone_")
 
@@ -30,13 +30,22 @@ SHARED_A_HOST = {"alignn_authors": "trained beside 18 GemNet-T fine-tuning runs 
 """Runs whose wall times are not speed figures (another job shared their card or CPUs)."""
 
 
-def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, Any]:
+RECORD_DIR = "results/flla_full"
+"""The committed run of record: what ``tracer record-run`` wrote (this stage's inputs)."""
+DERIVED_FIGURES = "paper_figures/run_of_record"
+DERIVED_METRICS = "metrics/run_of_record"
+"""Where the run_of_record stage writes what it derives: never into the run's own folder."""
+
+
+def run_of_record_summary(
+    results_dir: str | Path = RECORD_DIR, figures_dir: str | Path = DERIVED_FIGURES
+) -> dict[str, Any]:
     """Table 1, members, speed, a parity plot per model and the learning curves (validation MAE
-    vs wall time) of the committed ``gpu`` run (figures written next to its files; baselines'
+    vs wall time) of the committed run of record (figures written to ``figures_dir``; baselines'
     predictions and histories from ``runs/``, see
     :func:`tracer.pipeline.records.keep_run_records`)."""
 
-    results_dir = Path(results_dir)
+    results_dir, figures_dir = Path(results_dir), Path(figures_dir)
     acc = json.loads((results_dir / "accuracy.json").read_text())
     speed = json.loads((results_dir / "speed.json").read_text())
     training = json.loads((results_dir / "training.json").read_text())
@@ -47,9 +56,9 @@ def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, An
         test["y_true"],
         test["mean"],
         sigma=test["std"],
-        title=f"GemNet-T ensemble, gpu profile ({device})",
+        title=f"GemNet-T ensemble, full profile ({device})",
     )
-    figures = save_figure(fig, "parity_gemnet_t", results_dir)
+    figures = save_figure(fig, "parity_gemnet_t", figures_dir)
     runs = results_dir / "runs"
     chosen = acc["models"].get("alignn", {}).get("recipe")
     for path in sorted(runs.glob("*.parquet")):
@@ -60,9 +69,9 @@ def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, An
         b = b[b["set"] == "test"]
         label = f"{name} ({chosen} recipe)" if name == "alignn" else name
         figures += save_figure(
-            parity(b["y_true"], b["y_pred"], title=f"{label}, gpu run"),
+            parity(b["y_true"], b["y_pred"], title=f"{label}, run of record"),
             f"parity_{name}",
-            results_dir,
+            figures_dir,
         )
     histories = {  # wall times compare only for runs that had a card to themselves
         p.stem: pd.DataFrame(json.loads(p.read_text()))
@@ -71,11 +80,13 @@ def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, An
     }
     if histories:
         fig = learning_curves(
-            histories, title=f"{acc['dataset']}, gpu run ({device}): validation MAE vs wall time"
+            histories,
+            title=f"{acc['dataset']}, run of record ({device}): validation MAE vs wall time"
         )
-        figures += save_figure(fig, "learning_curves", results_dir)
+        figures += save_figure(fig, "learning_curves", figures_dir)
     table = table1(
-        [accuracy_table(acc["models"], f"gpu profile run, {acc['dataset']} test ({acc['n_test']})")]
+        [accuracy_table(acc["models"],
+                        f"full profile run, {acc['dataset']} test ({acc['n_test']})")]
     )
     speed_table = pd.DataFrame(
         [
@@ -103,14 +114,18 @@ def gpu_results_summary(results_dir: str | Path = "results/gpu") -> dict[str, An
     }
 
 
-def gpu_reliability(
+def run_of_record_reliability(
     params: dict[str, Any],
-    results_dir: str | Path = "results/gpu",
+    results_dir: str | Path = RECORD_DIR,
     root: str | Path = ".",
+    *,
+    figures_dir: str | Path = DERIVED_FIGURES,
+    metrics_dir: str | Path = DERIVED_METRICS,
 ) -> dict[str, Any]:
     """The reliability analyses (uncertainty, failures, triage, flags) of the committed
-    ``gpu`` run's predictions, with the same code and settings as this pipeline's stages;
-    metrics files, tables and figures are written next to the run's files.
+    run of record's predictions, with the same code and settings as this pipeline's stages;
+    metrics files go to ``metrics_dir``, tables and figures to ``figures_dir`` (never into the
+    run's own folder).
 
     Compositions and structures come from the run's whole source (its ``accuracy.json`` names
     the dataset), not from the active profile's table, which may hold a subset (``tiny``);
@@ -120,6 +135,7 @@ def gpu_reliability(
 
     root = Path(root)
     results_dir = root / results_dir
+    metrics_dir = root / metrics_dir
     recorded = json.loads((results_dir / "accuracy.json").read_text())
     same = recorded["dataset"] == params["dataset"]["name"]
     source = load_source(
@@ -135,22 +151,22 @@ def gpu_reliability(
     if len(unparsed):
         raise ValueError(f"predicted id {unparsed['id'].iloc[0]!r} has no parsed structure")
     split = {k: recorded["provenance"][k] for k in ("dataset_sha256", "split_sha256")}
-    common = {"figures_dir": results_dir, "params": params, "split": split}
+    common = {"figures_dir": root / figures_dir, "params": params, "split": split}
     return {
         "uncertainty": uncertainty_from_predictions(
-            predictions, metrics_path=results_dir / "uncertainty.json",
-            settings=params["uncertainty"], title="gpu run: GemNet-T ensemble σ", **common,
+            predictions, metrics_path=metrics_dir / "uncertainty.json",
+            settings=params["uncertainty"], title="run of record: GemNet-T ensemble σ", **common,
         ),
         "failures": failures_from_predictions(
-            predictions, table, metrics_path=results_dir / "failures.json",
+            predictions, table, metrics_path=metrics_dir / "failures.json",
             n_worst=int(params["failures"]["n_worst"]), **common,
         ),
         "triage": triage_from_predictions(
-            predictions, metrics_path=results_dir / "triage.json",
+            predictions, metrics_path=metrics_dir / "triage.json",
             settings=params["triage"], **common,
         ),
         "flags": flags_from_predictions(
-            predictions, table, metrics_path=results_dir / "flags.json",
+            predictions, table, metrics_path=metrics_dir / "flags.json",
             settings=params["flags"], **common,
         ),
     }  # fmt: skip

@@ -1,5 +1,6 @@
 """Recording a GPU run (made with ``tracer train-ensemble`` on a machine without DVC) under
-``results/gpu/``: metrics with the keys of ``METRICS.md``, predictions, speed, and the ensemble
+``results/flla_full/``: metrics with the keys of ``METRICS.md``, predictions, speed, and the
+ensemble
 in half precision where that moves predictions by less than a tolerance (eV/atom).
 
 Every number is computed here from the run's own files with the same functions the pipeline
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from tracer.data.splits import load_split
 from tracer.data.table import read_table
 from tracer.graphs.dataset import GraphDataset, structures_to_graphs
 from tracer.inference.ensemble import member_seed, predict_members
-from tracer.inference.predict import CALIBRATION, PRETRAINED_DIR, write_manifest
+from tracer.inference.predict import CALIBRATION, write_manifest
 from tracer.models.dummy import MeanPredictor
 from tracer.pipeline.accuracy_stages import ensemble_accuracy
 from tracer.pipeline.config import load_params
@@ -87,7 +89,9 @@ def alignn_by_validation(
     return {**test_metrics[best], "recipe": best, "recipes": recipes}, best
 
 
-def rescore_alignn(results_dir: str | Path = "results/gpu", *, n_bootstrap: int = 2000) -> str:
+def rescore_alignn(
+    results_dir: str | Path = "results/flla_full", *, n_bootstrap: int = 2000
+) -> str:
     """Choose ALIGNN's recipe again from a results folder's kept run records
     (``runs/alignn_<recipe>.parquet`` and ``runs/histories/alignn_<recipe>.json``, e.g. after a
     recipe was trained later) and rewrite ``accuracy.json``'s ``alignn`` entry and
@@ -181,21 +185,22 @@ def keep_run_records(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     return written
 
 
-def record_gpu_run(
+def record_run(
     run_dir: str | Path,
     *,
-    params_path: str | Path = "profiles/gpu.yaml",
-    out_dir: str | Path = "results/gpu",
+    params_path: str | Path = "profiles/full.yaml",
+    out_dir: str | Path = "results/flla_full",
     root: str | Path = ".",
     n_bootstrap: int = 2000,
     half_tolerance_ev: float = 1e-3,
     ship_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write ``accuracy.json``, ``speed.json``, ``training.json``, predictions, and the members
-    in half precision into ``ship_dir`` (default: the package's :data:`PRETRAINED_DIR`) when
-    their test predictions stay within ``half_tolerance_ev`` of the float32 members' (else
-    nothing is shipped), under a manifest; the gpu_results stage then gives that folder its
-    recalibration and model card from the run's reliability records (:func:`finish_shipped`)."""
+    in half precision into ``ship_dir`` (only when given: ``tracer record-run --ship-to``, e.g.
+    the package's :data:`PRETRAINED_DIR`) when their test predictions stay within
+    ``half_tolerance_ev`` of the float32 members' (else nothing is shipped), under a manifest;
+    without ``ship_dir`` the check runs in a temporary folder. ``tracer release`` then gives the
+    shipped folder its calibration and model card (:func:`tracer.pipeline.release.release`)."""
 
     run_dir, out_dir, root = Path(run_dir), Path(out_dir), Path(root)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +297,8 @@ def record_gpu_run(
     # the ensemble itself, in half precision if that is harmless on the test set
     members = sorted(run_dir.glob("member_*.pt"), key=member_seed)
     data = GraphDataset.load(run_dir / "graphs.pt") if (run_dir / "graphs.pt").exists() else None
-    half_dir = Path(ship_dir) if ship_dir is not None else PRETRAINED_DIR
+    scratch = tempfile.TemporaryDirectory()  # the half-precision check when nothing is shipped
+    half_dir = Path(ship_dir) if ship_dir is not None else Path(scratch.name)
     half_paths = [half_precision_member(m, half_dir / m.name) for m in members]
     check: dict[str, Any] = {"tolerance_ev_per_atom": half_tolerance_ev}
     if data is None:
@@ -320,20 +326,21 @@ def record_gpu_run(
         np.abs(full_p[cols].to_numpy() - test[cols].to_numpy()).max()
     )
     check["stored_dtype"] = "float16 matrices, float32 vectors"
-    check["shipped_to"] = str(half_dir.resolve().relative_to(Path.cwd().resolve()))
-    if not check["passed"]:
+    check["shipped_to"] = (str(half_dir.resolve().relative_to(Path.cwd().resolve()))
+                           if ship_dir is not None and check["passed"] else None)  # fmt: skip
+    if ship_dir is not None and not check["passed"]:
         shutil.rmtree(half_dir)
-        check["shipped_to"] = None
     write_metrics(out_dir / "half_precision_check.json", check,
                   {**prov, "device": "cpu", "note": "members re-run on a CPU"})  # fmt: skip
-    if check["passed"]:  # calibration and model card: the gpu_results stage (finish_shipped);
+    if check["shipped_to"]:  # calibration and model card: `tracer release`;
         # the applicability domain: `tracer fit-domain` (both belong to the members they fit)
         for name in ("recalibration.json", CALIBRATION, "MODEL_CARD.md", "applicability.pt",
                      "ood.json"):  # fmt: skip
             (half_dir / name).unlink(missing_ok=True)
         write_manifest(half_dir)
-        log.warning("%s holds the new members; `dvc repro gpu_results` writes their "
-                    "recalibration and model card", half_dir)  # fmt: skip
+        log.warning("%s holds the new members; `dvc repro run_of_record`, then `tracer "
+                    "release`, write their calibration and model card", half_dir)  # fmt: skip
+    scratch.cleanup()
     return {"accuracy": results, "half_precision": check}
 
 

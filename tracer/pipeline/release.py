@@ -11,6 +11,7 @@ import torch
 
 from tracer.inference.predict import CALIBRATION, write_manifest
 from tracer.pipeline.paths import Paths
+from tracer.pipeline.record_stages import DERIVED_METRICS
 from tracer.pipeline.speed_records import _compiled_note
 
 
@@ -30,39 +31,45 @@ def half_precision_member(src: str | Path, dst: str | Path) -> Path:
     return dst
 
 
-def finish_shipped(folder: str | Path, results_dir: str | Path, params: dict[str, Any]) -> bool:
-    """Give a shipped folder whose members belong to ``results_dir``'s run its recalibration,
-    model card and manifest (:func:`ship_pretrained`) once the run's reliability records are
-    its own; True when written. A folder of other members is left alone."""
+def release(
+    folder: str | Path,
+    results_dir: str | Path,
+    params: dict[str, Any],
+    *,
+    derived_dir: str | Path = DERIVED_METRICS,
+) -> Path:
+    """``tracer release``: give a shipped folder whose half-precision members are
+    ``results_dir``'s run (its ``half_precision_check.json`` names the folder) its calibration,
+    model card and manifest (:func:`ship_pretrained`). Raises ``ValueError`` naming the reason
+    when the folder is not that run's or the run's reliability records are not its own."""
     folder, results_dir = Path(folder), Path(results_dir)
-    check_path = results_dir / "half_precision_check.json"
-    if not check_path.exists() or stale_records(results_dir) is not None:
-        return False
-    check = json.loads(check_path.read_text())
+    check = json.loads((results_dir / "half_precision_check.json").read_text())
     if not check.get("passed") or not check.get("shipped_to"):
-        return False
+        raise ValueError(f"{results_dir}: its members were not shipped (half-precision check)")
     if Path(check["shipped_to"]).resolve() != folder.resolve():
-        return False
-    ship_pretrained(folder, results_dir, params)
-    return True
+        raise ValueError(f"{folder} does not hold {results_dir}'s members "
+                         f"(they were shipped to {check['shipped_to']})")  # fmt: skip
+    return ship_pretrained(folder, results_dir, params, derived_dir=derived_dir)
 
 
-def ship_pretrained(folder: str | Path, results_dir: str | Path, params: dict[str, Any]) -> Path:
-    """Finish a shipped ensemble folder (half-precision ``member_*.pt`` already there):
-    ``calibration.json`` (the split-conformal quantile the run's uncertainty analysis fitted on
-    its validation set, with its measured test coverage, and the σ-scaling factor beside it),
-    ``MODEL_CARD.md`` (data, split, model, metrics, intended use, known failure
-    regions, all read from ``results_dir``) and ``MANIFEST.json`` (sha256 of every file, checked
-    by :meth:`tracer.inference.predict.Ensemble.load`). Needs the run's ``accuracy.json``,
-    ``training.json``, ``half_precision_check.json``, ``uncertainty.json`` and
-    ``failures.json`` (the last two from the gpu_results stage)."""
-    folder, results_dir = Path(folder), Path(results_dir)
-    stale = stale_records(results_dir)
+def release_texts(
+    folder: str | Path,
+    results_dir: str | Path,
+    params: dict[str, Any],
+    *,
+    derived_dir: str | Path = DERIVED_METRICS,
+) -> dict[str, str]:
+    """What :func:`ship_pretrained` writes besides the manifest, by file name, as text:
+    ``calibration.json`` and ``MODEL_CARD.md``, every number read from the run's records
+    (``results_dir``) and the run_of_record stage's analyses of them (``derived_dir``)."""
+    folder, results_dir, derived_dir = Path(folder), Path(results_dir), Path(derived_dir)
+    stale = stale_records(results_dir, derived_dir)
     if stale is not None:
-        raise ValueError(f"{stale}: run `dvc repro gpu_results` first")
+        raise ValueError(f"{stale}: run `dvc repro run_of_record` first")
 
     def read(name: str) -> dict[str, Any]:
-        return json.loads((results_dir / name).read_text())
+        here = derived_dir / name if (derived_dir / name).exists() else results_dir / name
+        return json.loads(here.read_text())
 
     names = ("uncertainty", "failures", "accuracy", "training", "half_precision_check")
     unc, fail, acc, train, half = (read(f"{n}.json") for n in names)
@@ -75,17 +82,51 @@ def ship_pretrained(folder: str | Path, results_dir: str | Path, params: dict[st
                    "fitted_on": f"validation set ({unc['n_val']} structures)",
                    "sigma_scale": unc["sigma_scale"],
                    "test_coverage95_sigma_scaled": unc["coverage95_recal"],
-                   "source": str(results_dir / "uncertainty.json")}  # fmt: skip
-    (folder / CALIBRATION).write_text(json.dumps(calibration, indent=1) + "\n")
-    if (folder / "recalibration.json").exists():  # the σ-scaling file it replaces
-        (folder / "recalibration.json").unlink()
+                   "source": str(derived_dir / "uncertainty.json")}  # fmt: skip
     transfer = read("transfer.json") if (results_dir / "transfer.json").exists() else None
     domain = json.loads((folder / "ood.json").read_text()) if (folder / "ood.json").exists() \
         else None  # fmt: skip
     card = model_card(acc, train, unc, fail, half, params, transfer=transfer, domain=domain)
-    (folder / "MODEL_CARD.md").write_text(card)
+    return {CALIBRATION: json.dumps(calibration, indent=1) + "\n", "MODEL_CARD.md": card}
+
+
+def ship_pretrained(
+    folder: str | Path,
+    results_dir: str | Path,
+    params: dict[str, Any],
+    *,
+    derived_dir: str | Path = DERIVED_METRICS,
+) -> Path:
+    """Finish a shipped ensemble folder (half-precision ``member_*.pt`` already there):
+    ``calibration.json`` (the split-conformal quantile the run's uncertainty analysis fitted on
+    its validation set, with its measured test coverage, and the σ-scaling factor beside it),
+    ``MODEL_CARD.md`` (data, split, model, metrics, intended use, known failure regions) and
+    ``MANIFEST.json`` (sha256 of every file, checked by
+    :meth:`tracer.inference.predict.Ensemble.load`); see :func:`release_texts`."""
+    folder = Path(folder)
+    for name, text in release_texts(folder, results_dir, params, derived_dir=derived_dir).items():
+        (folder / name).write_text(text)
+    (folder / "recalibration.json").unlink(missing_ok=True)  # the σ-scaling file it replaces
     write_manifest(folder)
     return folder
+
+
+def release_status(
+    folder: str | Path,
+    results_dir: str | Path,
+    params: dict[str, Any],
+    *,
+    derived_dir: str | Path = DERIVED_METRICS,
+) -> str | None:
+    """Why the shipped folder is not what ``tracer release`` would write from the committed
+    records now (a file differs, or the records are stale), or None when it is."""
+    try:
+        texts = release_texts(folder, results_dir, params, derived_dir=derived_dir)
+    except ValueError as err:
+        return str(err)
+    differ = [n for n, text in texts.items()
+              if not (Path(folder) / n).exists() or (Path(folder) / n).read_text() != text]
+    return f"{', '.join(differ)} differ: run `tracer release`" if differ else None
 
 
 def model_card(
@@ -149,10 +190,11 @@ def model_card(
             f"{domain['representation_quantile']:.0%} quantile",
         ]
     lines = [
-        "# Model card: TRACER GemNet-T ensemble, FLLA formation energy (gpu profile)",
+        "# Model card: TRACER GemNet-T ensemble, FLLA formation energy (full profile)",
         "",
-        "Written by the `gpu_results` stage (`tracer.pipeline.release.ship_pretrained`) from the "
-        "committed records in `results/gpu/`; do not edit by hand.",
+        "Written by `tracer release` (`tracer.pipeline.release.ship_pretrained`) from the "
+        "committed records in `results/flla_full/` and the run_of_record stage's analyses of "
+        "them (`metrics/run_of_record/`); do not edit by hand.",
         "",
         "## What it predicts",
         "DFT formation energy per atom (eV/atom, Materials Project references as in FLLA) of an "
@@ -176,7 +218,7 @@ def model_card(
         f"member, {len(members)} members (seeds {', '.join(members)}); graph cutoff "
         f"{params['graph']['cutoff_angstrom']} Å, at most {params['graph']['max_neighbors']} "
         "neighbours",
-        f"- Trained on {first['device']} (profile `gpu`), best epoch on validation MAE; "
+        f"- Trained on {first['device']} (profile `full`), best epoch on validation MAE; "
         f"forward pass compiled: {_compiled_note(members)}{noise_note}",
         f"- Stored weights: {half['stored_dtype']}; largest change of a member's test "
         f"prediction against float32: {half['max_abs_diff_ev_per_atom']:.1e} eV/atom "
@@ -214,18 +256,21 @@ def model_card(
     return "\n".join(lines)
 
 
-def stale_records(results_dir: str | Path) -> str | None:
-    """Why ``failures.json`` and ``uncertainty.json`` (written by the gpu_results stage) do not
-    belong to the ensemble of ``accuracy.json`` (written by ``record-gpu-run``), or None when
-    they do: their test MAE and test-set size must be those of the recorded ensemble."""
+def stale_records(results_dir: str | Path, derived_dir: str | Path | None = None) -> str | None:
+    """Why ``failures.json`` and ``uncertainty.json`` (written by the run_of_record stage into
+    ``derived_dir``, default ``results_dir``) do not belong to the ensemble of ``accuracy.json``
+    (written by ``record-run`` into ``results_dir``), or None when they do: their test MAE and
+    test-set size must be those of the recorded ensemble."""
     results_dir = Path(results_dir)
+    derived = results_dir if derived_dir is None else Path(derived_dir)
     try:
-        acc, fail, unc = (json.loads((results_dir / f"{n}.json").read_text())
-                          for n in ("accuracy", "failures", "uncertainty"))  # fmt: skip
+        acc = json.loads((results_dir / "accuracy.json").read_text())
+        fail, unc = (json.loads((derived / f"{n}.json").read_text())
+                     for n in ("failures", "uncertainty"))  # fmt: skip
     except FileNotFoundError as err:
         return f"{err.filename} is missing"
     mae = acc["models"]["gemnet_t_ensemble"]["mae"]
     if abs(fail["mae"] - mae) > 1e-9 or unc["n_test"] != acc["n_test"]:
-        return (f"{results_dir}/failures.json and uncertainty.json are of another ensemble "
+        return (f"{derived}/failures.json and uncertainty.json are of another ensemble "
                 f"(test MAE {fail['mae']:.5f}, accuracy.json: {mae:.5f})")  # fmt: skip
     return None

@@ -27,9 +27,9 @@ import torch
 from tracer.analysis.studies import domain_report, transfer_report
 from tracer.graphs.dataset import GraphDataset
 from tracer.inference.ensemble import ensemble_predictions
-from tracer.models.baselines import ModelConfig, config_from_dict
 from tracer.models.domain import MODES, DomainGemNetTConfig
 from tracer.models.gemnet import GemNetTConfig
+from tracer.models.registry import ModelConfig, config_from_dict
 from tracer.training.settings import TrainConfig
 from tracer.training.trainer import pick_device, train_member
 

@@ -21,9 +21,9 @@ from tracer.analysis.studies import (
 )
 from tracer.analysis.transfer import zero_shot_summary
 from tracer.data.units import unit_check
-from tracer.models.baselines import build_model
 from tracer.models.domain import DomainGemNetTConfig
 from tracer.models.gemnet import GemNetTConfig
+from tracer.models.registry import build_model
 from tracer.pipeline.config import load_params
 from tracer.pipeline.provenance import provenance, write_metrics
 from tracer.pipeline.study_stages import PEROVSKITES, _fine_tuned_test
@@ -54,12 +54,11 @@ def study_run_states(folder: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def _study_test_metrics(folder: Path, name: str) -> dict[str, float]:
-
     test = test_predictions(folder, name)
     return point_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())
 
 
-def gpu_domain_record(
+def domain_record(
     folder: str | Path, params: dict[str, Any], *, second_domain_ids: Any = ()
 ) -> dict[str, Any]:
     """``domain.json`` of a GPU run's domain study, finished or not: per variant the test
@@ -147,7 +146,7 @@ def gpu_domain_record(
     }
 
 
-def gpu_transfer_record(
+def transfer_record(
     folder: str | Path, *, targets: pd.DataFrame, in_domain_sigma: Any, status: dict[str, Any]
 ) -> dict[str, Any]:
     """``transfer.json`` of a GPU run's transfer study (``tracer study transfer``): zero-shot
@@ -214,11 +213,11 @@ def gpu_transfer_record(
     return out
 
 
-def record_gpu_studies(
+def record_studies(
     run_dir: str | Path,
     *,
-    params_path: str | Path = "profiles/gpu.yaml",
-    out_dir: str | Path = "results/gpu",
+    params_path: str | Path = "profiles/full.yaml",
+    out_dir: str | Path = "results/flla_full",
     root: str | Path = ".",
 ) -> dict[str, Any]:
     """Write ``domain.json`` and ``transfer.json`` of a GPU run of ``tracer study`` (folders
@@ -241,12 +240,12 @@ def record_gpu_studies(
                       extra={"profile": str(params_path), "run_dir": "studies"})  # fmt: skip
     perov = root / "data" / "processed" / PEROVSKITES
     targets = pd.read_parquet(perov / "targets.parquet").set_index("id")
-    domain = gpu_domain_record(run_dir / "domain", params, second_domain_ids=targets.index)
+    domain = domain_record(run_dir / "domain", params, second_domain_ids=targets.index)
     write_metrics(out_dir / "domain.json", {"dataset": params["dataset"]["name"],
                                             "unit": "eV/atom", **domain}, prov)  # fmt: skip
     status = json.loads((perov / "status.json").read_text())
     frame = pd.read_parquet(out_dir / "gemnet_t.parquet")
-    transfer = gpu_transfer_record(
+    transfer = transfer_record(
         run_dir,
         targets=targets,
         in_domain_sigma=frame.loc[frame["set"] == "test", "std"],
@@ -256,36 +255,39 @@ def record_gpu_studies(
     return {"domain": domain, "transfer": transfer}
 
 
-def gpu_study_figures(results_dir: str | Path = "results/gpu") -> dict[str, Any]:
-    """Negative result 2 and the transfer of the committed ``gpu`` run (``domain.json``,
+def study_figures(
+    results_dir: str | Path = "results/flla_full",
+    figures_dir: str | Path = "paper_figures/run_of_record",
+) -> dict[str, Any]:
+    """Negative result 2 and the transfer of the committed run of record (``domain.json``,
     ``transfer.json`` and ``studies/`` of
-    :func:`tracer.pipeline.study_records.record_gpu_studies`), drawn by
+    :func:`tracer.pipeline.study_records.record_studies`), drawn by
     the same figure code as the default profile's stages: ``domain_variants``,
     ``transfer_fine_tuned`` (parity of the fine-tuned ensemble on the perovskite test split) and
-    ``transfer_learning_curve``, written next to those files. A study that did not finish on
+    ``transfer_learning_curve``, written to ``figures_dir``. A study that did not finish on
     the GPU is skipped and named under ``skipped``."""
 
-    results_dir = Path(results_dir)
+    results_dir, figures_dir = Path(results_dir), Path(figures_dir)
     domain = json.loads((results_dir / "domain.json").read_text())
     transfer = json.loads((results_dir / "transfer.json").read_text())
     figures: list[Path] = []
     skipped: dict[str, str] = {}
     if domain["status"] == "RUN" and domain["multi_domain"]["status"] == "RUN":
-        figures += save_figure(domain_variants(domain), "domain_variants", results_dir)
+        figures += save_figure(domain_variants(domain), "domain_variants", figures_dir)
     else:
         skipped["domain_variants"] = f"{domain['status']} / {domain['multi_domain']['status']}"
     if isinstance(transfer.get("fine_tuned"), dict):
         folder = results_dir / "studies" / "transfer"
         rows = pd.read_parquet(folder / "finetune_all_member0.parquet")
         fine = _fine_tuned_test(folder, rows.loc[rows["set"] == "test", "id"].tolist())
-        title = f"fine-tuned ensemble on {transfer['dataset']} test split (eV/atom), gpu run"
+        title = f"fine-tuned ensemble on {transfer['dataset']} test split (eV/atom), run of record"
         fig = parity(fine["y_true"], fine["mean"], sigma=fine["std"], title=title)
-        figures += save_figure(fig, "transfer_fine_tuned", results_dir)
+        figures += save_figure(fig, "transfer_fine_tuned", figures_dir)
     else:
         skipped["transfer_fine_tuned"] = str(transfer.get("fine_tuned"))
     if isinstance(transfer.get("learning_curve"), list):
         fig = transfer_learning_curve(transfer["learning_curve"])
-        figures += save_figure(fig, "transfer_learning_curve", results_dir)
+        figures += save_figure(fig, "transfer_learning_curve", figures_dir)
     else:
         skipped["transfer_learning_curve"] = str(transfer.get("learning_curve"))
     return {"figures": figures, "skipped": skipped, "domain": domain, "transfer": transfer}

@@ -157,7 +157,7 @@ def run_transfer_stage(
                 fig, ax = plt.subplots(figsize=(4.2, 1.2))
                 ax.axis("off")
                 ax.text(0, 0.5, f"transfer {got}"[:300], va="center", wrap=True)
-                save_figure(fig, name, paths.figures)
+                save_figure(fig, name, paths.figures_of("transfer"))
         else:
             data, split, targets = got
             status = json.loads(
@@ -185,13 +185,13 @@ def run_transfer_stage(
             )  # fmt: skip
             where = f"{transfer['source']} test split (eV/atom)"
             fig = parity(y, pred["mean"], sigma=pred["std"], title=f"zero-shot on {where}")
-            save_figure(fig, "transfer_zero_shot", paths.figures)
+            save_figure(fig, "transfer_zero_shot", paths.figures_of("transfer"))
             fine = _fine_tuned_test(Path(root) / "models" / "transfer", test_ids)
             fig = parity(fine["y_true"], fine["mean"], sigma=fine["std"],
                          title=f"fine-tuned ensemble on {where}")  # fmt: skip
-            save_figure(fig, "transfer_fine_tuned", paths.figures)
+            save_figure(fig, "transfer_fine_tuned", paths.figures_of("transfer"))
             save_figure(transfer_learning_curve(study["learning_curve"]),
-                        "transfer_learning_curve", paths.figures)  # fmt: skip
+                        "transfer_learning_curve", paths.figures_of("transfer"))  # fmt: skip
     write_metrics(
         paths.metrics / "transfer.json",
         out,
@@ -234,7 +234,7 @@ def run_domain_stage(
         perovskites = perov if isinstance(perov, str) else perov[:2]
         report = domain_study(params, flla, split, Path(root) / "models" / "domain",
                               perovskites=perovskites, device=device)  # fmt: skip
-        save_figure(domain_variants(report), "domain_variants", paths.figures)
+        save_figure(domain_variants(report), "domain_variants", paths.figures_of("domain"))
     out = {"dataset": dataset_name, "unit": "eV/atom", **report}
     write_metrics(
         paths.metrics / "domain.json",

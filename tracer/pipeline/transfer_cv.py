@@ -37,7 +37,7 @@ from tracer.analysis.studies import per_atom_and_cell, test_predictions
 from tracer.analysis.uncertainty import conformal_quantile, interval_coverage
 from tracer.graphs.dataset import GraphDataset
 from tracer.inference.ensemble import ensemble_predictions
-from tracer.models.baselines import config_from_dict
+from tracer.models.registry import config_from_dict
 from tracer.pipeline.cv_launch import map_spawned
 from tracer.pipeline.launch import build_graphs
 from tracer.pipeline.studies import Run, train_runs, transfer_runs

@@ -63,7 +63,6 @@ RECIPES: dict[str, AlignnRecipe] = {
 
 
 def _graph_job(args: tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]) -> bytes:
-
     torch.set_num_threads(1)
     z, pos, cell, cutoff, three_body, k = args
     pair = alignn_graph(

@@ -17,7 +17,7 @@ from torch import nn
 
 from tracer import __version__
 from tracer.graphs.dataset import GraphDataset
-from tracer.models.baselines import CONFIGS, ModelConfig, build_model, config_from_dict
+from tracer.models.registry import CONFIGS, ModelConfig, build_model, config_from_dict
 from tracer.training.normalization import TargetScaler
 from tracer.training.settings import CHECKPOINT_VERSION, TrainConfig, TrainState
 

@@ -3,7 +3,7 @@
 Launch with torchrun, one process per GPU::
 
     torchrun --standalone --nproc_per_node 2 -m tracer.cli train-ddp \\
-        --structures flla.pt --split data/splits/flla.json --params profiles/gpu.yaml \\
+        --structures flla.pt --split data/splits/flla.json --params profiles/full.yaml \\
         --out models/ddp --seed 0
 
 The effective batch is the profile's ``train.batch_size`` whatever the number of processes: the
@@ -51,8 +51,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tracer.graphs.dataset import GraphDataset, epoch_batches, scale_fit_batches
 from tracer.graphs.padding import PaddedBatcher, plan_static_shapes
-from tracer.models.baselines import ModelConfig, build_model
 from tracer.models.gemnet import fit_scale_factors
+from tracer.models.registry import ModelConfig, build_model
 from tracer.training.batches import batch_stream
 from tracer.training.checkpoints import (
     _atomic_save,

@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 
 from tracer.graphs.dataset import GraphDataset, batches_by_size, epoch_batches, scale_fit_batches
 from tracer.graphs.padding import PaddedBatcher, plan_static_shapes
-from tracer.models.baselines import ModelConfig, build_model
 from tracer.models.domain import DomainGemNetT
 from tracer.models.gemnet import GemNetT, check_atomic_numbers, fit_scale_factors
+from tracer.models.registry import ModelConfig, build_model
 from tracer.training.batches import batch_stream
 from tracer.training.checkpoints import (
     _atomic_save,

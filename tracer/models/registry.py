@@ -1,0 +1,41 @@
+"""The model registry: every model kind by name, its configuration class and its constructor
+(:func:`build_model`, :func:`config_from_dict`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from tracer.models.baselines import CGCNN, CGCNNConfig, SchNet, SchNetConfig
+from tracer.models.domain import DomainGemNetT, DomainGemNetTConfig
+from tracer.models.gemnet import GemNetT, GemNetTConfig
+
+ModelConfig = GemNetTConfig | DomainGemNetTConfig | SchNetConfig | CGCNNConfig
+
+
+CONFIGS: dict[str, type] = {
+    c.kind: c for c in (GemNetTConfig, DomainGemNetTConfig, SchNetConfig, CGCNNConfig)
+}
+
+
+MODELS: dict[str, Callable[[Any], nn.Module]] = {
+    "gemnet_t": GemNetT,
+    "gemnet_t_domain": DomainGemNetT.from_config,
+    "schnet": SchNet,
+    "cgcnn": CGCNN,
+}
+
+
+def config_from_dict(kind: str, values: dict[str, Any]) -> ModelConfig:
+    """The configuration of a model ``kind`` (``gemnet_t``, ``gemnet_t_domain``, ``schnet``,
+    ``cgcnn``)."""
+    if kind not in CONFIGS:
+        raise ValueError(f"unknown model kind {kind!r} (known: {sorted(CONFIGS)})")
+    return CONFIGS[kind](**values)
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """A freshly initialised model for ``config``."""
+    return MODELS[config.kind](config)
