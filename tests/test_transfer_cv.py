@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracer.pipeline.transfer_cv import transfer_cv_report
+from tracer.analysis.transfer_cv import transfer_cv_report
 
 
 def _folds(ids):
@@ -84,7 +84,7 @@ def test_no_finished_fold_is_not_run(run_dir):
 
 
 def test_matbench_record_has_the_contract_keys(run_dir):
-    from tracer.pipeline.transfer_cv import matbench_record
+    from tracer.analysis.transfer_cv import matbench_record
 
     folds, out = run_dir
     record = matbench_record(transfer_cv_report(folds, out), {**folds, "seed": 18012019})
@@ -112,3 +112,35 @@ def test_scratch_ensemble_is_compared_only_like_for_like(run_dir):
     assert ft["mae_ev_per_cell"]["scratch_single_mean"]["mean"] == pytest.approx(0.1)
     pair = ft["paired_ev_per_cell"]["fine_tuned_ensemble_minus_scratch_ensemble"]
     assert pair["mae"]["diff"] == pytest.approx(-0.1) and pair["mae"]["ci95"][1] < 0
+
+
+def test_alignn_peer_on_the_folds_it_ran(run_dir, tmp_path):
+    """ALIGNN's per-cell MAE and its paired difference to GemNet-T from scratch are the planted
+    ones (offsets 0.02 vs 0.01 eV/atom on 5-atom cells); a fold without ALIGNN is left out, and
+    predictions of another fold's test cells are refused by name."""
+    from tracer.analysis.transfer_cv import alignn_peer, matbench_record
+
+    folds, out = run_dir
+    zero = pd.read_parquet(out / "zero_shot.parquet").set_index("id")
+    fold = folds["folds"][0]
+    d = tmp_path / "alignn" / "fold_0"
+    d.mkdir(parents=True)
+    ids = fold["val"] + fold["test"]
+    sets = ["val"] * len(fold["val"]) + ["test"] * len(fold["test"])
+    _run(d, "alignn_authors", ids, sets, zero.loc[ids, "y_true"].to_numpy(), 0.02)
+    summary = {"epochs_run": 14, "recipe": {"epochs": 50}, "best_epoch": 13, "train_time_s": 1.0}
+    (d / "alignn_authors.json").write_text(json.dumps(summary))
+    peer = alignn_peer(folds, out, tmp_path / "alignn")
+    assert peer["n_folds"] == 1 and peer["n"] == len(fold["test"]) and peer["epochs_run"] == [14]
+    assert peer["mae_ev_per_cell"]["mean"] == pytest.approx(0.10)
+    diff = peer["paired_ev_per_cell"]["alignn_minus_gemnet_t_scratch"]["mae"]
+    assert diff["diff"] == pytest.approx(0.10 - 0.05) and diff["ci95"][0] > 0
+    report = {**transfer_cv_report(folds, out), "alignn_scratch": peer}
+    model = matbench_record(report, folds)["models"]["alignn_scratch"]
+    assert model["n_folds"] == 1 and "14 epochs of its 50" in model["note"]
+    assert alignn_peer(folds, out, tmp_path / "nowhere")["status"].startswith("NOT RUN")
+    other = pd.read_parquet(d / "alignn_authors.parquet")
+    other["id"] = other["id"].map({i: f"x{i}" for i in other["id"]})
+    other.to_parquet(d / "alignn_authors.parquet", index=False)
+    with pytest.raises(ValueError, match="fold 0"):
+        alignn_peer(folds, out, tmp_path / "alignn")

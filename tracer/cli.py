@@ -278,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("record-transfer-cv", help="score a transfer cross-validation folder")
     p.add_argument("--run-dir", default="results/perovskites_cv/runs")
+    p.add_argument("--alignn-dir", default="results/perovskites_cv/alignn",
+                   help="ALIGNN from scratch on the folds (train-alignn --folds)")  # fmt: skip
     p.add_argument("--folds", default="data/splits/perovskites_cmr_cv5.json")
     p.add_argument("--curve-folds", type=int, nargs="*", default=[0])
     p.add_argument("--params", default="profiles/full.yaml")

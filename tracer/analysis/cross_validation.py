@@ -199,14 +199,18 @@ BASELINE_SETTINGS = {
 }
 
 
-def baseline_oof(run_dir: str | Path, k: int, oof: pd.DataFrame) -> dict[str, pd.Series]:
+def baseline_oof(
+    run_dir: str | Path, k: int, oof: pd.DataFrame, out_dir: str | Path | None = None
+) -> dict[str, pd.Series]:
     """Out-of-fold predictions (eV/atom, rows in ``oof``'s order) of every baseline of
     :data:`BASELINE_SETTINGS` whose fold folder exists under ``run_dir`` (``predictions.parquet``
     with ``mean`` as ``tracer train-cv`` writes it, or with ``y_pred`` as ``tracer train-alignn
     --folds`` writes ``alignn_<recipe>.parquet``, copied under that name); each is written to
-    ``oof_<name>.parquet`` (id, fold, set, y_true, y_pred). A baseline with some folds missing
-    is an error naming them, and so are targets that differ from ``oof``'s."""
+    ``oof_<name>.parquet`` (id, fold, set, y_true, y_pred) in ``out_dir`` (default ``run_dir``).
+    A baseline with some folds missing is an error naming them, and so are targets that differ
+    from ``oof``'s."""
     run_dir = Path(run_dir)
+    out_dir = run_dir if out_dir is None else Path(out_dir)
     out: dict[str, pd.Series] = {}
     for name in BASELINE_SETTINGS:
         if not (run_dir / name).is_dir():
@@ -217,7 +221,7 @@ def baseline_oof(run_dir: str | Path, k: int, oof: pd.DataFrame) -> dict[str, pd
         if "y_pred" not in b:  # a one-member ensemble's file (train-cv) rather than ALIGNN's
             b["y_pred"] = b["mean"]
         b[["id", "fold", "set", "y_true", "y_pred"]].to_parquet(
-            run_dir / f"oof_{name}.parquet", index=False
+            out_dir / f"oof_{name}.parquet", index=False
         )
         out[name] = b["y_pred"]
     return out

@@ -9,19 +9,20 @@ import subprocess
 from pathlib import Path
 
 from tracer.analysis.cross_validation import write_json
+from tracer.analysis.transfer_cv import alignn_peer, matbench_record, transfer_cv_report
 from tracer.audit.evaluate import write_readme_block
 from tracer.audit.report import build_site
 from tracer.data.folds import load_folds
 from tracer.data.table import read_table
 from tracer.pipeline.config import load_params
 from tracer.pipeline.cv_records import record_cv
+from tracer.pipeline.packed import unpacked
 from tracer.pipeline.provenance import provenance
 from tracer.pipeline.record_lock import stale, write_lock
 from tracer.pipeline.records import record_run, rescore_alignn
 from tracer.pipeline.release import release, release_status
 from tracer.pipeline.reproduction import reproduction_report, write_report
 from tracer.pipeline.study_records import record_studies
-from tracer.pipeline.transfer_cv import matbench_record, transfer_cv_report
 
 
 def cmd_record_studies(args: argparse.Namespace) -> int:
@@ -37,9 +38,11 @@ def cmd_rescore_alignn(args: argparse.Namespace) -> int:
 
 def cmd_record_transfer_cv(args: argparse.Namespace) -> int:
     folds = load_folds(args.folds)
-    report = matbench_record(
-        transfer_cv_report(folds, args.run_dir, curve_folds=args.curve_folds), folds
-    )
+    with unpacked(args.run_dir) as runs:  # the committed runs are one archive
+        report = transfer_cv_report(folds, runs, curve_folds=args.curve_folds)
+        if args.alignn_dir is not None:
+            report["alignn_scratch"] = alignn_peer(folds, runs, args.alignn_dir)
+    report = matbench_record(report, folds)
     report["provenance"] = provenance(
         params=load_params(args.params), dataset_sha256=folds["dataset_sha256"],
         split_sha256=folds["cv_sha256"], wall_time_s=0.0, device=args.device,
@@ -55,8 +58,9 @@ def cmd_record_transfer_cv(args: argparse.Namespace) -> int:
 
 def cmd_record_cv(args: argparse.Namespace) -> int:
     folds = load_folds(args.folds)
-    records = record_cv(args.run_dir, folds, read_table(args.table), load_params(args.params),
-                        device=args.device)  # fmt: skip
+    with unpacked(Path(args.run_dir) / "runs") as runs:  # the folds' files: an archive
+        records = record_cv(runs, folds, read_table(args.table), load_params(args.params),
+                            device=args.device, out_dir=args.run_dir)  # fmt: skip
     models = records["cv_accuracy"]["models"]
     print(json.dumps({k: [v["mae"], v["mae_ci95"]] for k, v in models.items()}))
     return 0

@@ -32,16 +32,19 @@ def record_cv(
     *,
     device: str,
     n_resamples: int = 2000,
+    out_dir: str | Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score a cross-validation folder: ``cv_accuracy.json``, ``cv_uncertainty.json``,
     ``cv_failures.json``, ``cv_triage.json``, ``cv_flags.json`` into ``run_dir`` (keys:
     docs/METRICS.md) and ``oof_gemnet_t.parquet`` (id, fold, y_true, member_<seed>…, mean, std,
     and the per-fold training-mean prediction ``dummy``). ``device``: the card the members
-    trained on (for provenance)."""
+    trained on (for provenance). ``out_dir`` (default ``run_dir``): where the records go, when
+    the fold folders are read from elsewhere (a committed run's archive, extracted)."""
     from pymatgen.core import Composition
 
 
     run_dir = Path(run_dir)
+    out_dir = run_dir if out_dir is None else Path(out_dir)
     frame = read_folds(run_dir, folds["k"])
     ids = list(table["id"])
     oof = out_of_fold(frame, ids)
@@ -49,11 +52,11 @@ def record_cv(
     oof["dummy"] = [float(target.loc[folds["folds"][f]["train"]].mean()) for f in oof["fold"]]
     oof["formula"] = list(table.set_index("id").loc[ids, "formula"])
     members = sorted(c for c in oof.columns if c.startswith("member_"))
-    oof.to_parquet(run_dir / "oof_gemnet_t.parquet", index=False)
+    oof.to_parquet(out_dir / "oof_gemnet_t.parquet", index=False)
     models = {"gemnet_t_ensemble": oof["mean"], "gemnet_t_single": oof[members[0]],
               "dummy": oof["dummy"]}  # fmt: skip
     pairs = [("gemnet_t_ensemble", "gemnet_t_single"), ("gemnet_t_single", "dummy")]
-    baselines = baseline_oof(run_dir, folds["k"], oof)
+    baselines = baseline_oof(run_dir, folds["k"], oof, out_dir)
     for name, pred in baselines.items():
         models[name] = pred
         pairs += [("gemnet_t_single", name), ("gemnet_t_ensemble", name)]
@@ -102,5 +105,5 @@ def record_cv(
     records = {"cv_accuracy": acc, "cv_uncertainty": unc, "cv_failures": failures,
                "cv_triage": triage, "cv_flags": flags}  # fmt: skip
     for name, payload in records.items():
-        write_json(run_dir / f"{name}.json", {**payload, "provenance": prov})
+        write_json(out_dir / f"{name}.json", {**payload, "provenance": prov})
     return records

@@ -25,6 +25,7 @@ from tracer.models.domain import DomainGemNetTConfig
 from tracer.models.gemnet import GemNetTConfig
 from tracer.models.registry import build_model
 from tracer.pipeline.config import load_params
+from tracer.pipeline.packed import pack, unpacked
 from tracer.pipeline.provenance import provenance, write_metrics
 from tracer.pipeline.study_stages import PEROVSKITES, _fine_tuned_test
 
@@ -232,6 +233,7 @@ def record_studies(
     if keep.exists():
         shutil.rmtree(keep)
     shutil.copytree(run_dir, keep, ignore=shutil.ignore_patterns("*.pt", "*.tmp", "*.log"))
+    pack(keep, remove=True)  # committed as studies.zip
     train_s = sum(
         json.loads(p.read_text())[-1]["wall_time_s"]
         for p in run_dir.glob("*/**/work/*/history.json")
@@ -277,9 +279,10 @@ def study_figures(
     else:
         skipped["domain_variants"] = f"{domain['status']} / {domain['multi_domain']['status']}"
     if isinstance(transfer.get("fine_tuned"), dict):
-        folder = results_dir / "studies" / "transfer"
-        rows = pd.read_parquet(folder / "finetune_all_member0.parquet")
-        fine = _fine_tuned_test(folder, rows.loc[rows["set"] == "test", "id"].tolist())
+        with unpacked(results_dir / "studies") as studies:  # committed as one archive
+            folder = studies / "transfer"
+            rows = pd.read_parquet(folder / "finetune_all_member0.parquet")
+            fine = _fine_tuned_test(folder, rows.loc[rows["set"] == "test", "id"].tolist())
         title = f"fine-tuned ensemble on {transfer['dataset']} test split (eV/atom), run of record"
         fig = parity(fine["y_true"], fine["mean"], sigma=fine["std"], title=title)
         figures += save_figure(fig, "transfer_fine_tuned", figures_dir)
