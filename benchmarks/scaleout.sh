@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 9 on one host with two GPUs (gpu profile, FLLA seed-42 split); times only:
+# Issue 9 on one host with two GPUs (full profile, FLLA seed-42 split); times only:
 #   1. one member with DDP (`tracer train-ddp` under torchrun) on one GPU, then on two, at the same
 #      effective batch (B structures per step: B/2 per GPU on two), for each B in BATCHES, steps
 #      replayed from CUDA graphs as the profile says (DDP_GRAPHS=0: eager), the forward pass
@@ -15,7 +15,7 @@
 # Then, here: python benchmarks/scaleout_record.py --run-dir RUN --device CARD (RUN without *.pt).
 set -u
 S=${STRUCTURES:-flla_structures.pt}; SP=${SPLIT:-data/splits/flla.json}; R=${RUN:-/tmp/scaleout}
-P=${PARAMS:-profiles/gpu.yaml}; EPOCHS=${EPOCHS:-30}; DDP_EPOCHS=${DDP_EPOCHS:-8}
+P=${PARAMS:-profiles/full.yaml}; EPOCHS=${EPOCHS:-30}; DDP_EPOCHS=${DDP_EPOCHS:-8}
 BATCHES=${BATCHES:-128 256}; W=${WORKERS:-8}; GRAPHS=${DDP_GRAPHS:-1}; COMPILE=${DDP_COMPILE:--1}
 mkdir -p "$R"
 python3 - "$P" "$R" "$EPOCHS" "$DDP_EPOCHS" "$GRAPHS" "$COMPILE" $BATCHES <<'PY'
