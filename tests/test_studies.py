@@ -96,7 +96,7 @@ def test_domain_runs_are_trained_once_and_reported_from_their_files(tmp_path, tr
     assert all(s["finished"] for s in states.values()) and len(states) == 4
     (tmp_path / "domain_film_seed1.json").unlink()
     params = {"domain": {"variants": ["baseline", "film"], "seeds": [0, 1], "emb_size": 4,
-                         "multi_domain": {"variants": [], "seeds": []}},
+                         "multi_domain": {"variants": ["baseline"], "seeds": [0]}},
               "gemnet": {k: v for k, v in CFG.to_dict().items()
                          if k not in ("cutoff", "max_neighbors")},
               "graph": {"cutoff_angstrom": 6.0, "max_neighbors": 8},
@@ -107,6 +107,8 @@ def test_domain_runs_are_trained_once_and_reported_from_their_files(tmp_path, tr
     assert record["variants"]["film"]["finished_seeds"] == [0]
     assert record["variants"]["film"]["mae"] == pytest.approx(report["film"]["mae_seeds"]["0"])
     assert record["variants"]["baseline"]["params"] == report["baseline"]["params"]
+    assert record["multi_domain"]["status"].startswith("NOT RUN")  # nothing of it came back
+    assert "cpu" in record["note"]  # the devices the runs name, not a fixed text
 
 
 def test_fine_tuning_starts_from_the_member_and_the_report_adds_up(tmp_path, trained):

@@ -54,6 +54,12 @@ def study_run_states(folder: str | Path) -> dict[str, dict[str, Any]]:
     return states
 
 
+def _devices(folder: Path) -> list[str]:
+    """The devices the finished runs of a study folder name in their summaries."""
+    return sorted({json.loads(p.read_text()).get("device", "?")
+                   for p in folder.glob("*/*.json")})  # fmt: skip
+
+
 def _study_test_metrics(folder: Path, name: str) -> dict[str, float]:
     test = test_predictions(folder, name)
     return point_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())
@@ -107,9 +113,12 @@ def domain_record(
             }
             out[v] = entry
         unfinished = [n for n in names.values() if n in states and not states[n]["finished"]]
-        status = "RUN" if not missing and not unfinished else (
-            f"PARTIAL: device time ran out; unfinished {unfinished}, not started {missing}"
-        )  # fmt: skip
+        if len(missing) == len(names):
+            status = f"NOT RUN: no run of {sub}/ in the run folder"
+        elif missing or unfinished:
+            status = f"PARTIAL: device time ran out; unfinished {unfinished}, not started {missing}"
+        else:
+            status = "RUN"
         if status == "RUN" and names:
             second = set(second_domain_ids)
             test = test_predictions(folder / sub, names[variants[0], seeds[0]])
@@ -142,8 +151,9 @@ def domain_record(
         "common_epoch": single["common_epoch"],
         "variants": single["variants"],
         "multi_domain": multi,
-        "note": "s/epoch and peak memory were measured while two to four runs shared each H100 "
-        "under MPS (calls on 4x, 2x and 1x H100 hosts): a rough comparison of the variants only",
+        "note": "s/epoch and peak memory were measured while the study's runs shared the GPUs "
+        f"({', '.join(_devices(folder)) or 'none recorded'}) under CUDA MPS: a rough comparison "
+        "of the variants only",
     }
 
 
@@ -274,10 +284,10 @@ def study_figures(
     transfer = json.loads((results_dir / "transfer.json").read_text())
     figures: list[Path] = []
     skipped: dict[str, str] = {}
-    if domain["status"] == "RUN" and domain["multi_domain"]["status"] == "RUN":
+    if domain["status"] == "RUN":  # the figure draws the two-database panel only when it ran
         figures += save_figure(domain_variants(domain), "domain_variants", figures_dir)
     else:
-        skipped["domain_variants"] = f"{domain['status']} / {domain['multi_domain']['status']}"
+        skipped["domain_variants"] = domain["status"]
     if isinstance(transfer.get("fine_tuned"), dict):
         with unpacked(results_dir / "studies") as studies:  # committed as one archive
             folder = studies / "transfer"
