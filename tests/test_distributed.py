@@ -16,11 +16,11 @@ from tracer.data.validation import validate
 from tracer.graphs.dataset import GraphDataset, structures_to_graphs
 from tracer.models.registry import build_model
 from tracer.training.checkpoints import load_member
-from tracer.training.distributed import rank_batches, sharded_val_mae, train_ddp
+from tracer.training.distributed import DataParallel, rank_batches, train_ddp
 from tracer.training.normalization import TargetScaler
 from tracer.training.settings import TrainConfig
 from tracer.training.steps import compiled, weighted_loss
-from tracer.training.trainer import predict_normalised
+from tracer.training.trainer import predict_normalised, sharded_val_mae, train_member
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +137,8 @@ def _val_worker(rank, world, port, graphs, n_val, out):
     idx = np.arange(len(data))[::-1][:n_val].copy()  # not in dataset order
     y = data.target[torch.as_tensor(idx)].numpy()
     scaler = TargetScaler(mean=-1.0, std=2.0, n_train=16)
-    mae = sharded_val_mae(model, data, idx, y, scaler, rank=rank, world=world, batch_size=2,
-                          device=torch.device("cpu"))  # fmt: skip
+    mae = sharded_val_mae(model, data, idx, y, scaler, batch_size=2, device=torch.device("cpu"),
+                          strategy=DataParallel(rank, world, torch.device("cpu")))  # fmt: skip
     torch.save(mae, out / f"mae_{rank}.pt")
     _leave()
 
@@ -290,3 +290,44 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_member(small, tmp_p
     assert any(not torch.equal(ref[n], wrong[n]) for n in ref)
     history = load_member(cut / "member_3.pt")[2]["history"]
     assert [h["epoch"] for h in history] == list(range(8))
+
+
+def _fit_spy_worker(rank, world, port, graphs, split, tc, work):
+    """A DDP rank whose training loop is recorded: which function ran it, with which strategy."""
+    import tracer.training.loop as loop
+    import tracer.training.trainer as trainer
+
+    def spy(**kw):
+        (work / f"fit_{rank}.json").write_text(json.dumps(
+            {"fit": f"{loop.fit.__module__}.{loop.fit.__qualname__}",
+             "strategy": type(kw["strategy"]).__name__, "world": kw["strategy"].world}))
+        return loop.fit(**kw)
+
+    trainer.fit = spy
+    _train_worker(rank, world, port, graphs, split, tc, work)
+
+
+def test_ddp_and_one_process_runs_go_through_the_same_fit(small, tmp_path, monkeypatch):
+    import tracer.training.loop as loop
+    import tracer.training.trainer as trainer
+
+    graphs, split = small
+    tc = TrainConfig(max_epochs=2, batch_size=8, scale_fit_batches=1, warmup_epochs=0,
+                     ema_decay=0.9)  # fmt: skip
+    mp.spawn(_fit_spy_worker, args=(2, _free_port(), graphs, split, tc, tmp_path / "ddp"),
+             nprocs=2)  # fmt: skip
+    seen = [json.loads((tmp_path / "ddp" / f"fit_{r}.json").read_text()) for r in (0, 1)]
+    assert seen == [{"fit": "tracer.training.loop.fit", "strategy": "DataParallel", "world": 2}] * 2
+    calls = []
+    monkeypatch.setattr(trainer, "fit", lambda **kw: calls.append(kw["strategy"]) or loop.fit(**kw))
+    data = GraphDataset.load(graphs)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    one = {"data": data, "split": split, "seed": 3, "model_config": CFG, "train_config": tc}
+    train_ddp(**one, work_dir=tmp_path / "w1", member_path=tmp_path / "ddp1.pt")
+    train_member(**one, work_dir=tmp_path / "w0", member_path=tmp_path / "one.pt", device="cpu",
+                 progress=False)  # fmt: skip
+    assert [type(s).__name__ for s in calls] == ["DataParallel", "Strategy"]
+    # one DDP process and the one-process trainer: the same loop, so the same member bit for bit
+    a, b = _weights(tmp_path / "ddp1.pt"), _weights(tmp_path / "one.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

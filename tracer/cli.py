@@ -264,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--which", type=int, nargs="*", help="folds to run (default: all)")
     p.add_argument("--curve-folds", type=int, nargs="*", default=[0])
     p.add_argument("--scratch-members", type=int, default=1, help="scratch models per fold")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the profile's transfer.fine_tune.train.max_epochs (a budget study; "
+                        "each run's identity and record carry it)")  # fmt: skip
     p.add_argument("--parallel", type=int, default=1, help="runs trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.set_defaults(func="training:cmd_train_transfer_cv")

@@ -14,7 +14,7 @@ from tracer.data.splits import load_split
 from tracer.graphs.dataset import GraphDataset
 from tracer.inference.ensemble import ensemble_predictions
 from tracer.models.gemnet import GemNetTConfig
-from tracer.pipeline.config import load_params
+from tracer.pipeline.config import load_params, merge_settings
 from tracer.pipeline.cv_launch import train_cv_members
 from tracer.pipeline.launch import (
     baseline_settings,
@@ -51,10 +51,15 @@ def cmd_train_cv(args: argparse.Namespace) -> int:
 
 def cmd_train_transfer_cv(args: argparse.Namespace) -> int:
     folds = load_folds(args.folds)
+    params = load_params(args.params)
+    if args.epochs is not None:
+        params = merge_settings(
+            params, {"transfer": {"fine_tune": {"train": {"max_epochs": args.epochs}}}}
+        )
     report = train_transfer_cv(
         structures_path=args.structures, folds=folds,
         which=args.which if args.which else range(folds["k"]), members=args.members,
-        params=load_params(args.params), out_dir=args.out, parallel=args.parallel,
+        params=params, out_dir=args.out, parallel=args.parallel,
         workers=args.workers, curve_folds=args.curve_folds,
         scratch_members=args.scratch_members,
     )  # fmt: skip

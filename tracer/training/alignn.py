@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import time
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -34,6 +34,7 @@ import torch
 
 from tracer.graphs.dataset import load_structure_tensors
 from tracer.models.alignn import alignn_batch, alignn_graph, make_alignn, move_batch
+from tracer.training.loop import fit, restore
 from tracer.training.trainer import pick_device
 
 
@@ -174,21 +175,16 @@ def train_alignn(
         return move_batch(alignn_batch([graphs[i] for i in idx], cells_f[idx]), dev)
 
     rng = np.random.default_rng(seed)
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"val_mae": float("inf"), "epoch": -1, "state": None}
     identity = {"recipe": asdict(recipe), "epochs": n_epochs, "seed": seed}
-    resume = Path(resume_path) if resume_path is not None else None
-    if resume is not None and resume.exists():
-        ckpt = torch.load(resume, map_location="cpu", weights_only=False)
-        if ckpt["identity"] == identity:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            schedule.load_state_dict(ckpt["schedule"])
-            rng.bit_generator.state = ckpt["rng"]
-            history, best = ckpt["history"], ckpt["best"]
-    done = history[-1]["wall_time_s"] if history else 0.0
-    t0 = time.perf_counter() - done
-    for epoch in range(len(history), n_epochs):
+    resumed = None
+    if resume_path is not None:
+        resumed = restore(resume_path, identity, model=model, optimizer=optimizer,
+                          schedule=schedule, device=dev)  # fmt: skip
+        if resumed is not None:
+            rng.bit_generator.state = resumed.extra["rng"]
+    val_idx = np.asarray(split_idx["val"])
+
+    def run_epoch(epoch: int) -> tuple[torch.Tensor, int]:
         model.train()
         order = rng.permutation(train_idx)
         total = torch.zeros((), device=dev)
@@ -201,36 +197,29 @@ def train_alignn(
             optimizer.step()
             schedule.step()
             total += loss.detach() * len(idx)
-        val_idx = np.asarray(split_idx["val"])
-        val_pred = _predict(model, batch_of, val_idx, recipe.batch_size)
-        val_mae = float(np.abs(val_pred - targets[val_idx]).mean())
-        row = {
-            "epoch": epoch,
-            "train_loss": float(total) / len(train_idx),
-            "val_mae": val_mae,
-            "lr": float(schedule.get_last_lr()[0]),
-            "wall_time_s": time.perf_counter() - t0,
-        }
-        history.append(row)
-        if val_mae < best["val_mae"]:
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            best = {"val_mae": val_mae, "epoch": epoch, "state": state}
-        if resume is not None:
-            resume.parent.mkdir(parents=True, exist_ok=True)
-            ckpt = {
-                "identity": identity,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "rng": rng.bit_generator.state,
-                "history": history,
-                "best": best,
-            }
-            torch.save(ckpt, resume.with_suffix(".tmp"))
-            resume.with_suffix(".tmp").replace(resume)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
-    model.load_state_dict(best["state"])
+        return total, len(order)
+
+    def validate(kept: torch.nn.Module) -> float:
+        val_pred = _predict(kept, batch_of, val_idx, recipe.batch_size)
+        return float(np.abs(val_pred - targets[val_idx]).mean())
+
+    with tempfile.TemporaryDirectory() as scratch:  # without resume_path: a throwaway checkpoint
+        state, best = fit(
+            model=model,
+            optimizer=optimizer,
+            schedule=schedule,
+            run_epoch=run_epoch,
+            validate=validate,
+            max_epochs=n_epochs,
+            patience=None,  # as ALIGNN's trainer: every epoch runs, the best is kept
+            checkpoint=resume_path if resume_path is not None else Path(scratch) / "last.pt",
+            identity=identity,
+            resumed=resumed,
+            extra_state=lambda: {"rng": rng.bit_generator.state},
+            on_epoch_end=on_epoch_end,
+        )
+    history = state.history
+    model.load_state_dict(best)
     preds = {
         name: _predict(model, batch_of, np.asarray(split_idx[name]), recipe.batch_size)
         for name in ("val", "test")
@@ -241,9 +230,9 @@ def train_alignn(
         "epochs_run": n_epochs,
         "seed": seed,
         "history": history,
-        "best_epoch": best["epoch"],
-        "best_val_mae": best["val_mae"],
-        "state_dict": best["state"],
+        "best_epoch": state.best_epoch,
+        "best_val_mae": state.best_val_mae,
+        "state_dict": best,
         "predictions": preds,
         "num_params": sum(p.numel() for p in model.parameters()),
         "train_time_s": history[-1]["wall_time_s"] if history else 0.0,

@@ -1,12 +1,12 @@
 """Training one ensemble member: resumable, deterministic on CPU, selected on validation only.
 
 :func:`train_member` trains GemNet-T on the training ids of a split, with targets standardised
-by training statistics (:class:`tracer.training.normalization.TargetScaler`). After every epoch it
-writes
-a complete checkpoint (model, optimiser, schedule, early-stopping state, history) to
-``work_dir/last.pt``; started again with the same arguments, it resumes from there, and on CPU
-ends with the identical final checkpoint. The best epoch is chosen on validation MAE alone; the
-test ids are never read. The member file (``member_<seed>.pt``) holds the best weights, the
+by training statistics (:class:`tracer.training.normalization.TargetScaler`), on one device or,
+given a data-parallel strategy, on several processes. Its epochs run in the one training loop,
+:func:`tracer.training.loop.fit`: a complete checkpoint after every epoch in ``work_dir/last.pt``;
+started again with the same arguments, it resumes from there, and on CPU ends with the identical
+final checkpoint. The best epoch is chosen on validation MAE alone; the test ids are never
+read. The member file (``member_<seed>.pt``) holds the best weights, the
 hyperparameters, the target statistics, the graph settings and a training summary.
 
 This module imports neither pymatgen nor DVC: it runs wherever torch is installed (the GPU
@@ -15,9 +15,7 @@ machine included), reading the graph dataset written by the ``graphs`` stage.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -34,18 +32,11 @@ from tracer.models.domain import DomainGemNetT
 from tracer.models.gemnet import GemNetT, check_atomic_numbers, fit_scale_factors
 from tracer.models.registry import ModelConfig, build_model
 from tracer.training.batches import batch_stream
-from tracer.training.checkpoints import (
-    _atomic_save,
-    _file_sha256,
-    _initial_weights,
-    _optimizer_state_cpu,
-    load_optimizer_state,
-    run_identity,
-    write_member,
-)
+from tracer.training.checkpoints import _file_sha256, _initial_weights, run_identity, write_member
+from tracer.training.loop import ONE_PROCESS, Strategy, fit, restore, weight_average
 from tracer.training.normalization import TargetScaler
 from tracer.training.optim import make_optimizer, make_schedule
-from tracer.training.settings import CHECKPOINT_VERSION, TrainConfig, TrainState
+from tracer.training.settings import TrainConfig
 from tracer.training.steps import (
     CudaGraphStep,
     EagerStep,
@@ -110,6 +101,32 @@ def predict_normalised(
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def sharded_val_mae(
+    model: nn.Module,
+    data_dev: GraphDataset,
+    val_idx: np.ndarray,
+    y_val: np.ndarray,
+    scaler: TargetScaler,
+    *,
+    strategy: Strategy = ONE_PROCESS,
+    batch_size: int,
+    device: torch.device,
+) -> float:
+    """Validation MAE (eV/atom) with the structures shared out: process ``r`` of ``W``
+    predicts ``val_idx[r::W]``, and the absolute errors' sum and count are summed over the
+    processes (float64), so every process returns the MAE over all of ``val_idx`` (``y_val``
+    in its order). One process predicts them all."""
+    mine = np.arange(strategy.rank, len(val_idx), strategy.world)
+    err = torch.zeros(2, dtype=torch.float64)
+    if len(mine):
+        pred = scaler.inverse(predict_normalised(model, data_dev, val_idx[mine],
+                                                 batch_size=batch_size, device=device))  # fmt: skip
+        err[0] = float(np.abs(pred - y_val[mine]).sum())
+        err[1] = len(mine)
+    err = strategy.sum_over_processes(err)
+    return float(err[0] / err[1])
+
+
 def train_member(
     *,
     data: GraphDataset,
@@ -123,6 +140,7 @@ def train_member(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     init_from: str | Path | None = None,
+    strategy: Strategy = ONE_PROCESS,
 ) -> dict[str, Any]:
     """Train (or resume) one model (an ensemble member, or a baseline of another ``kind``);
     write ``member_path``; return its summary.
@@ -141,6 +159,9 @@ def train_member(
         init_from: a trained model file of the same kind and configuration to start from
             (fine-tuning): its weights, not its scale-factor fit; the target scaler is fitted
             on this run's training targets as always.
+        strategy: one process (default), or the processes of a data-parallel run
+            (:class:`tracer.training.distributed.DataParallel`): each trains on its share of
+            every batch and validates its share of the validation set; rank 0 writes.
     """
 
     if model_config.cutoff != data.cutoff or model_config.max_neighbors != data.max_neighbors:
@@ -164,50 +185,39 @@ def train_member(
     num_edges = data.num_edges().numpy()
 
     def batches_of(epoch: int) -> list[np.ndarray]:
-        return epoch_batches(train_idx, num_edges, batch_size=train_config.batch_size,
-                             max_edges=train_config.max_edges_per_batch, seed=seed,
-                             epoch=epoch)  # fmt: skip
+        return strategy.share_batches(
+            epoch_batches(train_idx, num_edges, batch_size=train_config.batch_size,
+                          max_edges=train_config.max_edges_per_batch, seed=seed, epoch=epoch),
+            num_edges,
+        )  # fmt: skip
 
     torch.manual_seed(seed)
     if train_config.graphed_on(dev) and not model_config.kind.startswith("gemnet_t"):
         # padded batches: CGCNN's batch norm would see the padding atoms
         raise ValueError(f"CUDA-graph training is for GemNet-T only, not {model_config.kind}")
     model = build_model(model_config).to(dev)
-    n_batches = len(batches_of(0))
     graphed = train_config.graphed_on(dev)
     optimizer = make_optimizer(model, train_config, dev)
-    schedule = make_schedule(optimizer, train_config, n_batches)
-    state = TrainState()
-    best_weights: dict[str, torch.Tensor] | None = None
-    last = work_dir / "last.pt"
+    schedule = make_schedule(optimizer, train_config, len(batches_of(0)))
     init_sha = None if init_from is None else _file_sha256(Path(init_from))
-    identity = run_identity(seed, model_config, train_config, data, split, init_from=init_sha)
-    ckpt = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
-    if ckpt is not None and (ckpt["identity"] != identity or ckpt.get("finished")):
-        # a finished run, or one of other settings or data: this is no interrupted run of ours
-        log.warning("starting %s afresh (previous checkpoint finished or differs)", work_dir)
-        last.unlink()
-        ckpt = None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        load_optimizer_state(optimizer, ckpt["optimizer"], graphed=graphed, device=dev)
-        schedule.load_state_dict(ckpt["schedule"])
-        state = TrainState(**ckpt["state"])
-        best_weights = ckpt["best_weights"]
-    if ckpt is None and init_from is not None:
+    identity = run_identity(seed, model_config, train_config, data, split, init_from=init_sha,
+                            **strategy.identity_fields())  # fmt: skip
+    last = work_dir / "last.pt"
+    resumed = restore(last, identity, model=model, optimizer=optimizer, schedule=schedule,
+                      device=dev, graphed=graphed)  # fmt: skip
+    if resumed is None and init_from is not None:
         model.load_state_dict(_initial_weights(init_from, model_config))
     data_dev = data.to(dev)  # batches are cut on the device
-    if ckpt is None and init_from is None and isinstance(model, GemNetT | DomainGemNetT):
-        fit = scale_fit_batches(train_idx, num_edges, batch_size=train_config.batch_size,
-                                seed=seed, count=train_config.scale_fit_batches)  # fmt: skip
-        fit_scale_factors(model, [data_dev.collate(b) for b in fit])
-    ema = None
-    if train_config.ema_decay is not None:
-        ema = WeightAverage(model, train_config.ema_decay)
-        if ckpt is not None:
-            ema.load_state_dict(ckpt["ema"])
-    eval_model = model if ema is None else ema.model
-    step = make_step(model, optimizer, train_config, dev, ema)
+    if resumed is None and init_from is None and isinstance(model, GemNetT | DomainGemNetT):
+        fitting = scale_fit_batches(train_idx, num_edges, batch_size=train_config.batch_size,
+                                    seed=seed, count=train_config.scale_fit_batches)  # fmt: skip
+        fit_scale_factors(model, [data_dev.collate(b) for b in fitting])
+    ema = weight_average(model, train_config.ema_decay, resumed)
+    wrapped, step_config, warmup = strategy.wrap(model, train_config, graphed)
+    step = make_step(wrapped, optimizer, step_config, dev, ema, warmup=warmup,
+                     precompiled=wrapped is not model)  # fmt: skip
+    # batches cut in loader processes only by a single process
+    workers = train_config.loader_workers if strategy.world == 1 else 0
     shapes, batcher = None, None
     if graphed:  # a few shapes that together hold every batch of every epoch
         shapes = plan_static_shapes(
@@ -215,26 +225,17 @@ def train_member(
             (b for e in range(train_config.max_epochs) for b in batches_of(e)),
             buckets=train_config.shape_buckets,
         )
-        batcher = PaddedBatcher(data_dev, shapes) if train_config.loader_workers <= 0 else None
+        batcher = PaddedBatcher(data_dev, shapes) if workers <= 0 else None
 
-    while state.epoch < train_config.max_epochs and not state.stopped_early:
-        epoch = state.epoch
-        t0 = time.perf_counter()
-        if train_config.position_noise_angstrom > 0:
-            seed_position_noise(seed, epoch)
+    def run_epoch(epoch: int) -> tuple[torch.Tensor, int]:
+        if train_config.position_noise_angstrom > 0:  # each process its own noise
+            seed_position_noise(seed, epoch, strategy.rank)
         model.train()
         batches = batches_of(epoch)
         total = torch.zeros((), dtype=torch.float64, device=dev)  # no per-step host sync
         count = 0
-        stream = batch_stream(
-            data,
-            data_dev,
-            batches,
-            workers=train_config.loader_workers,
-            device=dev,
-            shapes=shapes,
-            batcher=batcher,
-        )
+        stream = batch_stream(data, data_dev, batches, workers=workers, device=dev,
+                              shapes=shapes, batcher=batcher)  # fmt: skip
         for b, (batch, y_raw, weight) in tqdm(
             zip(batches, stream, strict=True),
             total=len(batches),
@@ -247,68 +248,45 @@ def train_member(
             schedule.step()
             total += loss.double() * len(b)
             count += len(b)
-        total = float(total)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-        pred_val = scaler.inverse(
-            predict_normalised(
-                eval_model, data_dev, val_idx, batch_size=train_config.eval_batch_size, device=dev
-            )
-        )
-        val_mae = float(np.mean(np.abs(pred_val - y_val)))
-        epoch_time = time.perf_counter() - t0
-        state.train_time_s += epoch_time
-        improved = val_mae < state.best_val_mae
-        if improved:
-            state.best_val_mae, state.best_epoch, state.bad_epochs = val_mae, epoch, 0
-            best_weights = {k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()}
-        else:
-            state.bad_epochs += 1
-        metrics = {
-            "epoch": epoch,
-            "train_loss": total / max(count, 1),
-            "val_mae": val_mae,
-            "lr": float(optimizer.param_groups[0]["lr"]),
-            "epoch_time_s": epoch_time,
-            "wall_time_s": state.train_time_s,
-        }
-        state.history.append(metrics)
-        state.epoch += 1
-        state.stopped_early = state.bad_epochs >= train_config.patience
-        finished = state.epoch >= train_config.max_epochs or state.stopped_early
-        _atomic_save(
-            {
-                "version": CHECKPOINT_VERSION,
-                "identity": identity,
-                "finished": finished,
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": _optimizer_state_cpu(optimizer),
-                "schedule": schedule.state_dict(),
-                "state": asdict(state),
-                "best_weights": best_weights,
-                "ema": None if ema is None else ema.state_dict(),
-            },
-            last,
-        )
-        (work_dir / "history.json").write_text(json.dumps(state.history, indent=1))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
+        return total, count
 
-    if best_weights is None:
-        raise RuntimeError("training ran no epoch")
-    return write_member(
-        member_path,
-        seed=seed,
-        state=state,
-        best_weights=best_weights,
+    def validate(kept: nn.Module) -> float:
+        return sharded_val_mae(kept, data_dev, val_idx, y_val, scaler, strategy=strategy,
+                               batch_size=train_config.eval_batch_size, device=dev)  # fmt: skip
+
+    state, best_weights = fit(
         model=model,
-        model_config=model_config,
-        train_config=train_config,
-        scaler=scaler,
-        data=data,
-        device=dev,
-        cuda_graphs=graphed,
-        static_shapes=None if shapes is None else [asdict(s) for s in shapes],
+        optimizer=optimizer,
+        schedule=schedule,
+        run_epoch=run_epoch,
+        validate=validate,
+        max_epochs=train_config.max_epochs,
+        patience=train_config.patience,
+        checkpoint=last,
+        identity=identity,
+        resumed=resumed,
+        ema=ema,
+        strategy=strategy,
+        history_path=work_dir / "history.json",
+        on_epoch_end=on_epoch_end,
     )
-
-
+    summary: dict[str, Any] = {}
+    if strategy.writes:
+        summary = write_member(
+            member_path,
+            seed=seed,
+            state=state,
+            best_weights=best_weights,
+            model=model,
+            model_config=model_config,
+            train_config=step_config,
+            scaler=scaler,
+            data=data,
+            device=dev,
+            cuda_graphs=graphed,
+            **strategy.history_fields(),
+            static_shapes=None if shapes is None else [asdict(s) for s in shapes],
+        )
+    return strategy.broadcast(summary)
