@@ -105,3 +105,19 @@ def test_use_profile_switches_but_never_overwrites_user_edits(repo_copy):
     assert not (repo_copy / ".tracer" / "base-params.yaml").exists()
     with pytest.raises(FileNotFoundError, match="unknown profile"):
         use_profile("nope", repo_copy)
+
+
+def test_resolved_stages_expand_a_mapping_foreach_and_keep_a_list_one():
+    from tracer.pipeline.config import resolved_stages
+
+    stages = {
+        "plain": {"cmd": "tracer stage data"},
+        "analysis": {"foreach": {"a": "21_a", "b": "22_b"},
+                     "do": {"cmd": "tracer run-notebook notebooks/${item}.ipynb",
+                            "deps": ["${key}"]}},
+        "train": {"foreach": [0, 1], "do": {"cmd": "tracer stage member ${item}"}},
+    }  # fmt: skip
+    out = resolved_stages(stages)
+    assert list(out) == ["plain", "analysis@a", "analysis@b", "train"]
+    assert out["analysis@b"] == {"cmd": "tracer run-notebook notebooks/22_b.ipynb", "deps": ["b"]}
+    assert out["train"]["cmd"] == "tracer stage member ${item}"  # the list comes from settings

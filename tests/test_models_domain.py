@@ -49,7 +49,7 @@ def test_every_mode_is_the_baseline_at_initialisation(mode, flla_structures):
     assert (extra == 0) == (mode == "baseline")
 
 
-@pytest.mark.parametrize("mode", ["domain_embedding", "film"])
+@pytest.mark.parametrize("mode", ["domain_embedding", "film", "offset"])
 def test_conditioning_separates_domains_and_keeps_invariances(mode, flla_structures):
     model = _model(mode)
     _perturb(model)
@@ -65,6 +65,18 @@ def test_conditioning_separates_domains_and_keeps_invariances(mode, flla_structu
     torch.testing.assert_close(d0[0], d0[1], rtol=0, atol=1e-9)  # rotation
     assert abs(float(d0[0] - d1[0])) > 1e-6  # the domain changes the prediction
     torch.testing.assert_close(mixed, torch.stack([d0[0], d1[1]]), rtol=0, atol=1e-9)
+
+
+def test_the_offset_mode_shifts_each_domain_by_its_own_number(flla_structures):
+    batch = _batch(flla_structures[:3])
+    base, model = _model("baseline"), _model("offset")
+    model.base.load_state_dict(base.base.state_dict())
+    with torch.no_grad():
+        model.offset.weight.copy_(torch.tensor([[0.25], [-1.5]], dtype=torch.float64))
+        ref = base(batch)
+        out = model(batch, torch.tensor([0, 1, 1]))
+    torch.testing.assert_close(out - ref, torch.tensor([0.25, -1.5, -1.5], dtype=torch.float64))
+    assert model.num_params - base.num_params == 2  # one number per domain
 
 
 def test_gradients_reach_the_conditioning_layers(flla_structures):

@@ -7,28 +7,15 @@ import pytest
 import yaml
 from conftest import REPO
 
-from tracer.pipeline.config import load_params
+from tracer.pipeline.config import load_params, resolved_stages
 from tracer.pipeline.notebook import declared_parameters, notebook_parameters
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
-def _resolved(stages: dict) -> dict:
-    """Each stage as DVC runs it: a ``foreach`` over a mapping gives ``name@key`` with
-    ``${key}`` and ``${item}`` filled in."""
-    out = {}
-    for name, stage in stages.items():
-        items = stage.get("foreach")
-        if not isinstance(items, dict):
-            out[name] = stage.get("do", stage)
-            continue
-        text = json.dumps(stage["do"])
-        for key, item in items.items():
-            out[f"{name}@{key}"] = json.loads(text.replace("${key}", key).replace("${item}", item))
-    return out
-
-
-STAGES = {name: spec for name, spec in _resolved(DVC).items() if "run-notebook" in spec["cmd"]}
+STAGES = {
+    name: spec for name, spec in resolved_stages(DVC).items() if "run-notebook" in spec["cmd"]
+}
 
 
 def _covered(param: str, declared_params: list) -> bool:
@@ -74,7 +61,6 @@ def test_unknown_parameter_is_an_error(tmp_path):
 
 
 def test_executed_notebooks_hold_no_machine_path(tmp_path):
-    import json
 
     from tracer.pipeline.notebook import scrub_paths
 

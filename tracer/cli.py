@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from tracer.inference.predict import PRETRAINED_DIR
+from tracer.pipeline.paths import RUN_OF_RECORD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,10 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("record-run", "a train-ensemble output folder", "records:cmd_record_run"),
         ("record-studies", "a GPU run of `tracer study`", "records:cmd_record_studies"),
     ):
-        p = sub.add_parser(name, help=f"score {what} into results/flla_full/")
+        p = sub.add_parser(name, help=f"score {what} into {RUN_OF_RECORD}/")
         p.add_argument("--run-dir", required=True)
         p.add_argument("--params", default="profiles/full.yaml")
-        p.add_argument("--out", default="results/flla_full")
+        p.add_argument("--out", default=RUN_OF_RECORD)
         if name == "record-run":
             p.add_argument("--ship-to", default=None,
                            help="also ship the members in half precision into this folder "
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "MODEL_CARD.md, MANIFEST.json (the only command that writes them)",
     )
     p.add_argument("--folder", default=str(PRETRAINED_DIR), help="the shipped members' folder")
-    p.add_argument("--records", default="results/flla_full", help="the run of record")
+    p.add_argument("--records", default=RUN_OF_RECORD, help="the run of record")
     p.add_argument("--derived", default="metrics/run_of_record",
                    help="the run_of_record stage's analyses of it")  # fmt: skip
     p.add_argument("--params", default="profiles/full.yaml")
@@ -253,6 +254,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="data:cmd_prepare_perovskites")
 
     p = sub.add_parser(
+        "prepare-pooled",
+        help="FLLA and the 31k perovskites' three databases as one table, each a domain: "
+        "structures per database (for a GPU machine), cross-database matches, a grouped split",
+    )
+    p.add_argument("--perovskites", default="../shared/data/perovskites-31k/perovskites.csv.gz")
+    p.add_argument("--flla", default="data/processed/flla.parquet", help="the data stage's table")
+    p.add_argument("--out", default="data/pooled",
+                   help="folder for train-pooled: structures per database (not committed), "
+                        "split, ids, matches")  # fmt: skip
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func="data:cmd_prepare_pooled")
+
+    p = sub.add_parser(
+        "train-pooled",
+        help="the four-database domain study's runs (params section pooled), no DVC (GPU)",
+    )
+    p.add_argument("--pooled", required=True, help="folder of prepare-pooled")
+    p.add_argument("--params", default="profiles/full.yaml")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=1, help="processes building graphs")
+    p.add_argument("--only", nargs="+", help="train just the runs matching these name patterns")
+    p.set_defaults(func="training:cmd_train_pooled")
+
+    p = sub.add_parser("record-pooled", help="score the four-database domain study")
+    p.add_argument("--run-dir", default="results/pooled/runs")
+    p.add_argument("--pooled", default="data/pooled", help="folder of prepare-pooled")
+    p.add_argument("--params", default="profiles/full.yaml")
+    p.add_argument("--device", required=True, help="the card the runs trained on")
+    p.add_argument("--out", default="results/pooled",
+                   help="domains.json, and the split, ids and matches it was scored with",
+                   )  # fmt: skip
+    p.set_defaults(func="records:cmd_record_pooled")
+
+    p = sub.add_parser(
         "train-transfer-cv",
         help="zero-shot, fine-tuned and scratch runs on the CMR matbench folds, no DVC (GPU)",
     )
@@ -265,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-folds", type=int, nargs="*", default=[0])
     p.add_argument("--scratch-members", type=int, default=1, help="scratch models per fold")
     p.add_argument("--epochs", type=int, default=None,
-                   help="override the profile's transfer.fine_tune.train.max_epochs (a budget study; "
-                        "each run's identity and record carry it)")  # fmt: skip
+                   help="override the profile's transfer.fine_tune.train.max_epochs (a budget "
+                        "study; each run's identity and record carry it)")  # fmt: skip
     p.add_argument("--parallel", type=int, default=1, help="runs trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
     p.set_defaults(func="training:cmd_train_transfer_cv")
@@ -276,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose ALIGNN's recipe again from a results folder's kept runs (a recipe trained "
         "later: copy its alignn_<recipe>.parquet and histories/alignn_<recipe>.json into runs/)",
     )
-    p.add_argument("--results", default="results/flla_full")
+    p.add_argument("--results", default=RUN_OF_RECORD)
     p.set_defaults(func="records:cmd_rescore_alignn")
 
     p = sub.add_parser("record-transfer-cv", help="score a transfer cross-validation folder")
@@ -289,6 +325,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", required=True, help="the card the runs trained on")
     p.add_argument("--out", default="results/perovskites_cv/perovskites_matbench.json")
     p.set_defaults(func="records:cmd_record_transfer_cv")
+
+    p = sub.add_parser(
+        "record-transfer-budget",
+        help="a longer fine-tuning budget against the base on the CMR folds, decided on validation",
+    )
+    p.add_argument("--base", default="results/perovskites_cv/runs")
+    p.add_argument("--longer", default="results/perovskites_cv/runs_80_epochs",
+                   help="train-transfer-cv --epochs N --members member_0 on some folds",
+                   )  # fmt: skip
+    p.add_argument("--rerun", default="results/perovskites_cv/runs_rerun",
+                   help="the base runs trained again (run-to-run spread)")  # fmt: skip
+    p.add_argument("--folds", default="data/splits/perovskites_cmr_cv5.json")
+    p.add_argument("--params", default="profiles/full.yaml")
+    p.add_argument("--device", required=True, help="the card the runs trained on")
+    p.add_argument("--out", default="results/perovskites_cv/transfer_budget.json")
+    p.set_defaults(func="records:cmd_record_transfer_budget")
 
     p = sub.add_parser(
         "record-cv", help="score a cross-validation folder (out-of-fold records, cv_*.json)"

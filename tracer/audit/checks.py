@@ -18,6 +18,7 @@ import yaml
 from tracer.audit import default_run as checklist
 from tracer.audit.rules import Measurement, NotRunError, NotTestableError
 from tracer.audit.runs import Context
+from tracer.pipeline.config import resolved_stages
 
 
 def _yes(ok: bool, text: str, n: int | None = None) -> Measurement:
@@ -166,17 +167,7 @@ def limitations_stated(ctx: Context) -> Measurement:
 
 def scripts_available(ctx: Context) -> Measurement:
     stages = yaml.safe_load(ctx.path("dvc.yaml").read_text())["stages"]
-    cmds = []
-    for s in stages.values():
-        if "cmd" in s:
-            cmds.append(s["cmd"])
-            continue
-        items = s.get("foreach")  # a stage per item; a mapping names each stage's notebook
-        if isinstance(items, dict):
-            cmds += [s["do"]["cmd"].replace("${key}", str(k)).replace("${item}", str(v))
-                     for k, v in items.items()]  # fmt: skip
-        else:  # seeds or model names from params.yaml: commands without a notebook
-            cmds.append(s["do"]["cmd"])
+    cmds = [spec["cmd"] for spec in resolved_stages(stages).values()]
     notebooks = {w for c in cmds for w in str(c).split() if w.endswith(".ipynb")}
     missing = sorted(n for n in notebooks if not (ctx.root / n).exists())
     return _yes(

@@ -22,6 +22,7 @@ from tracer.data.perovskites import (
     target_ev_per_atom,
     validate_perovskites,
 )
+from tracer.data.pooled import DATABASES, cross_database_matches, pooled_split, pooled_table
 from tracer.data.sources import fetch_source
 from tracer.data.splits import duplicate_groups, load_split
 from tracer.data.table import read_table, table_sha256
@@ -129,6 +130,41 @@ def cmd_make_folds(args: argparse.Namespace) -> int:
                val_fraction=args.val_fraction)  # fmt: skip
     print(json.dumps({"k": args.k, "n_groups": int(groups.max()) + 1,
                       "test_sizes": [len(r["test"]) for r in runs]}))  # fmt: skip
+    return 0
+
+
+def cmd_prepare_pooled(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    perov_path = Path(args.perovskites)
+    perov, _ = validate_perovskites(read_perovskites_31k(perov_path))
+    flla = read_table(args.flla)
+    frame = pooled_table(flla, perov.clean)
+    matches = cross_database_matches(frame)
+    matches.to_csv(out / "matches.csv", index=False)
+    split = pooled_split(frame, matches, seed=args.seed)
+    (out / "split.json").write_text(json.dumps(split, indent=1))
+    ids = {d: list(frame.loc[frame["database"] == d, "id"]) for d in DATABASES}
+    (out / "ids.json").write_text(json.dumps(ids))
+    for d in DATABASES:
+        part = frame[frame["database"] == d]
+        save_structure_tensors(out / f"structures_{d}.pt", list(part["id"]),
+                               list(part["structure"]), list(part["target"]),
+                               "eV/atom")  # fmt: skip
+    pairs = matches.groupby(["database_a", "database_b"]).size()
+    summary = {
+        "n": {d: int((frame["database"] == d).sum()) for d in DATABASES},
+        "sizes": split["sizes"], "matched_groups": split["matched_groups"],
+        "matched_pairs": {f"{a}-{b}": int(n) for (a, b), n in pairs.items()},
+        "provenance": provenance(
+            params={"seed": args.seed}, dataset_sha256=sha256_file(
+                perov_path if perov_path.is_file() else perov_path / "perovskites.csv.gz"),
+            split_sha256=None, wall_time_s=time.perf_counter() - t0,
+            extra={"flla_table_sha256": table_sha256(flla)}),
+    }  # fmt: skip
+    write_json(out / "data.json", summary)
+    print(json.dumps({k: summary[k] for k in ("n", "matched_pairs")}))
     return 0
 
 

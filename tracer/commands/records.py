@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
+
 from tracer.analysis.cross_validation import write_json
+from tracer.analysis.pooled import pooled_report
+from tracer.analysis.transfer_budget import budget_report
 from tracer.analysis.transfer_cv import alignn_peer, matbench_record, transfer_cv_report
 from tracer.audit.evaluate import write_readme_block
 from tracer.audit.report import build_site
+from tracer.data.download import sha256_file
 from tracer.data.folds import load_folds
 from tracer.data.table import read_table
 from tracer.pipeline.config import load_params
 from tracer.pipeline.cv_records import record_cv
 from tracer.pipeline.packed import unpacked
+from tracer.pipeline.paths import RUN_OF_RECORD
 from tracer.pipeline.provenance import provenance
 from tracer.pipeline.record_lock import stale, write_lock
 from tracer.pipeline.records import record_run, rescore_alignn
@@ -53,6 +60,53 @@ def cmd_record_transfer_cv(args: argparse.Namespace) -> int:
             {k: v.get("mae_ev_per_cell", v.get("status")) for k, v in report["models"].items()}
         )
     )
+    return 0
+
+
+def cmd_record_transfer_budget(args: argparse.Namespace) -> int:
+    folds = load_folds(args.folds)
+    with (unpacked(args.base) as base, unpacked(args.longer) as longer,
+          unpacked(args.rerun) as rerun):  # fmt: skip
+        report = budget_report(folds, base, longer, rerun)
+    report["provenance"] = provenance(
+        params=load_params(args.params), dataset_sha256=folds["dataset_sha256"],
+        split_sha256=folds["cv_sha256"], wall_time_s=0.0, device=args.device,
+        extra={"dataset": folds["dataset"], "split": args.folds, "runs": {
+            "base": args.base, "longer": args.longer, "rerun": args.rerun}})  # fmt: skip
+    write_json(args.out, report)
+    print(json.dumps(report["decision"]))
+    return 0
+
+
+def cmd_record_pooled(args: argparse.Namespace) -> int:
+    params = load_params(args.params)["pooled"]
+    pooled = Path(args.pooled)
+    split = json.loads((pooled / "split.json").read_text())
+    matches = pd.read_csv(pooled / "matches.csv", dtype={"id_a": str, "id_b": str})
+    ids = json.loads((pooled / "ids.json").read_text())
+    database_of = {i: d for d in split["databases"] for i in ids[d]}
+    with unpacked(args.run_dir) as runs:  # committed as one archive
+        report = pooled_report(runs, database_of, databases=split["databases"],
+                               variants=params["variants"], seeds=params["seeds"],
+                               matches=matches)  # fmt: skip
+    single = json.loads((Path(RUN_OF_RECORD) / "domain.json").read_text())
+    report = {"single_database": {
+        "dataset": single["dataset"], "status": single["status"], "variants": {
+            v: {"mae": e["mae"], "seed_std": e.get("mae_across_seeds", {}).get("std"),
+                "params": e["params"], "s_per_epoch": e["s_per_epoch"]}
+            for v, e in single["variants"].items()}},
+        "multi_database": report}  # fmt: skip
+    out = Path(args.out)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    for name in ("split.json", "ids.json", "matches.csv", "data.json"):  # small; no structures
+        shutil.copyfile(pooled / name, out / "data" / name)
+    report["provenance"] = provenance(
+        params=load_params(args.params), dataset_sha256=json.loads(
+            (pooled / "data.json").read_text())["provenance"]["dataset_sha256"],
+        split_sha256=sha256_file(pooled / "split.json"), wall_time_s=0.0, device=args.device,
+        extra={"split": str(out / "data" / "split.json")})  # fmt: skip
+    write_json(out / "domains.json", report)
+    print(report["multi_database"]["finding"])
     return 0
 
 

@@ -24,6 +24,7 @@ from tracer.pipeline.launch import (
     train_baseline,
     train_ensemble,
 )
+from tracer.pipeline.pooled import run_pooled
 from tracer.pipeline.transfer_cv import train_transfer_cv
 from tracer.training.alignn import RECIPES, run_alignn
 from tracer.training.distributed import init_from_env, train_ddp
@@ -64,6 +65,13 @@ def cmd_train_transfer_cv(args: argparse.Namespace) -> int:
         scratch_members=args.scratch_members,
     )  # fmt: skip
     print(json.dumps({"wall_time_s": report["wall_time_s"], "runs": len(report["runs"])}))
+    return 0
+
+
+def cmd_train_pooled(args: argparse.Namespace) -> int:
+    summaries = run_pooled(load_params(args.params), args.pooled, args.out, device=args.device,
+                           workers=args.workers, only=args.only)  # fmt: skip
+    print(json.dumps({k: round(v["best_val_mae"], 5) for k, v in summaries.items()}))
     return 0
 
 

@@ -9,7 +9,10 @@ task). A learned domain embedding conditions the model in one of two ways:
   feature-wise, ``h ← h · (1 + γ(d)) + β(d)`` (FiLM, Perez et al. 2018), with ``γ, β`` linear in
   the domain embedding ``d`` of the atom's structure and one pair of maps per block (the atom
   embeddings leaving the last block feed no output block in GemNet-T, so each block is
-  conditioned on its input).
+  conditioned on its input);
+* ``offset``: one learned number per domain added to the structure's output (a per-atom energy
+  shift in the model's standardised unit): databases whose energies differ by a constant
+  reference, and by nothing else, need no more than this.
 
 ``baseline`` is GemNet-T unchanged (with the same parameters, so that it can be trained beside
 the other modes through the same code). The conditioning layers start at zero, so at initialisation
@@ -29,7 +32,7 @@ from torch import Tensor, nn
 from tracer.graphs.batch import GraphBatch
 from tracer.models.gemnet import GemNetT, GemNetTConfig
 
-MODES = ("baseline", "domain_embedding", "film")
+MODES = ("baseline", "domain_embedding", "film", "offset")
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class DomainConfig:
     """Domain conditioning: ``mode`` (one of :data:`MODES`), number of domains and the size of
     the learned domain embedding."""
 
-    mode: Literal["baseline", "domain_embedding", "film"] = "baseline"
+    mode: Literal["baseline", "domain_embedding", "film", "offset"] = "baseline"
     num_domains: int = 1
     emb_size: int = 16
 
@@ -52,7 +55,7 @@ class DomainGemNetTConfig(GemNetTConfig):
     file records, model kind ``gemnet_t_domain``."""
 
     kind: ClassVar[str] = "gemnet_t_domain"
-    domain_mode: Literal["baseline", "domain_embedding", "film"] = "baseline"
+    domain_mode: Literal["baseline", "domain_embedding", "film", "offset"] = "baseline"
     num_domains: int = 1
     domain_emb_size: int = 16
 
@@ -78,6 +81,10 @@ class DomainGemNetT(nn.Module):
         self.base = GemNetT(gemnet)
         self._atom_domain: Tensor | None = None
         if domain.mode == "baseline":
+            return
+        if domain.mode == "offset":
+            self.offset = nn.Embedding(domain.num_domains, 1)
+            nn.init.zeros_(self.offset.weight)
             return
         self.domain_emb = nn.Embedding(domain.num_domains, domain.emb_size)
         width = gemnet.emb_size_atom
@@ -122,6 +129,8 @@ class DomainGemNetT(nn.Module):
             domain = g.domain
         if domain is None:
             domain = torch.zeros(g.num_structures, dtype=torch.long, device=g.z.device)
+        if self.domain_config.mode == "offset":
+            return self.base(g) + self.offset(domain.long()).squeeze(-1)
         self._atom_domain = domain.long().index_select(0, g.atom_batch)
         try:
             return self.base(g)

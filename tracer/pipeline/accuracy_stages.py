@@ -19,7 +19,7 @@ from tracer.data.splits import (
 from tracer.graphs.dataset import GraphDataset
 from tracer.inference.ensemble import ensemble_predictions
 from tracer.pipeline.config import matching_profile
-from tracer.pipeline.paths import Paths
+from tracer.pipeline.paths import RUN_OF_RECORD, Paths
 from tracer.pipeline.provenance import Timer, provenance, write_metrics
 
 
@@ -95,7 +95,7 @@ def run_accuracy_stage(
     models: list[str],
     n_bootstrap: int,
     root: str | Path = ".",
-    record_dir: str = "results/flla_full",
+    record_dir: str = RUN_OF_RECORD,
 ) -> dict[str, Any]:
     """Score each model's test predictions, write ``metrics/accuracy.json`` and Table 1: this
     run's rows, the committed run of record's rows (same test set only) and published numbers, each

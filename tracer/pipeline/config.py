@@ -152,3 +152,21 @@ def use_profile(name: str, root: str | Path = ".", *, force: bool = False) -> Pa
               f"`tracer profile use {name}` (`tracer profile use default` restores the base)\n")
     target.write_text(header + yaml.safe_dump(settings, sort_keys=False))
     return target
+
+
+def resolved_stages(stages: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``stages`` of a ``dvc.yaml`` as DVC runs them: a ``foreach`` over a mapping gives one
+    stage ``name@key`` with ``${key}`` and ``${item}`` filled in; a ``foreach`` over a list
+    (seeds, model names read from the settings) stays one entry, its ``do`` unresolved."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, stage in stages.items():
+        items = stage.get("foreach")
+        if not isinstance(items, dict):
+            out[name] = stage.get("do", stage)
+            continue
+        text = json.dumps(stage["do"])
+        for key, item in items.items():
+            out[f"{name}@{key}"] = json.loads(
+                text.replace("${key}", str(key)).replace("${item}", str(item))
+            )
+    return out

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+#: the committed run of record (the ``full`` profile on FLLA, trained on a GPU machine)
+RUN_OF_RECORD = "results/flla_full"
+#: where the ``run_of_record`` stage draws that run's figures
+RUN_OF_RECORD_FIGURES = "paper_figures/run_of_record"
+
 
 @dataclass(frozen=True)
 class Paths:

@@ -17,6 +17,7 @@ from tracer.pipeline.analysis_stages import (
     triage_from_predictions,
     uncertainty_from_predictions,
 )
+from tracer.pipeline.paths import RUN_OF_RECORD, RUN_OF_RECORD_FIGURES
 
 # --------------------------------------------------------------------------------------------
 # run_of_record: the committed full-profile run, tabulated and plotted for reading
@@ -30,9 +31,9 @@ SHARED_A_HOST = {"alignn_authors": "trained beside 18 GemNet-T fine-tuning runs 
 """Runs whose wall times are not speed figures (another job shared their card or CPUs)."""
 
 
-RECORD_DIR = "results/flla_full"
+RECORD_DIR = RUN_OF_RECORD
 """The committed run of record: what ``tracer record-run`` wrote (this stage's inputs)."""
-DERIVED_FIGURES = "paper_figures/run_of_record"
+DERIVED_FIGURES = RUN_OF_RECORD_FIGURES
 DERIVED_METRICS = "metrics/run_of_record"
 """Where the run_of_record stage writes what it derives: never into the run's own folder."""
 

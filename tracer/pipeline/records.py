@@ -32,7 +32,7 @@ from tracer.models.dummy import MeanPredictor
 from tracer.pipeline.accuracy_stages import ensemble_accuracy
 from tracer.pipeline.config import load_params
 from tracer.pipeline.data_stages import targets_by_set
-from tracer.pipeline.paths import Paths
+from tracer.pipeline.paths import RUN_OF_RECORD, Paths
 from tracer.pipeline.provenance import git_state, provenance, write_metrics
 from tracer.pipeline.release import half_precision_member
 from tracer.pipeline.speed_records import _compiled_note, speed_models_for_profile
@@ -90,7 +90,7 @@ def alignn_by_validation(
 
 
 def rescore_alignn(
-    results_dir: str | Path = "results/flla_full", *, n_bootstrap: int = 2000
+    results_dir: str | Path = RUN_OF_RECORD, *, n_bootstrap: int = 2000
 ) -> str:
     """Choose ALIGNN's recipe again from a results folder's kept run records
     (``runs/alignn_<recipe>.parquet`` and ``runs/histories/alignn_<recipe>.json``, e.g. after a
@@ -189,7 +189,7 @@ def record_run(
     run_dir: str | Path,
     *,
     params_path: str | Path = "profiles/full.yaml",
-    out_dir: str | Path = "results/flla_full",
+    out_dir: str | Path = RUN_OF_RECORD,
     root: str | Path = ".",
     n_bootstrap: int = 2000,
     half_tolerance_ev: float = 1e-3,

@@ -25,7 +25,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-RUN_TO_RUN = "results/flla_full/run_to_run.json"
+from tracer.pipeline.paths import RUN_OF_RECORD
+
+RUN_TO_RUN = f"{RUN_OF_RECORD}/run_to_run.json"
 EXACT = 1e-9
 """Relative tolerance of a number without a measured variation."""
 NOT_JUDGED = re.compile(r"(^|\.)(provenance|wall_time_s|.*_time_s|s_per_epoch|.*_per_s|"

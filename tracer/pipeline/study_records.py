@@ -26,6 +26,7 @@ from tracer.models.gemnet import GemNetTConfig
 from tracer.models.registry import build_model
 from tracer.pipeline.config import load_params
 from tracer.pipeline.packed import pack, unpacked
+from tracer.pipeline.paths import RUN_OF_RECORD, RUN_OF_RECORD_FIGURES
 from tracer.pipeline.provenance import provenance, write_metrics
 from tracer.pipeline.study_stages import PEROVSKITES, _fine_tuned_test
 
@@ -228,7 +229,7 @@ def record_studies(
     run_dir: str | Path,
     *,
     params_path: str | Path = "profiles/full.yaml",
-    out_dir: str | Path = "results/flla_full",
+    out_dir: str | Path = RUN_OF_RECORD,
     root: str | Path = ".",
 ) -> dict[str, Any]:
     """Write ``domain.json`` and ``transfer.json`` of a GPU run of ``tracer study`` (folders
@@ -268,8 +269,8 @@ def record_studies(
 
 
 def study_figures(
-    results_dir: str | Path = "results/flla_full",
-    figures_dir: str | Path = "paper_figures/run_of_record",
+    results_dir: str | Path = RUN_OF_RECORD,
+    figures_dir: str | Path = RUN_OF_RECORD_FIGURES,
 ) -> dict[str, Any]:
     """Negative result 2 and the transfer of the committed run of record (``domain.json``,
     ``transfer.json`` and ``studies/`` of
