@@ -139,9 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--members", help="folder of member_*.pt to fine-tune (transfer)")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=1, help="processes building graphs")
-    p.add_argument("--only", nargs="+", help="train just the runs matching these name patterns")
+    _study_run_options(p)
     p.set_defaults(func="training:cmd_study")
 
     for name, what, func in (
@@ -273,9 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooled", required=True, help="folder of prepare-pooled")
     p.add_argument("--params", default="profiles/full.yaml")
     p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=1, help="processes building graphs")
-    p.add_argument("--only", nargs="+", help="train just the runs matching these name patterns")
+    _study_run_options(p)
     p.set_defaults(func="training:cmd_train_pooled")
 
     p = sub.add_parser("record-pooled", help="score the four-database domain study")
@@ -375,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a params.yaml with edits")
     p.set_defaults(func="data:cmd_profile")
     return parser
+
+
+def _study_run_options(p: argparse.ArgumentParser) -> None:
+    """Device, graph-building processes and run selection of a study's GPU command."""
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=1, help="processes building graphs")
+    p.add_argument("--only", nargs="+", help="train just the runs matching these name patterns")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
