@@ -79,7 +79,8 @@ def cmd_record_transfer_budget(args: argparse.Namespace) -> int:
 
 
 def cmd_record_pooled(args: argparse.Namespace) -> int:
-    params = load_params(args.params)["pooled"]
+    settings = load_params(args.params)
+    params = settings["pooled"]
     pooled = Path(args.pooled)
     split = json.loads((pooled / "split.json").read_text())
     matches = pd.read_csv(pooled / "matches.csv", dtype={"id_a": str, "id_b": str})
@@ -101,7 +102,7 @@ def cmd_record_pooled(args: argparse.Namespace) -> int:
     for name in ("split.json", "ids.json", "matches.csv", "data.json"):  # small; no structures
         shutil.copyfile(pooled / name, out / "data" / name)
     report["provenance"] = provenance(
-        params=load_params(args.params), dataset_sha256=json.loads(
+        params=settings, dataset_sha256=json.loads(
             (pooled / "data.json").read_text())["provenance"]["dataset_sha256"],
         split_sha256=sha256_file(pooled / "split.json"), wall_time_s=0.0, device=args.device,
         extra={"split": str(out / "data" / "split.json")})  # fmt: skip

@@ -26,31 +26,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from tracer.graphs.dataset import GraphDataset, load_structure_tensors
 from tracer.models.domain import DomainGemNetTConfig
 from tracer.models.gemnet import GemNetTConfig
 from tracer.pipeline.launch import cached_graphs
-from tracer.pipeline.studies import Run, domain_runs, train_runs
+from tracer.pipeline.studies import Run, domain_runs, multi_domain_split, train_runs
 from tracer.training.settings import TrainConfig
 
 
 def limited(split: dict[str, Any], database_of: dict[str, str], limit: int | None,
             seed: int) -> dict[str, list[str]]:  # fmt: skip
     """``split``'s train, val and test ids, each database's training ids cut to ``limit`` by a
-    seeded draw (all when None)."""
-    out = {p: list(split[p]) for p in ("train", "val", "test")}
-    if limit is None:
-        return out
-    rng = np.random.default_rng(seed)
-    train: list[str] = []
-    for d in split["databases"]:
-        ids = [i for i in split["train"] if database_of[i] == d]
-        train += ids if len(ids) <= limit else sorted(rng.choice(ids, limit, replace=False))
-    out["train"] = [str(i) for i in train]
-    return out
+    seeded draw (all when None): :func:`tracer.pipeline.studies.multi_domain_split` with the
+    databases as its parts."""
+    parts = {d: {p: [i for i in split[p] if database_of[i] == d] for p in ("train", "val", "test")}
+             for d in split["databases"]}  # fmt: skip
+    return multi_domain_split(parts, train_limit=dict.fromkeys(parts, limit), seed=seed)
 
 
 def pooled_runs(
