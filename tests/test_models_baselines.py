@@ -146,3 +146,19 @@ def test_alignn_wrapper_takes_one_step(flla_structures):
     opt.step()
     with torch.no_grad():
         assert not torch.allclose(model(batch)["out"], out)
+
+
+def test_without_subnormals_zeroes_exactly_the_subnormal_entries():
+    from tracer.models.baselines import without_subnormals
+
+    tiny = torch.finfo(torch.float32).tiny
+    x = torch.tensor([0.0, 1e-39, -1e-40, tiny, -tiny, 1.0, -5e-39, -2e-38])
+    expected = torch.tensor([0.0, 0.0, 0.0, tiny, -tiny, 1.0, 0.0, -2e-38])
+    assert torch.equal(without_subnormals(x), expected)
+    # in a float32 product of normal terms the zeroed entries change nothing
+    gen = torch.Generator().manual_seed(0)
+    d = torch.rand(500, generator=gen) * 7 + 1
+    rbf = torch.exp(-((d[:, None] - torch.linspace(0, 8, 41)) ** 2) / 0.04)
+    assert ((rbf != 0) & (rbf < tiny)).any()  # the expansion does underflow
+    g = torch.randn(500, 64, generator=gen)
+    assert torch.equal(g.t() @ without_subnormals(rbf), g.t() @ rbf)

@@ -35,7 +35,7 @@ EVIDENCE_BY_CLAIM = {
                      "low_energy_small", "named_worst"), "22_failures"),
     "triage": "23_triage",
     "flags_negative": "24_flags",
-    "domain_no_gain": "26_domain",
+    **dict.fromkeys(("domain_no_gain", "domain_gain_pooled"), "26_domain"),
     **dict.fromkeys(("transfer_pretraining_helps", "zero_shot_is_dummy", "matbench_fine_tuned"),
                     "25_transfer"),
 }  # fmt: skip

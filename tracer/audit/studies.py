@@ -12,6 +12,7 @@ import pandas as pd
 
 from tracer.audit.rules import Measurement, NotRunError, NotTestableError
 from tracer.audit.runs import Context, ci95, fmt_interval, resample_indices
+from tracer.pipeline.paths import POOLED_RECORD
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +190,25 @@ def domain_film_minus_baseline(ctx: Context) -> Measurement:
     )
 
 
+def pooled_film_gains(ctx: Context) -> Measurement:
+    """Of the four pooled databases, how many FiLM beats the pooled model without a domain
+    input on by more than twice the seed spread (``results/pooled/domains.json``)."""
+    if ctx.run.name != "run_of_record":
+        raise NotRunError("the four-database study was run on a GPU machine only")
+    m = ctx.json(POOLED_RECORD)["multi_database"]
+    gains = m["variants"]["film"]["gain_over_baseline"]
+    beyond = [d for d, g in gains.items() if g["beyond_twice_seed_spread"] and g["diff"] < 0]
+    parts = ", ".join(f"{d} {g['diff']:+.4f}" for d, g in gains.items())
+    return Measurement(
+        len(beyond),
+        None,
+        len(m["seeds"]),
+        f"FiLM - pooled baseline per database ({len(m['seeds'])} seeds, eV/atom): {parts}; "
+        f"beyond twice the seed spread on {len(beyond)} of {len(gains)}",
+        {"databases": beyond},
+    )
+
+
 def transfer_pretrained_minus_scratch(ctx: Context) -> Measurement:
     if ctx.run.name == "cv":
         rec = ctx.json("results/perovskites_cv/perovskites_matbench.json")
@@ -307,6 +327,7 @@ STUDIES: dict[str, Callable[[Context], Measurement]] = {
         triage_rows,
         flags_variance_minus_hybrid,
         domain_film_minus_baseline,
+        pooled_film_gains,
         transfer_pretrained_minus_scratch,
         zero_shot_minus_dummy,
         matbench_fine_tuned_mae,

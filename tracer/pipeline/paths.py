@@ -9,6 +9,8 @@ from pathlib import Path
 RUN_OF_RECORD = "results/flla_full"
 #: where the ``run_of_record`` stage draws that run's figures
 RUN_OF_RECORD_FIGURES = "paper_figures/run_of_record"
+#: the committed record of the four-database pooled domain study (``tracer record-pooled``)
+POOLED_RECORD = "results/pooled/domains.json"
 
 
 @dataclass(frozen=True)
