@@ -8,6 +8,7 @@ Energies are eV/atom unless a name or docstring says otherwise; lengths are Å.
 """
 
 import os
+from pathlib import Path
 
 # Reproducible CPU arithmetic: MKL/OpenMP must not change their thread counts with the machine's
 # load (that changes summation order, and a resumed run would then differ in the last bits).
@@ -16,4 +17,8 @@ os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+#: the shipped ensemble (``tracer release``): here, not in tracer.inference, so that the command
+#: line names it without importing torch
+PRETRAINED_DIR = Path(__file__).parent / "pretrained" / "flla_gemnet_t"
+
+__all__ = ["PRETRAINED_DIR", "__version__"]

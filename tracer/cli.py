@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from tracer.inference.predict import PRETRAINED_DIR
+from tracer import PRETRAINED_DIR
 from tracer.pipeline.paths import RUN_OF_RECORD
 
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("NAME", "VALUE"),
         help="a parameter not in params.yaml (YAML value)",
     )
-    p.set_defaults(func="data:cmd_run_notebook")
+    p.set_defaults(func="notebooks:cmd_run_notebook")
 
     p = sub.add_parser(
         "export-structures",

@@ -1,5 +1,5 @@
-"""Commands on data, settings and users' structures: fetch, profiles, notebooks, folds, the
-perovskite table, screening and the applicability domain."""
+"""Commands on data, settings and users' structures: fetch, profiles, folds, the perovskite
+table, screening and the applicability domain."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import json
 import sys
 import time
 from pathlib import Path
-
-import yaml
 
 from tracer.analysis.cross_validation import write_json
 from tracer.data.download import ChecksumError, DataUnavailableError, sha256_file
@@ -32,7 +30,6 @@ from tracer.inference.domain_study import run_domain_study
 from tracer.inference.predict import APPLICABILITY, Ensemble
 from tracer.inference.screening import screen
 from tracer.pipeline.config import active_profile, load_params, use_profile
-from tracer.pipeline.notebook import run_notebook
 from tracer.pipeline.paths import Paths
 from tracer.pipeline.provenance import provenance
 
@@ -40,7 +37,6 @@ from tracer.pipeline.provenance import provenance
 def cmd_fetch(args: argparse.Namespace) -> int:
     name = args.name
     if name is None:
-
         name = load_params()["dataset"]["name"]
     try:
         path = fetch_source(name, args.raw_dir, registry_path=args.registry)
@@ -48,19 +44,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(path if path is not None else f"{name}: local source, nothing to fetch")
-    return 0
-
-
-def cmd_run_notebook(args: argparse.Namespace) -> int:
-    overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
-    out = run_notebook(
-        args.notebook,
-        params_file=args.params,
-        output_dir=args.output_dir,
-        output_name=args.name,
-        overrides=overrides,
-    )
-    print(out)
     return 0
 
 

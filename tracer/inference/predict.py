@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tracer import PRETRAINED_DIR
 from tracer.data.download import sha256_file
 from tracer.graphs.batched import graphs_batched
 from tracer.graphs.cell_lists import graph_dataset
@@ -50,7 +51,6 @@ from tracer.training.steps import compiled
 from tracer.training.trainer import pick_device
 
 Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
-PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained" / "flla_gemnet_t"
 MANIFEST = "MANIFEST.json"
 CALIBRATION = "calibration.json"  # the shipped interval (docs/METRICS.md)
 RECALIBRATION = "recalibration.json"  # a σ-scaling factor beside pipeline-trained members
