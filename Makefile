@@ -28,9 +28,9 @@ repro: fetch                     ## run every DVC stage that is out of date, the
 	$(BIN)/dvc repro
 	$(BIN)/tracer reproduce --out reproduction.md
 
-test: install                    ## the test suite (fetches FLLA for the data tests)
+test: install                    ## the test suite on two processes, each test file on one (fetches FLLA for the data tests)
 	$(BIN)/tracer fetch flla
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check tracer tests benchmarks notebooks
