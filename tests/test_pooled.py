@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import REPO
 from pymatgen.core import Lattice, Structure
 from test_train import CFG
 
-from tracer.analysis.pooled import matched_differences, pooled_report
+from tracer.analysis.pooled import matched_differences, pooled_report, record_tables
 from tracer.data.pooled import (
     DATABASES,
     cross_database_matches,
@@ -20,6 +21,7 @@ from tracer.data.pooled import (
 )
 from tracer.data.validation import validate
 from tracer.graphs.dataset import save_structure_tensors
+from tracer.pipeline.paths import POOLED_RECORD
 from tracer.pipeline.pooled import limited, pooled_runs, run_pooled
 
 
@@ -160,3 +162,15 @@ def test_limits_cut_each_database_and_runs_are_named(pooled):
                          "pooled_film_seed1"]  # fmt: skip
     sep = next(r for r in runs if r.name == "separate_OQMD_seed1")
     assert all(database_of[i] == "OQMD" for p in ("train", "val", "test") for i in sep.split[p])
+
+
+def test_record_tables_show_the_committed_record_as_recorded():
+    record = json.loads((REPO / POOLED_RECORD).read_text())
+    multi = record["multi_database"]
+    t = record_tables(record)
+    assert list(t["mae"].columns[:4]) == multi["databases"]
+    assert t["mae"].loc["film", "CMR"] == multi["variants"]["film"]["per_database"]["CMR"]["mae"]
+    assert t["mae"].loc["separate", "MP"] == multi["separate"]["MP"]["mae"]
+    assert "baseline" not in t["gains"].index  # no gain over itself
+    assert t["gains"].loc["offset", "FLLA"].startswith("+0.0040 (inside")
+    assert t["learned_offsets"].to_dict() == multi["offsets"]["learned_ev_per_atom"]

@@ -135,3 +135,33 @@ def finding(report: dict[str, Any]) -> str:
                  + ", ".join(f"{d} {x:+.3f}" for d, x in learned.items() if d != first)
                  + " eV/atom; crystals in two databases differ by " + "; ".join(pairs) + ".")
     return text
+
+
+def _gain_text(g: dict[str, Any]) -> str:
+    where = "beyond" if g["beyond_twice_seed_spread"] else "inside"
+    return f"{g['diff']:+.4f} ({where} twice the seed spread, {g['twice_seed_spread']:.4f})"
+
+
+def record_tables(record: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """The tables of a ``domains.json`` record (:func:`pooled_report` beside the one-database
+    study) as the notebook shows them: ``single`` (one database, per variant), ``mae`` (test MAE
+    per variant and database, eV/atom, with parameters and s/epoch; ``separate`` last),
+    ``gains`` (each variant minus the pooled baseline per database, with the rule's verdict),
+    ``learned_offsets`` (eV/atom, relative to the first database) and ``matched`` (the matched
+    crystals' target differences, eV/atom)."""
+    multi = record["multi_database"]
+    variants = multi["variants"]
+    rows = {v: {d: e["mae"] for d, e in entry["per_database"].items()}
+            for v, entry in variants.items()}  # fmt: skip
+    rows["separate"] = {d: e["mae"] for d, e in multi["separate"].items()}
+    mae = pd.DataFrame(rows).T[multi["databases"]]
+    mae["params"] = pd.Series({v: e["params"] for v, e in variants.items()})
+    mae["s_per_epoch"] = pd.Series({v: e["s_per_epoch"] for v, e in variants.items()})
+    gained = {v: g for v, e in variants.items() if (g := e.get("gain_over_baseline"))}
+    gains = pd.DataFrame({v: {d: _gain_text(g) for d, g in by_db.items()}
+                          for v, by_db in gained.items()}).T  # fmt: skip
+    offsets = multi["offsets"]
+    return {"single": pd.DataFrame(record["single_database"]["variants"]).T, "mae": mae,
+            "gains": gains,
+            "learned_offsets": pd.Series(offsets["learned_ev_per_atom"], name="eV/atom"),
+            "matched": pd.DataFrame(offsets["matched_differences"]).T}  # fmt: skip
