@@ -216,3 +216,24 @@ def test_batches_cut_in_loader_workers_train_the_same_member(tmp_path, data_and_
         )
         out[workers] = torch.load(tmp_path / f"m{workers}.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(out[0][k], out[2][k]) for k in out[0])
+
+
+def test_cpu_threads_fix_the_thread_count_whatever_the_process_had(tmp_path, data_and_split):
+    """``cpu_threads`` sets torch's threads for a CPU run, so that the run does not depend on the
+    machine's cores; it is left alone on CUDA and refuses a count below one."""
+    data, split = data_and_split
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        one = TrainConfig(**{**dataclasses.asdict(TC), "max_epochs": 1, "cpu_threads": 1})
+        _train(tmp_path / "a", data, split, train_config=one)
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        one.apply_threads(torch.device("cuda"))
+        assert torch.get_num_threads() == 2
+        dataclasses.replace(one, cpu_threads=None).apply_threads(torch.device("cpu"))
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="cpu_threads"):
+            dataclasses.replace(one, cpu_threads=0).apply_threads(torch.device("cpu"))
+    finally:
+        torch.set_num_threads(before)

@@ -12,6 +12,11 @@ cache, as ``dvc repro`` would have. A stage whose upstream stages are out of dat
     tracer train-parallel train --devices 0 1          # two GPUs, five members: 0,1 then 2,3 then 4
     dvc repro                                           # the rest of the pipeline, members kept
 
+``make all`` runs the training stages of the default profile this way on two CPU slots (one torch
+thread each, ``train.cpu_threads``), longest first: on two cores, two one-thread runs side by side
+do about 1.3 times the work of one two-thread run (docs/performance.md § The main job on two
+cores). The stages are given in the order they should start.
+
 DVC is imported here only (this is a pipeline tool, not the training path).
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 import os
 import queue
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -99,10 +105,14 @@ def run_parallel(
         env = child_env(dev, len(devices))
         t0 = time.perf_counter()
         log = logs / f"{stage.addressing.replace('@', '_')}.log"
+        print(f"{stage.addressing}: started on {dev} (log: {log})", file=sys.stderr, flush=True)
         with log.open("w") as fh:
             rc = subprocess.run(stage.cmd, shell=True, cwd=root, env=env, stdout=fh,
                                 stderr=subprocess.STDOUT).returncode  # fmt: skip
         free.put(dev)
+        outcome = "done" if rc == 0 else f"FAILED (exit {rc})"
+        print(f"{stage.addressing}: {outcome} in {time.perf_counter() - t0:.0f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
         return {"device": dev, "wall_s": time.perf_counter() - t0, "returncode": rc,
                 "log": str(log)}  # fmt: skip
 

@@ -50,6 +50,10 @@ class TrainConfig:
             memorising a few thousand relaxed structures; validation and prediction never
             jitter); the noise is seeded per (seed, epoch), so a resumed run draws the same.
             0: none.
+        cpu_threads: torch threads of a run on the CPU (``None``: torch's default, one per
+            core). A fixed count makes a CPU run's result independent of the machine's cores:
+            the order of the floating-point sums in torch's CPU kernels depends on how many
+            threads share them. Ignored on CUDA.
     """
 
     max_epochs: int = 100
@@ -71,12 +75,20 @@ class TrainConfig:
     shape_buckets: int = 1
     compile: bool = False
     position_noise_angstrom: float = 0.0
+    cpu_threads: int | None = None
 
     def apply_precision(self) -> None:
         """Set this process's CUDA matmul/cuDNN TF32 switches to ``precision``."""
         tf32 = self.precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
+
+    def apply_threads(self, device: torch.device) -> None:
+        """On the CPU, set this process's torch threads to ``cpu_threads`` (when given)."""
+        if device.type == "cpu" and self.cpu_threads is not None:
+            if self.cpu_threads < 1:
+                raise ValueError(f"cpu_threads must be at least 1, not {self.cpu_threads}")
+            torch.set_num_threads(self.cpu_threads)
 
     def graphed_on(self, device: torch.device) -> bool:
         """Whether steps on ``device`` are replayed from CUDA graphs (CUDA and ``cuda_graphs``)."""

@@ -175,6 +175,7 @@ def train_member(
     if dev.type == "cuda":  # streams and CUDA graphs belong to the current device
         torch.cuda.set_device(dev if dev.index is not None else torch.cuda.current_device())
     train_config.apply_precision()
+    train_config.apply_threads(dev)
     work_dir, member_path = Path(work_dir), Path(member_path)
     work_dir.mkdir(parents=True, exist_ok=True)
     train_idx = data.index_of(split["train"])
