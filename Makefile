@@ -26,7 +26,7 @@ fetch: install                   ## download + sha256-verify the active dataset 
 
 # the training stages, longest first, run two at a time (docs/performance.md § The main job on two cores)
 TRAINING_STAGES ?= baseline@cgcnn train baseline@schnet domain
-SLOTS ?= cpu cpu
+SLOTS ?= auto                    # one slot per GPU, else one CPU slot per core
 
 repro: fetch                     ## run every DVC stage that is out of date (training stages two at a time), then say whether it reproduced
 	$(BIN)/dvc repro dummy perovskites

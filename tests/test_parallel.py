@@ -3,7 +3,9 @@ end-to-end run with DVC is in test_pipeline)."""
 
 import os
 
-from tracer.pipeline.parallel import child_env
+import pytest
+
+from tracer.pipeline.parallel import child_env, resolve_devices
 
 
 def test_each_command_gets_its_device_and_a_share_of_the_cores(monkeypatch):
@@ -17,3 +19,12 @@ def test_each_command_gets_its_device_and_a_share_of_the_cores(monkeypatch):
     assert child_env("0", 64, base)["OMP_NUM_THREADS"] == "1"
     # a user's own setting is kept
     assert child_env("0", 2, {"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
+
+
+def test_auto_means_every_gpu_else_one_cpu_slot_per_core():
+    assert resolve_devices(["auto"], gpus=2, cores=16) == ["0", "1"]
+    assert resolve_devices(["auto"], gpus=0, cores=2) == ["cpu", "cpu"]
+    assert resolve_devices(["auto"], gpus=0, cores=0) == ["cpu"]
+    assert resolve_devices(["cpu", "cpu"], gpus=4) == ["cpu", "cpu"]
+    with pytest.raises(ValueError, match="auto"):
+        resolve_devices(["auto", "0"])

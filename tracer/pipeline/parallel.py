@@ -74,6 +74,24 @@ def child_env(device: str, slots: int, base: dict[str, str] | None = None) -> di
     return env
 
 
+def resolve_devices(devices: Sequence[str], *, gpus: int | None = None,
+                    cores: int | None = None) -> list[str]:  # fmt: skip
+    """``["auto"]``: one slot per visible GPU, or, without one, one CPU slot per core (each
+    stage then runs on one thread); any other list is returned as given. ``gpus`` and
+    ``cores`` default to this machine's."""
+    if list(devices) != ["auto"]:
+        if "auto" in devices:
+            raise ValueError(f"'auto' stands alone, not beside other devices: {list(devices)}")
+        return list(devices)
+    if gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    if gpus:
+        return [str(i) for i in range(gpus)]
+    return ["cpu"] * max(1, cores if cores is not None else os.cpu_count() or 1)
+
+
 def run_parallel(
     targets: Sequence[str],
     devices: Sequence[str],
@@ -83,13 +101,15 @@ def run_parallel(
     log_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the stages of ``targets`` (e.g. ``["train"]``: every member) concurrently over
-    ``devices`` (CUDA device ids as strings; ``"cpu"`` hides every GPU from that slot; each
+    ``devices`` (CUDA device ids as strings; ``"cpu"`` hides every GPU from that slot;
+    ``["auto"]``: :func:`resolve_devices`; each
     command's environment: :func:`child_env`), then ``dvc commit`` them. Each stage's output
     goes to ``<log_dir>/<stage>.log`` (default ``.dvc/tmp/parallel``). Returns per stage its
     device, wall time (s) and exit code, and the total wall time; raises ``RuntimeError``
     naming the stages that failed (nothing is then committed)."""
     from dvc.repo import Repo
 
+    devices = resolve_devices(devices)
     if not devices:
         raise ValueError("no devices given")
     root = Path(root)
