@@ -29,8 +29,7 @@ TRAINING_STAGES ?= baseline@cgcnn train baseline@schnet domain
 SLOTS ?= auto                    # one slot per GPU, else one CPU slot per core
 
 repro: fetch                     ## run every DVC stage that is out of date (training stages two at a time), then say whether it reproduced
-	$(BIN)/dvc repro dummy perovskites
-	$(BIN)/tracer train-parallel $(TRAINING_STAGES) --devices $(SLOTS)
+	$(BIN)/tracer train-parallel --upstream $(TRAINING_STAGES) --devices $(SLOTS)
 	$(BIN)/dvc repro
 	$(BIN)/tracer reproduce --out reproduction.md
 
@@ -44,8 +43,20 @@ lint: install
 clean-venv:
 	rm -rf $(VENV)
 
-mutation: install                ## mutation score of the analysis modules (mutmut; not in CI, about an hour on 2 cores)
+# the mutants scored: pyproject's [tool.mutmut] files, of the model only the basis, triplet and
+# interaction code; `make mutation MUTATION_SCOPE=... MUTATION_PREVIOUS=docs/mutation.json` re-runs
+# a part and keeps the other modules' figures from the earlier record
+MUTATION_SCOPE ?= 'tracer.analysis.*' 'tracer.data.splits.*' 'tracer.audit.rules.*' \
+	'tracer.models.gemnet.x*PolynomialEnvelope*' 'tracer.models.gemnet.x*RadialBasis*' \
+	'tracer.models.gemnet.x_spherical_harmonics_m0*' 'tracer.models.gemnet.x*EfficientDownProjection*' \
+	'tracer.models.gemnet.x*EfficientBilinear*' 'tracer.models.gemnet.x*TripletInteraction*' \
+	'tracer.models.gemnet.x*InteractionBlock*' 'tracer.graphs.periodic.x_triplet*' \
+	'tracer.graphs.periodic.x_max_triplets_per_edge*' 'tracer.graphs.periodic.x_edge_vectors*'
+MUTATION_PREVIOUS ?=
+
+mutation: install                ## mutation score of the analysis modules and GemNet-T's angle path (mutmut; not in CI, hours on 2 cores)
 	$(BIN)/pip install -q -c constraints.txt "mutmut==3.8.1"
 	$(BIN)/tracer fetch flla
-	$(BIN)/mutmut run --max-children 2
-	$(BIN)/python tests/mutation_record.py --out docs/mutation.json
+	TRACER_TEST_CACHE=$(abspath .pytest_cache/tracer) $(BIN)/mutmut run --max-children 2 $(MUTATION_SCOPE)
+	$(BIN)/python tests/mutation_record.py --out docs/mutation.json --scope $(MUTATION_SCOPE) \
+		$(if $(MUTATION_PREVIOUS),--previous $(MUTATION_PREVIOUS))

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import os
 import shutil
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pymatgen.core import Structure
 
+from tracer.data import sources
 from tracer.data.download import fetch
 from tracer.data.sources import FLLA, read_flla_csv
 
@@ -45,7 +48,21 @@ def flla_csv() -> Path:
 
 @pytest.fixture(scope="session")
 def flla_table(flla_csv):
-    return read_flla_csv(flla_csv)
+    """FLLA parsed into structures. With ``TRACER_TEST_CACHE`` set (``make mutation``, which
+    starts pytest once per mutant), the parsed table is kept there as a pickle named by the
+    CSV's sha256 and the reader's source, and read back instead of parsing the 3,938 structures
+    again."""
+    cache = os.environ.get("TRACER_TEST_CACHE")
+    if not cache:
+        return read_flla_csv(flla_csv)
+    reader = hashlib.sha256(Path(sources.__file__).read_bytes()).hexdigest()
+    path = Path(cache) / f"flla_table-{FLLA.sha256[:12]}-{reader[:12]}.pkl"
+    if path.exists():
+        return pd.read_pickle(path)
+    table = read_flla_csv(flla_csv)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_pickle(path)
+    return table
 
 
 @pytest.fixture(scope="session")

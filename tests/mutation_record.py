@@ -12,6 +12,7 @@ survivors argued equivalent; mutants no test reaches ("no tests") are counted ap
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import re
 import subprocess
@@ -53,49 +54,97 @@ def _why(name: str, diff: str, reasons: dict[str, Any]) -> str:
     return "not yet argued"
 
 
-def record(codes: dict[str, int | None], reasons: dict[str, Any], modules: list[str]) -> dict:
-    """The record of the metrics contract: tool, modules, killed, survived, score, survivors."""
-    counts = Counter("killed" if c in KILLED else "survived" if c in SURVIVED
-                     else "no_tests" if c in NO_TESTS else "not_run" if c is None else "other"
-                     for c in codes.values())  # fmt: skip
-    survivors = sorted(n for n, c in codes.items() if c in SURVIVED)
-    killed, survived = counts["killed"], counts["survived"]
-    rows = [
-        {
-            "mutant": n,
-            "file": n.rsplit(".x_", 1)[0].replace(".", "/") + ".py",
-            "mutation": diff,
-            "why": _why(n, diff, reasons),
-        }
-        for n, diff in ((n, _diff(n)) for n in survivors)
-    ]
-    equivalent = sum(r["why"].startswith("equivalent") for r in rows)
+def module_of(name: str) -> str:
+    """``tracer.models.gemnet.xǁRadialBasisǁforward__mutmut_3`` → ``tracer.models.gemnet``."""
+    match = re.match(r"^(.*?)\.x[_ǁ]", name)
+    if not match:
+        raise ValueError(f"not a mutmut mutant name: {name}")
+    return match.group(1)
+
+
+def in_scope(name: str, scope: list[str]) -> bool:
+    """Whether mutant ``name`` matches one of the ``scope`` patterns (fnmatch; none: all)."""
+    return not scope or any(fnmatch.fnmatchcase(name, pattern) for pattern in scope)
+
+
+def _tally(codes: list[int | None]) -> Counter:
+    return Counter("killed" if c in KILLED else "survived" if c in SURVIVED
+                   else "no_tests" if c in NO_TESTS else "not_run" if c is None else "other"
+                   for c in codes)  # fmt: skip
+
+
+def record(
+    codes: dict[str, int | None],
+    reasons: dict[str, Any],
+    modules: list[str],
+    *,
+    scope: list[str] | None = None,
+    previous: dict[str, Any] | None = None,
+) -> dict:
+    """The record of the metrics contract: tool, modules, killed, survived, score, survivors.
+
+    Only mutants matching ``scope`` count. A module none of whose mutants ran here keeps its
+    counts and survivors from ``previous`` (an earlier record with ``by_module``), marked in
+    ``carried_over``."""
+    scope = scope or []
+    codes = {n: c for n, c in codes.items() if in_scope(n, scope)}
+    by_module: dict[str, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+    for module in sorted({module_of(n) for n in codes}):
+        mine = {n: c for n, c in codes.items() if module_of(n) == module}
+        tally = _tally(list(mine.values()))
+        survivors = sorted(n for n, c in mine.items() if c in SURVIVED)
+        mine_rows = [
+            {
+                "mutant": n,
+                "file": module.replace(".", "/") + ".py",
+                "mutation": diff,
+                "why": _why(n, diff, reasons),
+            }
+            for n, diff in ((n, _diff(n)) for n in survivors)
+        ]
+        by_module[module] = {
+            key: tally[key] for key in ("killed", "survived", "no_tests", "not_run", "other")
+        } | {"equivalent": sum(r["why"].startswith("equivalent") for r in mine_rows)}
+        rows += mine_rows
+    carried = []
+    for module, counts in ((previous or {}).get("by_module") or {}).items():
+        ran = by_module.get(module, {})
+        if ran.get("killed", 0) + ran.get("survived", 0) == 0:
+            by_module[module] = counts
+            rows = [r for r in rows if r["file"] != module.replace(".", "/") + ".py"]
+            rows += [r for r in previous["survivors"]
+                     if r["file"] == module.replace(".", "/") + ".py"]  # fmt: skip
+            carried.append(module)
+    total = Counter()
+    for counts in by_module.values():
+        total.update(counts)
+    killed, survived, equivalent = total["killed"], total["survived"], total["equivalent"]
     return {
         "tool": "mutmut 3.8.1 (mutate_only_covered_lines; fast unit tests of pyproject's "
         "[tool.mutmut])",
         "modules": modules,
-        "n_mutants": len(codes),
+        "scope": scope,
+        "n_mutants": sum(total[k] for k in ("killed", "survived", "no_tests", "not_run", "other")),
         "killed": killed,
         "survived": survived,
-        "no_tests": counts["no_tests"],
-        "not_run": counts["not_run"],
-        "other": counts["other"],
+        "no_tests": total["no_tests"],
+        "not_run": total["not_run"],
+        "other": total["other"],
         "score": killed / (killed + survived) if killed + survived else None,
         "equivalent": equivalent,
         "score_without_equivalent": killed / (killed + survived - equivalent)
         if killed + survived - equivalent
         else None,
-        "score_by_module": {
-            m: _score(codes, m) for m in sorted({n.rsplit(".x_", 1)[0] for n in codes})
-        },
-        "survivors": rows,
+        "score_by_module": {m: _score(c) for m, c in sorted(by_module.items())},
+        "by_module": dict(sorted(by_module.items())),
+        "carried_over": sorted(carried),
+        "survivors": sorted(rows, key=lambda r: r["mutant"]),
     }
 
 
-def _score(codes: dict[str, int | None], module: str) -> float | None:
-    mine = [c for n, c in codes.items() if n.rsplit(".x_", 1)[0] == module]
-    k = sum(c in KILLED for c in mine)
-    s = sum(c in SURVIVED for c in mine)
+def _score(counts: dict[str, int]) -> float | None:
+    k, s = counts.get("killed", 0), counts.get("survived", 0)
     return k / (k + s) if k + s else None
 
 
@@ -103,12 +152,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/mutation.json")
     parser.add_argument("--reasons", default="docs/mutation_survivors.yaml")
+    parser.add_argument("--scope", nargs="*", default=[],
+                        help="mutant-name patterns run (fnmatch; none: all)")  # fmt: skip
+    parser.add_argument("--previous", default=None,
+                        help="an earlier record: modules not run now keep its figures")  # fmt: skip
     args = parser.parse_args()
     modules = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]
     reasons_path = Path(args.reasons)
     reasons = yaml.safe_load(reasons_path.read_text()) if reasons_path.exists() else {}
-    rec = record(outcomes(), reasons or {}, modules)
-    Path(args.out).write_text(json.dumps(rec, indent=1) + "\n")
+    previous = json.loads(Path(args.previous).read_text()) if args.previous else None
+    rec = record(outcomes(), reasons or {}, modules, scope=args.scope, previous=previous)
+    Path(args.out).write_text(json.dumps(rec, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps({k: rec[k] for k in ("n_mutants", "killed", "survived", "score")}))
 
 

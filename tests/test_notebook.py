@@ -80,3 +80,21 @@ def test_executed_notebooks_hold_no_machine_path(tmp_path):
         "wrote results/x.json in .; <python>/lib/functools.py: warning"
     )
     assert str(tmp_path) not in nb.read_text()
+
+
+def test_every_notebook_cell_has_an_id():
+    """nbformat 4.5 cell ids: papermill warns on a notebook without them (and nbformat will
+    refuse one)."""
+    missing = {
+        path.name: sum("id" not in cell for cell in json.loads(path.read_text())["cells"])
+        for path in sorted((REPO / "notebooks").glob("*.ipynb"))
+    }
+    assert not {name: n for name, n in missing.items() if n}
+
+
+def test_dvc_lock_holds_only_stages_of_dvc_yaml():
+    """A stage removed or renamed in dvc.yaml leaves its entry in dvc.lock (DVC never drops
+    one); such an entry names files no stage writes any more."""
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    stale = sorted(name for name in lock if name.split("@")[0] not in DVC)
+    assert not stale, f"dvc.lock entries without a stage in dvc.yaml: {stale}"

@@ -256,3 +256,11 @@ def test_members_trained_in_parallel_are_recorded_as_dvc_records_them(tiny_run, 
     # up to date now: nothing to run without --force
     out = _run(["tracer", "train-parallel", "train", "--devices", "cpu"], copy, env)
     assert json.JSONDecoder().raw_decode(out[out.index("{") :])[0]["stages"] == {}
+    # a stale stage upstream is refused by name, or run first by dvc repro with --upstream
+    (copy / "data" / "graphs" / "flla.pt").unlink()
+    refused = subprocess.run(["tracer", "train-parallel", "train@0", "--devices", "cpu"],
+                             cwd=copy, env=env, capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode != 0 and "upstream stages out of date: graphs" in refused.stderr
+    out = _run(["tracer", "train-parallel", "--upstream", "train@0", "--devices", "cpu"], copy, env)
+    assert (copy / "data" / "graphs" / "flla.pt").exists()
+    assert json.JSONDecoder().raw_decode(out[out.index("{") :])[0]["stages"] == {}

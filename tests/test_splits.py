@@ -1,3 +1,6 @@
+import hashlib
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +14,7 @@ from tracer.data.splits import (
     random_group_split,
     save_split,
     set_sizes,
+    split_sha256,
 )
 
 
@@ -101,3 +105,36 @@ def test_save_and_load_split_roundtrip_and_tamper(tmp_path, small_table):
     path.write_text(text)
     with pytest.raises(ValueError, match="split_sha256"):
         load_split(path)
+
+
+def test_saved_split_file_holds_every_field_by_name(tmp_path):
+    """The split file's fields, each by its name and value, written into a folder that does not
+    exist yet; its hash is the sha256 of the compact JSON of the three id lists."""
+    split = {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
+    leak = {"leak_free": False, "n_pairs_compared": 7, "id_overlaps": {"train/test": ["a"]},
+            "structure_overlaps": [("train", "a", "test", "d")]}  # fmt: skip
+    path = save_split(tmp_path / "new" / "deeper" / "s.json", split, dataset="flla",
+                      dataset_sha256="d" * 64, table_sha256="t" * 64, seed=5,
+                      fractions=(0.5, 0.25, 0.25), method="random", leak=leak)  # fmt: skip
+    doc = json.loads(path.read_text())
+    compact = '{"train":["a","b"],"val":["c"],"test":["d"]}'
+    assert split_sha256(split) == hashlib.sha256(compact.encode()).hexdigest()
+    assert doc == {
+        "dataset": "flla",
+        "dataset_sha256": "d" * 64,
+        "table_sha256": "t" * 64,
+        "seed": 5,
+        "fractions": [0.5, 0.25, 0.25],
+        "method": "random",
+        "sizes": {"train": 2, "val": 1, "test": 1},
+        "split_sha256": hashlib.sha256(compact.encode()).hexdigest(),
+        "leak_check": {
+            "leak_free": False,
+            "n_pairs_compared": 7,
+            "id_overlaps": {"train/test": ["a"]},
+            "structure_overlaps": [["train", "a", "test", "d"]],
+        },
+        "train": ["a", "b"],
+        "val": ["c"],
+        "test": ["d"],
+    }

@@ -75,8 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run DVC stages (the members: train) concurrently, one per device, then dvc commit",
     )
     p.add_argument("targets", nargs="+", help="DVC stages, e.g. train or train@0 train@1")
-    p.add_argument("--devices", nargs="+", required=True, help="CUDA device ids, or cpu (one slot each), or auto: every GPU, else one cpu slot per core")
+    p.add_argument("--devices", nargs="+", required=True,
+                   help="CUDA device ids or cpu, one slot each; auto: every GPU, else a cpu slot "
+                   "per core")  # fmt: skip
     p.add_argument("--force", action="store_true", help="also rerun stages up to date")
+    p.add_argument("--upstream", action="store_true",
+                   help="first dvc repro the stale stages upstream of the targets")  # fmt: skip
     p.set_defaults(func="pipeline:cmd_train_parallel")
 
     p = sub.add_parser(

@@ -28,7 +28,7 @@ def cmd_export_structures(args: argparse.Namespace) -> int:
 
 
 def cmd_train_parallel(args: argparse.Namespace) -> int:
-    out = run_parallel(args.targets, args.devices, force=args.force)
+    out = run_parallel(args.targets, args.devices, force=args.force, upstream=args.upstream)
     print(json.dumps(out, indent=1))
     return 0
 

@@ -40,6 +40,18 @@ def _stages(root: Path, targets: Sequence[str]) -> list[Any]:
         return [s for t in targets for s in repo.stage.collect(t)]
 
 
+def stale_upstream(targets: Sequence[str], *, root: str | Path = ".") -> list[str]:
+    """The stages upstream of ``targets`` (not among them) that are not up to date."""
+    from dvc.repo import Repo
+
+    root = Path(root)
+    stages = _stages(root, targets)
+    names = {s.addressing for s in stages}
+    with Repo(str(root)) as repo:
+        changed = set(repo.status(targets=sorted(names), with_deps=True))
+    return sorted(changed - names)
+
+
 def plan(targets: Sequence[str], *, root: str | Path = ".", force: bool = False) -> list[Any]:
     """The stages of ``targets`` to run (all of them with ``force``, else those not up to date);
     ``RuntimeError`` naming the upstream stages that are out of date."""
@@ -99,20 +111,25 @@ def run_parallel(
     root: str | Path = ".",
     force: bool = False,
     log_dir: str | Path | None = None,
+    upstream: bool = False,
 ) -> dict[str, Any]:
     """Run the stages of ``targets`` (e.g. ``["train"]``: every member) concurrently over
     ``devices`` (CUDA device ids as strings; ``"cpu"`` hides every GPU from that slot;
     ``["auto"]``: :func:`resolve_devices`; each
     command's environment: :func:`child_env`), then ``dvc commit`` them. Each stage's output
-    goes to ``<log_dir>/<stage>.log`` (default ``.dvc/tmp/parallel``). Returns per stage its
-    device, wall time (s) and exit code, and the total wall time; raises ``RuntimeError``
-    naming the stages that failed (nothing is then committed)."""
+    goes to ``<log_dir>/<stage>.log`` (default ``.dvc/tmp/parallel``). With ``upstream``, the
+    stale stages upstream of them are first run by ``dvc repro`` (else they are refused).
+    Returns per stage its device, wall time (s) and exit code, and the total wall time;
+    raises ``RuntimeError`` naming the stages that failed (nothing is then committed)."""
     from dvc.repo import Repo
 
     devices = resolve_devices(devices)
     if not devices:
         raise ValueError("no devices given")
     root = Path(root)
+    if upstream and (before := stale_upstream(targets, root=root)):
+        print(f"dvc repro {' '.join(before)} (upstream, one after another)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "dvc", "repro", *before], cwd=root, check=True)
     stages = plan(targets, root=root, force=force)
     logs = Path(log_dir) if log_dir is not None else root / ".dvc" / "tmp" / "parallel"
     logs.mkdir(parents=True, exist_ok=True)
