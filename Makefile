@@ -24,9 +24,10 @@ install: $(STAMP)                ## make the environment (torch held at 2.13.0)
 fetch: install                   ## download + sha256-verify the active dataset into data/raw
 	$(BIN)/tracer fetch
 
-# the training stages, longest first, run two at a time (docs/performance.md § The main job on two cores)
+# the training stages, longest first, side by side, one per slot (docs/performance.md § The main job on two cores)
 TRAINING_STAGES ?= baseline@cgcnn train baseline@schnet domain
-SLOTS ?= auto                    # one slot per GPU, else one CPU slot per core
+# auto: one slot per GPU, else one CPU slot per core
+SLOTS ?= auto
 
 repro: fetch                     ## run every DVC stage that is out of date (training stages two at a time), then say whether it reproduced
 	$(BIN)/tracer train-parallel --upstream $(TRAINING_STAGES) --devices $(SLOTS)

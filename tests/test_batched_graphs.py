@@ -32,15 +32,6 @@ def test_same_graphs_as_one_structure_at_a_time(flla_arrays, max_neighbors, budg
         assert a.dtype == b.dtype and torch.equal(a, b), name
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_same_graphs_on_the_gpu(flla_arrays):
-    ids, arrays = flla_arrays
-    ref = graphs_from_arrays(ids, arrays, None, cutoff=6.0, max_neighbors=12)
-    got = graphs_batched(ids, arrays, None, cutoff=6.0, max_neighbors=12, device="cuda")
-    for name in FIELDS:
-        assert torch.equal(getattr(ref, name), getattr(got, name)), name
-
-
 def test_isolated_atom_is_named(flla_arrays):
     ids, arrays = flla_arrays
     z, pos, cell = arrays[-1]

@@ -103,12 +103,3 @@ def test_collinear_triplet_gradient_is_finite():
     cos = triplet_cosines(vec, trip)
     cos.sum().backward()
     assert torch.isfinite(vec.grad).all()
-
-
-def test_runs_on_cuda_when_present(flla_structures):
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    s = flla_structures[3]
-    pos, cell, g = _graph(s, 5.0, max_neighbors=12)
-    gc = radius_graph_pbc(pos.cuda(), cell.cuda(), 5.0, max_neighbors=12)
-    assert torch.equal(gc.source.cpu(), g.source) and torch.equal(gc.offset.cpu(), g.offset)
