@@ -58,6 +58,6 @@ MUTATION_PREVIOUS ?=
 mutation: install                ## mutation score of the analysis modules and GemNet-T's angle path (mutmut; not in CI, hours on 2 cores)
 	$(BIN)/pip install -q -c constraints.txt "mutmut==3.8.1"
 	$(BIN)/tracer fetch flla
-	TRACER_TEST_CACHE=$(abspath .pytest_cache/tracer) $(BIN)/mutmut run --max-children 2 $(MUTATION_SCOPE)
+	OMP_NUM_THREADS=1 TRACER_TEST_CACHE=$(abspath .pytest_cache/tracer) $(BIN)/mutmut run --max-children 2 $(MUTATION_SCOPE)
 	$(BIN)/python tests/mutation_record.py --out docs/mutation.json --scope $(MUTATION_SCOPE) \
 		$(if $(MUTATION_PREVIOUS),--previous $(MUTATION_PREVIOUS))

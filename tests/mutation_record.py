@@ -45,6 +45,19 @@ def _diff(name: str) -> str:
     return " / ".join(line.strip() for line in changed)[:300]
 
 
+def _line(path: str, diff: str) -> int | None:
+    """Line (1-based) in ``path`` of the first line the mutant changes: the first removed line
+    of its diff found in the file (None when the file or the line is not found)."""
+    removed = next((part[1:].strip() for part in diff.split(" / ") if part.startswith("-")), None)
+    source = Path(path)
+    if removed is None or not source.exists():
+        return None
+    for number, text in enumerate(source.read_text().splitlines(), start=1):
+        if text.strip() == removed:
+            return number
+    return None
+
+
 def _why(name: str, diff: str, reasons: dict[str, Any]) -> str:
     if name in (reasons.get("mutants") or {}):
         return reasons["mutants"][name]
@@ -81,7 +94,8 @@ def record(
     scope: list[str] | None = None,
     previous: dict[str, Any] | None = None,
 ) -> dict:
-    """The record of the metrics contract: tool, modules, killed, survived, score, survivors.
+    """The record of the metrics contract: tool, modules, killed, survived, score, survivors
+    (mutant, file, line, mutation, why).
 
     Only mutants matching ``scope`` count. A module none of whose mutants ran here keeps its
     counts and survivors from ``previous`` (an earlier record with ``by_module``), marked in
@@ -98,6 +112,7 @@ def record(
             {
                 "mutant": n,
                 "file": module.replace(".", "/") + ".py",
+                "line": _line(module.replace(".", "/") + ".py", diff),
                 "mutation": diff,
                 "why": _why(n, diff, reasons),
             }
@@ -109,13 +124,24 @@ def record(
         rows += mine_rows
     carried = []
     for module, counts in ((previous or {}).get("by_module") or {}).items():
-        ran = by_module.get(module, {})
-        if ran.get("killed", 0) + ran.get("survived", 0) == 0:
-            by_module[module] = counts
-            rows = [r for r in rows if r["file"] != module.replace(".", "/") + ".py"]
-            rows += [r for r in previous["survivors"]
-                     if r["file"] == module.replace(".", "/") + ".py"]  # fmt: skip
-            carried.append(module)
+        path = module.replace(".", "/") + ".py"
+        old_rows = [r for r in previous["survivors"] if r["file"] == path]
+        ran = {n for n in codes if module_of(n) == module and codes[n] is not None}
+        if ran - {r["mutant"] for r in old_rows}:
+            continue  # run afresh here beyond the earlier survivors: this run's figures stand
+        # the earlier figures, with those of its survivors run again here that are now killed
+        again = [r for r in old_rows if codes.get(r["mutant"]) in KILLED]
+        kept = [r | {"line": r.get("line") or _line(path, r["mutation"]),
+                     "why": r["why"] if r["why"] != "not yet argued"
+                     else _why(r["mutant"], r["mutation"], reasons)}
+                for r in old_rows if codes.get(r["mutant"]) not in KILLED]  # fmt: skip
+        rows = [x for x in rows if x["file"] != path] + kept
+        by_module[module] = counts | {
+            "killed": counts["killed"] + len(again),
+            "survived": counts["survived"] - len(again),
+            "equivalent": sum(r["why"].startswith("equivalent") for r in kept),
+        }
+        carried.append(module)
     total = Counter()
     for counts in by_module.values():
         total.update(counts)

@@ -175,3 +175,82 @@ def test_alignn_fold_files_without_fold_column_or_mean_are_read(tmp_path):
     got = baseline_oof(tmp_path, 2, pd.DataFrame({"id": ids, "y_true": y}))
     np.testing.assert_allclose(got["alignn"], y - 1)
     assert list(pd.read_parquet(tmp_path / "oof_alignn.parquet")["fold"]) == [0, 1, 0, 1]
+
+
+def _resampled(y, a, b, strata, n, seed):
+    """An independent fold-stratified resampling: the same draws as documented (one generator,
+    strata in sorted order, each drawing ``n × size`` indices)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for s in np.unique(strata):
+        g = np.flatnonzero(strata == s)
+        parts.append(g[rng.integers(0, g.size, size=(n, g.size))])
+    idx = np.concatenate(parts, axis=1)
+    return np.abs(a[idx] - y[idx]).mean(1), np.abs(b[idx] - y[idx]).mean(1)
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.8])
+def test_paired_interval_quantiles_and_defaults_against_an_independent_resampling(confidence):
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=90)
+    a, b = y + rng.normal(0, 0.3, 90), y + rng.normal(0, 0.4, 90)
+    strata = np.arange(90) % 3
+    ma, mb = _resampled(y, a, b, strata, 2000, 0)  # the defaults: 2000 resamples, seed 0
+    lo, hi = (1 - confidence) / 2, 1 - (1 - confidence) / 2
+    got = paired_bootstrap(y, a, b, strata=strata, confidence=confidence)
+    assert got["mae"]["ci95"] == pytest.approx(list(np.quantile(ma - mb, [lo, hi])), abs=1e-12)
+    assert stratified_ci(y, a, strata) == pytest.approx(list(np.quantile(ma, [0.025, 0.975])))
+    # cv_accuracy passes its own n_resamples on to both
+    oof = pd.DataFrame({"y_true": y, "fold": strata})
+    rec = cv_accuracy(oof, {"a": a, "b": b}, [("a", "b")], n_resamples=300)
+    ma3, mb3 = _resampled(y, a, b, strata, 300, 0)
+    assert rec["models"]["a"]["mae_ci95"] == pytest.approx(list(np.quantile(ma3, [0.025, 0.975])))
+    assert rec["paired"][0]["ci95"] == pytest.approx(list(np.quantile(ma3 - mb3, [0.025, 0.975])))
+
+
+def test_refusals_name_what_is_wrong():
+    with pytest.raises(
+        ValueError, match=r"^y, pred_a and pred_b must be non-empty and of one length$"
+    ):
+        paired_bootstrap([], [], [])
+    with pytest.raises(ValueError, match=r"^non-finite values$"):
+        paired_bootstrap([1.0], [np.inf], [1.0])
+    frame = pd.DataFrame({"id": [f"x{i}" for i in range(7)] * 2, "set": "test"})
+    with pytest.raises(ValueError) as twice:
+        out_of_fold(frame, [f"x{i}" for i in range(7)])
+    assert (
+        str(twice.value) == "ids in more than one fold's test part: ['x0', 'x1', 'x2', 'x3', 'x4']"
+    )
+    once = frame.iloc[:1]
+    with pytest.raises(ValueError) as never:
+        out_of_fold(once, [f"x{i}" for i in range(8)])
+    assert str(never.value) == "7 ids in no fold's test part, e.g. ['x1', 'x2', 'x3', 'x4', 'x5']"
+
+
+def test_fold_files_keep_their_own_fold_column_and_a_fresh_index(tmp_path):
+    from tracer.analysis.cross_validation import read_folds
+
+    for f in range(2):
+        rows = pd.DataFrame({"id": [f"a{f}", f"b{f}"], "fold": 5 - f}, index=[7, 8])
+        (tmp_path / f"fold_{f}").mkdir()
+        rows.to_parquet(tmp_path / f"fold_{f}" / "predictions.parquet")
+    got = read_folds(tmp_path, 2)
+    assert list(got.index) == [0, 1, 2, 3] and list(got["fold"]) == [5, 5, 4, 4]
+
+
+def test_baseline_out_of_fold_file_goes_where_asked_without_an_index(tmp_path):
+    from tracer.analysis.cross_validation import baseline_oof
+
+    ids = ["a", "b"]
+    y = np.array([0.0, -1.0])
+    for f in range(2):
+        rows = pd.DataFrame({"id": [ids[f]], "set": "test", "fold": f, "y_true": [y[f]],
+                             "mean": [y[f] + 0.1]}, index=[9])  # fmt: skip
+        (tmp_path / "run" / "schnet" / f"fold_{f}").mkdir(parents=True)
+        rows.to_parquet(tmp_path / "run" / "schnet" / f"fold_{f}" / "predictions.parquet")
+    (tmp_path / "out").mkdir()
+    baseline_oof(tmp_path / "run", 2, pd.DataFrame({"id": ids, "y_true": y}), tmp_path / "out")
+    assert not (tmp_path / "run" / "oof_schnet.parquet").exists()
+    kept = pd.read_parquet(tmp_path / "out" / "oof_schnet.parquet")
+    assert list(kept.columns) == ["id", "fold", "set", "y_true", "y_pred"]
+    assert list(kept.index) == [0, 1]

@@ -5,7 +5,14 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from tracer.graphs.periodic import edge_vectors, radius_graph_pbc, triplet_cosines, triplets
+from tracer.graphs.periodic import (
+    Triplets,
+    edge_vectors,
+    max_triplets_per_edge,
+    radius_graph_pbc,
+    triplet_cosines,
+    triplets,
+)
 
 
 def _graph(s, cutoff, **kw):
@@ -103,3 +110,35 @@ def test_collinear_triplet_gradient_is_finite():
     cos = triplet_cosines(vec, trip)
     cos.sum().backward()
     assert torch.isfinite(vec.grad).all()
+
+
+def test_padded_width_is_the_most_triplets_of_one_edge():
+    none = torch.zeros(0, dtype=torch.long)
+    empty = Triplets(edge_in=none, edge_out=none, slot=none)
+    assert max_triplets_per_edge(empty) == 0
+    # one atom with four incoming edges: each edge sees three others, slots 0..2
+    assert max_triplets_per_edge(triplets(torch.zeros(4, dtype=torch.long), 1)) == 3
+
+
+def test_cosines_stay_within_one_and_are_finite_for_a_zero_vector():
+    torch.manual_seed(0)
+    a = torch.randn(2000, 3)
+    for sign in (3.0, -3.0):  # parallel and antiparallel pairs: float32 rounding leaves ±1
+        vec = torch.cat([a, sign * a])
+        trip = Triplets(edge_in=torch.arange(2000, 4000), edge_out=torch.arange(2000),
+                        slot=torch.zeros(2000, dtype=torch.long))  # fmt: skip
+        b = sign * a
+        raw = (a * b).sum(-1) / torch.sqrt((a * a).sum(-1) * (b * b).sum(-1) + 1e-12)
+        assert (raw.abs() > 1).any()  # the clamp is needed, and used
+        cos = triplet_cosines(vec, trip)
+        over = raw.abs() > 1
+        assert cos.abs().max() <= 1.0 and torch.equal(cos[over], torch.sign(raw[over]))
+    zero = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    one = Triplets(edge_in=torch.tensor([1]), edge_out=torch.tensor([0]), slot=torch.tensor([0]))
+    assert torch.equal(triplet_cosines(zero, one), torch.zeros(1))
+
+
+@pytest.mark.parametrize("target", [[1, 0], [0, 2, 1]])
+def test_unsorted_targets_are_refused(target):
+    with pytest.raises(ValueError, match=r"^edges must be sorted by target atom$"):
+        triplets(torch.tensor(target), 3)

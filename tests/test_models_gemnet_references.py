@@ -41,6 +41,7 @@ def test_spherical_bessel_radial_basis_is_scipy_j0():
     basis = RadialBasis(8, cutoff, "spherical_bessel", envelope_exponent=5).double()
     d = torch.linspace(0.3, 5.9, 25, dtype=torch.float64)
     got = basis(d).numpy()
+    assert got.shape == (25, 8)
     env = basis.envelope(d / cutoff).numpy()
     for n in range(1, 9):
         x = n * math.pi * d.numpy() / cutoff
@@ -175,9 +176,9 @@ def test_triplet_interaction_equals_an_explicit_loop(flla_structures):
         got = block.triplet(m, rbf3, cbf3, trip, g.k_max, g.reverse).numpy()
 
         t = block.triplet
-        x_ba = t.dense_ba(m)
-        x_ba = t.scale_rbf(x_ba * t.mlp_rbf(rbf3), ref=x_ba)
-        x_ba = t.down(x_ba).numpy()  # [E, trip]
+        x_ba = _act(_lin(t.dense_ba, m))
+        x_ba = x_ba * _lin(t.mlp_rbf, rbf3) * float(t.scale_rbf.scale)
+        x_ba = _act(_lin(t.down, x_ba)).numpy()  # [E, trip]
         w_cbf = model.mlp_cbf3.weight.numpy()  # [S, R, C]
         w_bil = t.bilinear.weight.numpy()  # [trip, C, out]
         rbf_np, sph_np = rbf.numpy(), sph.numpy()
@@ -190,8 +191,51 @@ def test_triplet_interaction_equals_an_explicit_loop(flla_structures):
             x[e_out] += np.einsum("c,t,tco->o", basis, x_ba[e_in], w_bil)
         x = torch.from_numpy(x) * t.scale_cbf_sum.scale
         rev = _reverse_by_search(src, tgt, off)
-        ref = ((t.up_ca(x) + t.up_ac(x)[torch.from_numpy(rev)]) / math.sqrt(2)).numpy()
+        up_ac = _act(_lin(t.up_ac, x))
+        ref = ((_act(_lin(t.up_ca, x)) + up_ac[torch.from_numpy(rev)]) / math.sqrt(2)).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-10)
+
+
+def _act(x):
+    """GemNet's scaled SiLU, written out: silu(x) / 0.6."""
+    return x * torch.sigmoid(x) / 0.6
+
+
+def _lin(dense, x):
+    """A bias-free dense layer's matrix product, without its activation."""
+    assert dense.linear.bias is None
+    return x @ dense.linear.weight.T
+
+
+def test_interaction_block_combines_its_parts_as_published(flla_structures):
+    """The block's sums and 1/√2 scalings (GemNet-T: edge update from the triplet interaction,
+    residual layers, skip connection, atom update, edge embedding from the new atoms), written
+    out around its parts."""
+    model = _model(5.0, seed=4)
+    block = model.int_blocks[1]
+    data = structures_to_graphs(["x"], [flla_structures[3]], None, cutoff=5.0, max_neighbors=6)
+    g = data.collate([0])
+    with torch.no_grad():
+        vec = g.edge_vectors(torch.float64)
+        dist = torch.linalg.norm(vec, dim=-1)
+        trip = g.triplets
+        sph = spherical_harmonics_m0(gemnet.triplet_cosines(vec, trip), 7)
+        rbf = model.radial(dist)
+        h = torch.randn(g.num_atoms, 16, dtype=torch.float64)
+        m = torch.randn(dist.numel(), 16, dtype=torch.float64)
+        rbf3, rbf_h = model.mlp_rbf3(rbf), model.mlp_rbf_h(rbf)
+        cbf3 = model.mlp_cbf3(rbf, sph, trip, g.k_max)
+        got_h, got_m = block(h, m, rbf3, cbf3, trip, g.k_max, rbf_h, g)
+
+        s = 2**-0.5
+        x = (_act(_lin(block.dense_ca, m)) + block.triplet(m, rbf3, cbf3, trip, g.k_max,
+                                                           g.reverse)) * s  # fmt: skip
+        x = block.before_skip(x)
+        m1 = block.after_skip((m + x) * s)
+        h1 = (h + block.atom_update(m1, rbf_h, g.target, g.num_atoms)) * s
+        m2 = block.residual_m(block.concat(h1, m1, g.source, g.target))
+    np.testing.assert_allclose(got_h.numpy(), h1.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_m.numpy(), ((m1 + m2) * s).numpy(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.slow

@@ -138,3 +138,85 @@ def test_saved_split_file_holds_every_field_by_name(tmp_path):
         "val": ["c"],
         "test": ["d"],
     }
+
+
+def _rock_salt(a: float, species=("Na", "Cl")):
+    from pymatgen.core import Lattice, Structure
+
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species),
+                                     [[0, 0, 0], [0.5, 0.5, 0.5]])  # fmt: skip
+
+
+def _cscl(a: float, species=("Cs", "Cl")):
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def test_duplicate_labels_by_hand_numbered_by_first_appearance():
+    """Labels on hand-made crystals: a translated copy and a 1% larger cell are NaCl again,
+    NaCl in the CsCl structure is not; every other record is its own group; numbers follow
+    first appearance."""
+    nacl = _rock_salt(5.64)
+    moved = nacl.copy()
+    moved.translate_sites(list(range(len(moved))), [0.1, 0.2, 0.3])
+    records = [
+        ("CsCl", _cscl(4.12)),
+        ("NaCl", nacl),
+        ("KBr", _rock_salt(6.6, ("K", "Br"))),
+        ("NaCl", _cscl(3.4, ("Na", "Cl"))),
+        ("NaCl", moved),
+        ("NaCl", _rock_salt(5.7)),
+        ("CsCl", _cscl(4.12)),
+        ("KBr", _cscl(4.0, ("K", "Br"))),  # a formula with two members that do not match
+    ]
+    labels = duplicate_groups([f for f, _ in records], [s for _, s in records])
+    assert labels.dtype == np.int64
+    assert labels.tolist() == [0, 1, 2, 3, 1, 1, 0, 4]
+
+
+def test_leak_report_counts_pairs_of_equal_formula_across_sets():
+    """Only pairs with one reduced formula in two different sets are compared: 2 × 1 NaCl
+    pairs train/test, 1 × 1 CsCl pair train/val; none within a set, none across formulas."""
+    table = pd.DataFrame(
+        {
+            "id": ["n1", "n2", "n3", "c1", "c2", "k1"],
+            "reduced_formula": ["NaCl", "NaCl", "NaCl", "CsCl", "CsCl", "KBr"],
+            "structure": [_rock_salt(5.64), _cscl(3.4, ("Na", "Cl")), _rock_salt(5.66),
+                          _cscl(4.12), _cscl(4.3), _rock_salt(6.6, ("K", "Br"))],
+        }
+    )  # fmt: skip
+    split = {"train": ["n1", "n2", "c1"], "val": ["c2", "k1"], "test": ["n3"]}
+    rep = leak_report(split, table)
+    assert rep["n_pairs_compared"] == 3
+    assert sorted(rep["structure_overlaps"]) == [("train", "c1", "val", "c2"),
+                                                 ("train", "n1", "test", "n3")]  # fmt: skip
+    assert rep["id_overlaps"] == {} and rep["leak_free"] is False
+
+
+def test_leak_message_names_the_first_ten_of_each_kind():
+    report = {
+        "leak_free": False,
+        "id_overlaps": {"train&test": [f"i{k:02d}" for k in range(12)]},
+        "structure_overlaps": [("train", f"a{k:02d}", "val", f"b{k:02d}") for k in range(12)],
+    }
+    with pytest.raises(SplitLeakError) as err:
+        assert_leak_free(report)
+    ids = [f"i{k:02d}" for k in range(10)]
+    pairs = "; ".join(f"train:a{k:02d} ≡ val:b{k:02d}" for k in range(10))
+    assert str(err.value) == f"split leaks between sets: ids in train&test: {ids}; {pairs}"
+    assert_leak_free({"leak_free": True, "id_overlaps": {}, "structure_overlaps": []})
+
+
+def test_set_sizes_and_split_defaults_by_hand():
+    assert set_sizes(100, (0.7, 0.2, 0.1)) == (70, 20, 10)
+    assert set_sizes(10, (0.55, 0.25, 0.2)) == (5, 2, 3)
+    for bad in [(0.8, 0.2), (0.5, 0.5, 0.5), (0.8, 0.1, 0.1 + 1e-6)]:
+        with pytest.raises(ValueError, match=r"fractions must be three numbers summing to 1, got"):
+            set_sizes(10, bad)
+    ids = [f"id-{i}" for i in range(200)]
+    default = random_group_split(ids, np.arange(200))
+    assert default == random_group_split(ids, np.arange(200), seed=42)
+    assert default != random_group_split(ids, np.arange(200), seed=43)
+    with pytest.raises(ValueError, match="differ in length"):
+        random_group_split(ids, np.arange(199))

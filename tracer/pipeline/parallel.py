@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import torch
+
 
 def _stages(root: Path, targets: Sequence[str]) -> list[Any]:
     from dvc.repo import Repo
@@ -96,8 +98,6 @@ def resolve_devices(devices: Sequence[str], *, gpus: int | None = None,
             raise ValueError(f"'auto' stands alone, not beside other devices: {list(devices)}")
         return list(devices)
     if gpus is None:
-        import torch
-
         gpus = torch.cuda.device_count()
     if gpus:
         return [str(i) for i in range(gpus)]
