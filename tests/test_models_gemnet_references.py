@@ -154,6 +154,14 @@ def _reverse_by_search(src, tgt, off) -> np.ndarray:
     return rev
 
 
+def _geometry(model, g):
+    """A one-structure batch's distances (Å), triplets, spherical and radial bases."""
+    vec = g.edge_vectors(torch.float64)
+    dist = torch.linalg.norm(vec, dim=-1)
+    sph = spherical_harmonics_m0(gemnet.triplet_cosines(vec, g.triplets), 7)
+    return dist, g.triplets, sph, model.radial(dist)
+
+
 def test_triplet_interaction_equals_an_explicit_loop(flla_structures):
     """The efficient bilinear form, the scale factors and the reverse-edge swap against a loop
     over triplets written from the GemNet paper's equation, with each edge's reverse found by
@@ -165,11 +173,7 @@ def test_triplet_interaction_equals_an_explicit_loop(flla_structures):
     src, tgt, off = g.source.numpy(), g.target.numpy(), g.offset.numpy()
     np.testing.assert_array_equal(g.reverse.numpy(), _reverse_by_search(src, tgt, off))
     with torch.no_grad():
-        vec = g.edge_vectors(torch.float64)
-        dist = torch.linalg.norm(vec, dim=-1)
-        trip = g.triplets
-        sph = spherical_harmonics_m0(gemnet.triplet_cosines(vec, trip), 7)
-        rbf = model.radial(dist)
+        dist, trip, sph, rbf = _geometry(model, g)
         m = torch.randn(dist.numel(), 16, dtype=torch.float64)
         rbf3 = model.mlp_rbf3(rbf)
         cbf3 = model.mlp_cbf3(rbf, sph, trip, g.k_max)
@@ -216,11 +220,7 @@ def test_interaction_block_combines_its_parts_as_published(flla_structures):
     data = structures_to_graphs(["x"], [flla_structures[3]], None, cutoff=5.0, max_neighbors=6)
     g = data.collate([0])
     with torch.no_grad():
-        vec = g.edge_vectors(torch.float64)
-        dist = torch.linalg.norm(vec, dim=-1)
-        trip = g.triplets
-        sph = spherical_harmonics_m0(gemnet.triplet_cosines(vec, trip), 7)
-        rbf = model.radial(dist)
+        dist, trip, sph, rbf = _geometry(model, g)
         h = torch.randn(g.num_atoms, 16, dtype=torch.float64)
         m = torch.randn(dist.numel(), 16, dtype=torch.float64)
         rbf3, rbf_h = model.mlp_rbf3(rbf), model.mlp_rbf_h(rbf)
