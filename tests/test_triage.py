@@ -156,3 +156,46 @@ def test_rows_and_report_against_the_same_draws_done_here():
     one = triage_report(err, sigma, budgets=(150,), thresholds=(0.1,), n_trials=50,
                         n_bootstrap=1)  # fmt: skip
     assert one["rows"][0]["uncertainty_yield_bootstrap_std"] is None
+
+
+def test_triage_report_recomputed_from_its_documented_draws():
+    """The report's defaults (2000 trials, seed 0), its rows as triage_rows gives them, the
+    bootstrap spread recomputed from its generator (seed + 1, indices 0..n-1, σ ranked with ties
+    in input order, |error| > threshold), and both verdicts recomputed from the rows; σ ties at
+    the top make the tie order matter."""
+    from tracer.analysis.triage import triage_report
+
+    rng = np.random.default_rng(5)
+    n = 200
+    sigma = rng.random(n)
+    sigma[:60] = 2.0  # the 60 largest σ tie
+    # the first 17 (the smallest budget, first among the tied) are good, all others bad
+    abs_error = np.where(np.arange(n) < 17, 0.01, 0.3) + rng.random(n) * 0.01
+    budgets, thresholds = [300, 1800], [0.1]  # 17 and 100 of these 200
+    rep = triage_report(abs_error, sigma, budgets=budgets, thresholds=thresholds, n_bootstrap=40)
+    assert rep["n_trials"] == 2000 and rep["n_test"] == n
+    ours = scaled_budgets(n, budgets)
+    rows = triage_rows(abs_error, sigma, sorted(set(ours)), thresholds, n_trials=2000, seed=0)
+    order = np.argsort(-sigma, kind="stable")
+    boot = np.random.default_rng(1)
+    spread = {b: [] for b in ours}
+    for _ in range(40):
+        idx = boot.integers(0, n, n)
+        ranked = abs_error[idx][np.argsort(-sigma[idx], kind="stable")]
+        for b in ours:
+            spread[b].append(float((ranked[:b] > 0.1).mean()))
+    for row, ref in zip(rep["rows"], rows, strict=True):
+        b = ref["budget"]
+        assert row["uncertainty_yield"] == float((abs_error[order[:b]] > 0.1).mean())
+        assert row["random_yield_mean"] == ref["random_yield_mean"]
+        assert row["uncertainty_yield_bootstrap_std"] == pytest.approx(np.std(spread[b], ddof=1))
+    assert rep["beats_random_by_3_std_everywhere"] == all(
+        r["margin_in_random_std"] is not None and r["margin_in_random_std"] >= 3 for r in rows)
+    smallest = [r for r in rows if r["budget"] == min(ours)]
+    assert rep["smallest_budget_half_oracle"] == all(
+        r["uncertainty_yield"] >= 0.5 * r["oracle_yield"] for r in smallest)
+    assert rep["smallest_budget_half_oracle"] is False  # the larger budget alone would pass
+    assert all(r["uncertainty_yield"] >= 0.5 * r["oracle_yield"] for r in rows
+               if r["budget"] != min(ours))  # fmt: skip
+    two = triage_report(abs_error, sigma, budgets=budgets, thresholds=thresholds, n_bootstrap=2)
+    assert all(r["uncertainty_yield_bootstrap_std"] is not None for r in two["rows"])
