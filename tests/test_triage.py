@@ -199,3 +199,40 @@ def test_triage_report_recomputed_from_its_documented_draws():
                if r["budget"] != min(ours))  # fmt: skip
     two = triage_report(abs_error, sigma, budgets=budgets, thresholds=thresholds, n_bootstrap=2)
     assert all(r["uncertainty_yield_bootstrap_std"] is not None for r in two["rows"])
+
+
+def test_triage_boundaries_seed_and_tie_order():
+    """A seed other than the default reaches triage_rows; errors exactly at the threshold are
+    not bad; a yield of exactly half the oracle's passes; σ ties keep input order in the
+    curves."""
+    from tracer.analysis.triage import triage_report
+
+    rng = np.random.default_rng(2)
+    n = 200
+    sigma = np.where(np.arange(n) < 60, 2.0, rng.random(n))
+    abs_error = np.where(np.arange(n) < 17, 0.1, 0.3)  # the first 17: exactly at the threshold
+    rep = triage_report(abs_error, sigma, budgets=[300], thresholds=[0.1], n_bootstrap=20, seed=3)
+    ref = triage_rows(abs_error, sigma, [17], [0.1], n_trials=2000, seed=3)
+    assert rep["rows"][0]["random_yield_mean"] == ref[0]["random_yield_mean"]
+    assert rep["rows"][0]["uncertainty_yield"] == 0.0
+    boot = np.random.default_rng(4)  # seed + 1
+    spread = []
+    for _ in range(20):
+        idx = boot.integers(0, n, n)
+        spread.append(float((abs_error[idx][np.argsort(-sigma[idx], kind="stable")][:17] > 0.1)
+                            .mean()))  # fmt: skip
+    got = rep["rows"][0]["uncertainty_yield_bootstrap_std"]
+    assert got == pytest.approx(np.std(spread, ddof=1))
+    # exactly half the oracle: 2 checks, one bad among 2 bad in all (oracle yield 1)
+    half = triage_report([0.5, 0.0, 0.5, 0.0], [3.0, 2.0, 1.0, 0.0], budgets=[1802],
+                         thresholds=[0.1], n_bootstrap=2)  # fmt: skip
+    assert half["rows"][0]["budget"] == 2 and half["rows"][0]["uncertainty_yield"] == 0.5
+    assert half["smallest_budget_half_oracle"] is True
+    # half of an oracle yield below one: 1 bad in 4 checks, 2 bad in all (oracle 0.5)
+    quarter = triage_report([0.5, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0], np.arange(8.0)[::-1],
+                            budgets=[1802], thresholds=[0.1], n_bootstrap=2)  # fmt: skip
+    assert quarter["rows"][0]["uncertainty_yield"] == 0.25
+    assert quarter["smallest_budget_half_oracle"] is True
+    curves = yield_curves(abs_error + (np.arange(n) == 0) * 0.5, sigma, 0.1)
+    # the first 17 of the tied, in input order: only the first is bad
+    assert curves["uncertainty_yield"][16] == pytest.approx(1 / 17)
