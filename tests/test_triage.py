@@ -106,9 +106,11 @@ def test_rows_by_hand_with_exact_random_spread():
     # hypergeometric: 0, 1 or 2 bad with probability 1/6, 4/6, 1/6: yield variance 1/12
     assert row["random_yield_mean"] == pytest.approx(0.5, abs=0.02)
     assert row["random_yield_std"] == pytest.approx(np.sqrt(1 / 12), abs=0.02)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match=r"^abs_error and sigma must be finite$"):
         triage_rows(np.array([np.nan]), np.array([0.1]), [1], [0.1])
-    with pytest.raises(ValueError, match="one length"):
+    with pytest.raises(
+        ValueError, match=r"^abs_error and sigma must be non-empty and of one length$"
+    ):
         triage_rows(err, sigma[:2], [1], [0.1])
 
 
@@ -236,3 +238,43 @@ def test_triage_boundaries_seed_and_tie_order():
     curves = yield_curves(abs_error + (np.arange(n) == 0) * 0.5, sigma, 0.1)
     # the first 17 of the tied, in input order: only the first is bad
     assert curves["uncertainty_yield"][16] == pytest.approx(1 / 17)
+
+
+def test_yield_curves_ties_follow_python_stable_sort_and_report_uses_its_trial_count():
+    """Curves: σ ties among several values keep input order (Python's stable ``sorted`` as the
+    reference; numpy's default sort reorders such ties). Report: its ``n_trials`` reaches the
+    random draws of every row."""
+    from tracer.analysis.triage import triage_report
+
+    rng = np.random.default_rng(0)
+    n = 200
+    sigma = rng.integers(0, 3, n).astype(float)
+    abs_error = rng.random(n)
+    order = sorted(range(n), key=lambda i: -sigma[i])
+    expected = np.cumsum(abs_error[order] > 0.5)
+    curves = yield_curves(abs_error, sigma, 0.5)
+    np.testing.assert_allclose(curves["uncertainty_yield"] * curves["budget"], expected)
+    for b in (10, 50, 90):  # the rows rank the same way
+        (row,) = triage_rows(abs_error, sigma, [b], [0.5], n_trials=2)
+        assert row["uncertainty_yield"] == pytest.approx(expected[b - 1] / b)
+    rep = triage_report(abs_error, sigma, budgets=[1802], thresholds=[0.5], n_trials=50,
+                        n_bootstrap=2, seed=1)  # fmt: skip
+    ref = triage_rows(abs_error, sigma, [100], [0.5], n_trials=50, seed=1)
+    assert rep["rows"][0]["random_yield_mean"] == ref[0]["random_yield_mean"]
+    assert rep["rows"][0]["random_yield_std"] == ref[0]["random_yield_std"]
+
+
+@pytest.mark.parametrize(("margin", "passes"), [(3.0, True), (3.5, True), (2.999, False)])
+def test_verdict_margin_of_three_random_std_at_its_boundary(monkeypatch, margin, passes):
+    """The verdict asks every row to beat random by at least 3 random standard deviations:
+    exactly 3 and 3.5 pass, just under 3 fails (rows stubbed to place the margin)."""
+    import tracer.analysis.triage as triage
+
+    def rows(abs_error, sigma, budgets, thresholds, **_):
+        return [{"budget": b, "threshold": float(t), "n_bad": 1, "uncertainty_yield": 1.0,
+                 "random_yield_mean": 0.5, "random_yield_std": 0.1, "oracle_yield": 1.0,
+                 "margin_in_random_std": margin} for b in budgets for t in thresholds]  # fmt: skip
+
+    monkeypatch.setattr(triage, "triage_rows", rows)
+    rep = triage.triage_report(np.ones(10), np.arange(10.0), n_bootstrap=0)
+    assert rep["beats_random_by_3_std_everywhere"] is passes
