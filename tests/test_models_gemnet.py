@@ -128,3 +128,31 @@ def test_can_overfit_a_tiny_set(flla_structures):
 def test_repr_and_parameter_count():
     m = GemNetT(CFG)
     assert "GemNetT(blocks=2" in repr(m) and m.num_params == sum(p.numel() for p in m.parameters())
+
+
+def test_variance_head_gives_a_mean_and_a_positive_variance(flla_structures):
+    """``variance_head``: ``[B, 2]``, split by ``mean_and_variance`` into the mean and
+    softplus(raw) + 1e-6; the other weights are those of the one-output model (same names and
+    shapes but the output layers'); without it the model gives ``[B]``."""
+    from tracer.models.gemnet import MIN_VARIANCE, mean_and_variance
+
+    g = structures_to_graphs(
+        [f"s{i}" for i in range(4)], flla_structures[:4], [0.0] * 4, cutoff=5.0, max_neighbors=8
+    ).collate(np.arange(4))
+    torch.manual_seed(0)
+    plain = GemNetT(CFG)
+    torch.manual_seed(0)
+    head = GemNetT(replace(CFG, variance_head=True))
+    out = head(g)
+    assert out.shape == (4, 2) and plain(g).shape == (4,)
+    mean, var = mean_and_variance(out)
+    torch.testing.assert_close(mean, out[:, 0])
+    torch.testing.assert_close(var, torch.nn.functional.softplus(out[:, 1]) + MIN_VARIANCE)
+    assert (var > 0).all()
+    assert mean_and_variance(plain(g))[1] is None
+    with pytest.raises(ValueError, match=r"\[B\] or \[B, 2\]"):
+        mean_and_variance(torch.zeros(4, 3))
+    a, b = plain.state_dict(), head.state_dict()
+    assert a.keys() == b.keys()
+    differ = {k for k in a if a[k].shape != b[k].shape}
+    assert differ and all(k.startswith("out_blocks.") and ".out." in k for k in differ)

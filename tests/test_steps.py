@@ -2,6 +2,7 @@
 the weight average follows its formula."""
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -63,6 +64,51 @@ def test_weighted_loss_matches_plain_loss():
     assert weighted_loss("mse")(pred, y, w) == pytest.approx(2.5)
     with pytest.raises(ValueError, match="unknown loss"):
         weighted_loss("huber")
+
+
+def test_gaussian_nll_loss_against_scipy_and_its_refusals():
+    """½ (log σ² + (y − μ)² / σ²) = −log N(y; μ, σ²) − ½ log 2π, σ² = softplus(raw) + 1e-6,
+    averaged over the structures of weight 1; a one-output model cannot train on it and a
+    variance head cannot train on l1."""
+    from scipy.stats import norm
+
+    from tracer.models.gemnet import MIN_VARIANCE
+
+    pred = torch.tensor([[0.5, -1.0], [2.0, 0.3], [-1.0, 2.0]], dtype=torch.float64)
+    y = torch.tensor([0.0, 1.0, 5.0], dtype=torch.float64)
+    var = np.log1p(np.exp(pred[:, 1].numpy())) + MIN_VARIANCE
+    nll = -norm.logpdf(y.numpy(), pred[:, 0].numpy(), np.sqrt(var)) - 0.5 * np.log(2 * np.pi)
+    loss = weighted_loss("gaussian_nll")
+    assert float(loss(pred, y, None)) == pytest.approx(nll.mean(), rel=1e-12)
+    w = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    assert float(loss(pred, y, w)) == pytest.approx(nll[:2].mean(), rel=1e-12)
+    with pytest.raises(ValueError, match="needs a model with a variance head"):
+        loss(pred[:, 0], y, None)
+    with pytest.raises(ValueError, match="one output per structure"):
+        weighted_loss("l1")(pred, y, None)
+
+
+def test_variance_head_padded_steps_train_like_unpadded_steps(data):
+    """Padding structures (weight 0) leave the Gaussian NLL and its gradients unchanged too."""
+    config = replace(CFG, variance_head=True)
+    shape = plan_static_shapes(data, PLANS, buckets=2, round_to=8)
+    runs = []
+    for padded in (False, True):
+        torch.manual_seed(0)
+        model = GemNetT(config).to(dtype=torch.float64)
+        fit_scale_factors(model, [data.collate(PLANS[0])])
+        step = EagerStep(model, _optimizer(model), weighted_loss("gaussian_nll"), grad_clip=1.0)
+        losses = []
+        for plan in PLANS:
+            if padded:
+                batch, y, w = data.collate_padded(plan, shape)
+                losses.append(float(step(batch, y, w)))
+            else:
+                losses.append(float(step(data.collate(plan), data.targets(plan))))
+        runs.append((losses, model.state_dict()))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-9)
+    for k in runs[0][1]:
+        torch.testing.assert_close(runs[0][1][k], runs[1][1][k], rtol=1e-8, atol=1e-10)
 
 
 def test_weight_average_follows_its_formula():

@@ -35,7 +35,8 @@ TC = TrainConfig(
 )
 
 
-def train_small_members(tmp_path, flla_table, n_records, seeds, *, epochs=1):
+def train_small_members(tmp_path, flla_table, n_records, seeds, *, epochs=1, model_config=None,
+                        loss="l1"):  # fmt: skip
     """Train tiny members on the first FLLA records (60/20/20 split); return data, split, paths."""
     clean = validate(flla_table.iloc[:n_records]).clean
     data = structures_to_graphs(
@@ -44,7 +45,7 @@ def train_small_members(tmp_path, flla_table, n_records, seeds, *, epochs=1):
     ids = list(clean.id)
     a, b = int(0.6 * len(ids)), int(0.8 * len(ids))
     split = {"train": ids[:a], "val": ids[a:b], "test": ids[b:]}
-    tc = TrainConfig(max_epochs=epochs, batch_size=8, scale_fit_batches=1)
+    tc = TrainConfig(max_epochs=epochs, batch_size=8, scale_fit_batches=1, loss=loss)
     paths = []
     for seed in seeds:
         path = tmp_path / f"member_{seed}.pt"
@@ -52,7 +53,7 @@ def train_small_members(tmp_path, flla_table, n_records, seeds, *, epochs=1):
             data=data,
             split=split,
             seed=seed,
-            model_config=CFG,
+            model_config=CFG if model_config is None else model_config,
             train_config=tc,
             work_dir=tmp_path / f"w{seed}",
             member_path=path,

@@ -93,6 +93,9 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_train_ensemble(args: argparse.Namespace) -> int:
     params = load_params(args.params)
+    if args.variance_head:  # deep ensembles proper: a variance per member, Gaussian NLL
+        params["gemnet"] = {**params["gemnet"], "variance_head": True}
+        params["train"] = {**params["train"], "loss": "gaussian_nll"}
     model_config = GemNetTConfig.from_params(params["gemnet"], params["graph"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from tracer.graphs.dataset import GraphDataset
-from tracer.models.gemnet import check_atomic_numbers
+from tracer.models.gemnet import check_atomic_numbers, mean_and_variance
 from tracer.training.checkpoints import load_member
 from tracer.training.trainer import pick_device, predict_normalised
 
@@ -37,12 +37,16 @@ def predict_members(
 
     Returns a frame with one column ``member_<seed>`` per member (its training seed) plus
     ``mean`` and ``std``
-    (ensemble spread, ddof = 0), rows in the order of ``indices``.
+    (ensemble spread, ddof = 0), rows in the order of ``indices``. Members with a variance head
+    also give ``member_<seed>_var`` (their predicted variance, (eV/atom)²), and the frame then
+    has ``aleatoric_var`` (the members' mean variance) and ``sigma_total`` (eV/atom), the deep
+    ensemble's predictive standard deviation √(aleatoric_var + std²).
     """
     if not member_paths:
         raise ValueError("no ensemble members given")
     dev = pick_device(device)
     cols: dict[str, np.ndarray] = {}
+    variances: dict[str, np.ndarray] = {}
     for path in member_paths:
         model, scaler, record = load_member(path, dev)
         check_atomic_numbers(data.z, model.config.num_elements)
@@ -52,15 +56,27 @@ def predict_members(
                 f"{path}: trained on graphs {graph}, data has cutoff {data.cutoff} "
                 f"/ max_neighbors {data.max_neighbors}"
             )
-        out = predict_normalised(model, data, indices, batch_size=batch_size, device=dev)
-        cols[f"member_{record['summary']['seed']}"] = scaler.inverse(out)
+        out = torch.from_numpy(predict_normalised(model, data, indices, batch_size=batch_size,
+                                                  device=dev))  # fmt: skip
+        mean, var = mean_and_variance(out)
+        name = f"member_{record['summary']['seed']}"
+        cols[name] = scaler.inverse(mean.numpy())
+        if var is not None:
+            variances[f"{name}_var"] = var.numpy() * scaler.std**2
         del model
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+    if variances and len(variances) != len(cols):
+        raise ValueError("an ensemble mixes members with and without a variance head")
     frame = pd.DataFrame(cols)
     values = frame.to_numpy()
     frame["mean"] = values.mean(axis=1)
     frame["std"] = values.std(axis=1, ddof=0)
+    if variances:
+        for name, var in variances.items():
+            frame[name] = var
+        frame["aleatoric_var"] = np.mean(list(variances.values()), axis=0)
+        frame["sigma_total"] = np.sqrt(frame["aleatoric_var"] + frame["std"] ** 2)
     return frame
 
 

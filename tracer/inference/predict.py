@@ -167,6 +167,9 @@ class Ensemble:
         self._models, self._compiled = [], {}
         for path in self.members:
             model, scaler, record = load_member(path, dev)
+            if getattr(model.config, "variance_head", False):
+                raise ValueError(f"{path}: a member with a variance head (a study's); "
+                                 "screening ensembles are the paper's kind")  # fmt: skip
             if isinstance(model, GemNetT):  # large cells in bounded memory (same numbers)
                 chunk_triplets(model)
             self._models.append((model, scaler))

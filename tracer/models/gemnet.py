@@ -60,7 +60,10 @@ class GemNetTConfig:
     profiles set (``params.yaml: gemnet``). ``atom_features``: ``learned`` is the reference's
     embedding per atomic number; ``cgcnn`` starts each element from a linear projection of CGCNN's
     92 element-property bits (:mod:`tracer.models.element_features`, as ALIGNN's input) plus a
-    learned per-element residual that starts at zero.
+    learned per-element residual that starts at zero. ``variance_head``: each output block also
+    gives a second value per atom, and the model returns ``[B, 2]``: the mean and a raw value
+    whose softplus is the predicted variance (:func:`mean_and_variance`; Gaussian negative
+    log-likelihood training, deep ensembles proper); off, one value per structure ``[B]``.
     """
 
     kind: ClassVar[str] = "gemnet_t"
@@ -84,6 +87,7 @@ class GemNetTConfig:
     num_elements: int = 100
     output_init: Literal["HeOrthogonal", "zeros"] = "HeOrthogonal"
     atom_features: Literal["learned", "cgcnn"] = "learned"
+    variance_head: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -333,7 +337,8 @@ class AtomUpdateBlock(nn.Module):
 
 
 class OutputBlock(AtomUpdateBlock):
-    """Atom update followed by a dense layer to one energy per atom."""
+    """Atom update followed by a dense layer to ``num_outputs`` values per atom (the energy;
+    with a variance head, also the raw variance)."""
 
     def __init__(
         self,
@@ -342,9 +347,10 @@ class OutputBlock(AtomUpdateBlock):
         emb_size_rbf: int,
         n_hidden: int,
         output_init: str,
+        num_outputs: int = 1,
     ) -> None:
         super().__init__(emb_size_atom, emb_size_edge, emb_size_rbf, n_hidden)
-        self.out = Dense(emb_size_atom, 1)
+        self.out = Dense(emb_size_atom, num_outputs)
         if output_init == "zeros":
             self.out.reset_parameters(nn.init.zeros_)
 
@@ -476,14 +482,16 @@ class GemNetT(nn.Module):
                     cfg.emb_size_rbf,
                     cfg.num_atom,
                     cfg.output_init,
+                    num_outputs=2 if cfg.variance_head else 1,
                 )
                 for _ in range(cfg.num_blocks + 1)
             ]
         )
 
     def forward(self, g: GraphBatch) -> Tensor:
-        """Per-structure outputs ``[B]``. Atomic numbers must lie in 1..num_elements (checked
-        where data enters, not here, to keep the forward pass free of device syncs)."""
+        """Per-structure outputs ``[B]`` (``[B, 2]`` with the variance head: mean and raw
+        variance). Atomic numbers must lie in 1..num_elements (checked where data enters, not
+        here, to keep the forward pass free of device syncs)."""
         vec = g.edge_vectors(self.atom_emb.weight.dtype)  # geometry follows the model's precision
         dist = torch.linalg.norm(vec, dim=-1)
         trip = g.triplets if g.triplets is not None else triplets(g.target, g.num_atoms)
@@ -502,6 +510,8 @@ class GemNetT(nn.Module):
         for block, out in zip(self.int_blocks, self.out_blocks[1:], strict=True):
             h, m = block(h, m, rbf3, cbf3, trip, k_max, rbf_h, g)
             e_atom = e_atom + out(m, rbf_out, g.target, g.num_atoms)
+        if self.config.variance_head:
+            return g.structure_mean(e_atom)
         return g.structure_mean(e_atom[:, 0])
 
     def embed_atoms(self, z: Tensor) -> Tensor:
@@ -522,6 +532,21 @@ class GemNetT(nn.Module):
             f"emb_edge={c.emb_size_edge}, cutoff={c.cutoff} Å, "
             f"max_neighbors={c.max_neighbors}, params={self.num_params:,})"
         )
+
+
+#: smallest predicted variance (standardised units²): keeps the likelihood finite
+MIN_VARIANCE = 1e-6
+
+
+def mean_and_variance(out: Tensor) -> tuple[Tensor, Tensor | None]:
+    """A model's output split into the mean ``[B]`` and, from a variance head's ``[B, 2]``,
+    the variance ``softplus(raw) + MIN_VARIANCE`` ``[B]`` (same standardised units, squared);
+    ``None`` for a model without one."""
+    if out.dim() == 1:
+        return out, None
+    if out.dim() != 2 or out.shape[1] != 2:
+        raise ValueError(f"expected outputs [B] or [B, 2], got {list(out.shape)}")
+    return out[:, 0], nn.functional.softplus(out[:, 1]) + MIN_VARIANCE
 
 
 def scale_factors_in_call_order(model: nn.Module, batch: GraphBatch) -> list[ScaleFactor]:

@@ -25,7 +25,8 @@ class TrainConfig:
         warmup_epochs: linear warm-up length; then cosine decay to ``lr * final_lr_factor``.
         final_lr_factor: ratio of the last to the peak learning rate.
         grad_clip: clip the gradient norm at this value.
-        loss: ``l1`` (MAE) or ``mse`` on standardised targets.
+        loss: ``l1`` (MAE) or ``mse`` on standardised targets; ``gaussian_nll`` for a model
+            with a variance head (``gemnet.variance_head``).
         patience: stop after this many epochs without a better validation MAE.
         scale_fit_batches: training batches used to fit GemNet's scale factors.
         precision: ``fp32``, or ``tf32`` (CUDA matmuls in TF32) where measured harmless.
@@ -64,7 +65,7 @@ class TrainConfig:
     warmup_epochs: int = 2
     final_lr_factor: float = 0.01
     grad_clip: float = 10.0
-    loss: Literal["l1", "mse"] = "l1"
+    loss: Literal["l1", "mse", "gaussian_nll"] = "l1"
     patience: int = 20
     scale_fit_batches: int = 16
     precision: Literal["fp32", "tf32"] = "fp32"

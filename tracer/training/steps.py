@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from tracer.graphs.batch import GraphBatch
+from tracer.models.gemnet import MIN_VARIANCE, mean_and_variance
 
 LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
@@ -42,12 +43,24 @@ def compiled(model: nn.Module) -> Callable[[GraphBatch], Tensor]:
 
 def weighted_loss(kind: str) -> LossFn:
     """``(prediction, target, weight or None) -> scalar`` mean absolute (``l1``) or squared
-    (``mse``) error over the structures of weight 1 (all of them when ``weight`` is None)."""
-    if kind not in ("l1", "mse"):
+    (``mse``) error, or Gaussian negative log-likelihood (``gaussian_nll``, without its constant
+    ½ log 2π: ½ (log σ² + (y − μ)² / σ²), torch's ``gaussian_nll_loss``; predictions ``[B, 2]``
+    from a variance head, :func:`tracer.models.gemnet.mean_and_variance`), over the structures
+    of weight 1 (all of them when ``weight`` is None)."""
+    if kind not in ("l1", "mse", "gaussian_nll"):
         raise ValueError(f"unknown loss {kind!r}")
 
     def loss(pred: Tensor, y: Tensor, weight: Tensor | None) -> Tensor:
-        err = (pred - y).abs() if kind == "l1" else (pred - y) ** 2
+        if kind == "gaussian_nll":
+            mean, var = mean_and_variance(pred)
+            if var is None:
+                raise ValueError("the gaussian_nll loss needs a model with a variance head")
+            err = nn.functional.gaussian_nll_loss(mean, y, var, eps=MIN_VARIANCE,
+                                                  reduction="none")  # fmt: skip
+        elif pred.dim() != 1:
+            raise ValueError(f"the {kind} loss needs one output per structure, not a variance head")
+        else:
+            err = (pred - y).abs() if kind == "l1" else (pred - y) ** 2
         if weight is None:
             return err.mean()
         return (err * weight).sum() / weight.sum()

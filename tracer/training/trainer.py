@@ -92,7 +92,9 @@ def predict_normalised(
     batch_size: int,
     device: torch.device,
 ) -> np.ndarray:
-    """Model outputs (standardised units) for the given structures, in order."""
+    """Model outputs (standardised units) for the given structures, in order: ``[n]``, or
+    ``[n, 2]`` from a variance head (mean and raw variance,
+    :func:`tracer.models.gemnet.mean_and_variance`)."""
     model.eval()
     out = []
     num_edges = data.num_edges().cpu().numpy()
@@ -119,8 +121,9 @@ def sharded_val_mae(
     mine = np.arange(strategy.rank, len(val_idx), strategy.world)
     err = torch.zeros(2, dtype=torch.float64)
     if len(mine):
-        pred = scaler.inverse(predict_normalised(model, data_dev, val_idx[mine],
-                                                 batch_size=batch_size, device=device))  # fmt: skip
+        out = predict_normalised(model, data_dev, val_idx[mine], batch_size=batch_size,
+                                 device=device)  # fmt: skip
+        pred = scaler.inverse(out if out.ndim == 1 else out[:, 0])  # a variance head: its mean
         err[0] = float(np.abs(pred - y_val[mine]).sum())
         err[1] = len(mine)
     err = strategy.sum_over_processes(err)
