@@ -45,9 +45,9 @@ def data():
     return graphs_from_arrays(ids, arrays, targets, cutoff=5.0, max_neighbors=8)
 
 
-def _model(data, device="cpu", dtype=torch.float64):
+def _model(data, device="cpu", dtype=torch.float64, config=CFG):
     torch.manual_seed(0)
-    model = GemNetT(CFG).to(device=device, dtype=dtype)
+    model = GemNetT(config).to(device=device, dtype=dtype)
     fit_scale_factors(model, [data.to(device).collate(PLANS[0])])
     return model
 
@@ -224,20 +224,22 @@ def test_cuda_graph_step_needs_a_capturable_optimiser(data):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("use_compile", [False, True], ids=["eager", "compiled"])
-def test_cuda_graph_replay_matches_eager_steps(data, use_compile):
+@pytest.mark.parametrize("loss", ["l1", "gaussian_nll"])
+def test_cuda_graph_replay_matches_eager_steps(data, use_compile, loss):
     dev = torch.device("cuda")
     shape = plan_static_shapes(data, PLANS, buckets=3, round_to=8)  # one graph per shape
     data_dev = data.to(dev)
     plans = PLANS * 3  # warm-up, capture, then replays
     results = []
     for graphed in (False, True):
-        model = _model(data, dev, dtype=torch.float32)  # as trained (fused AdamW, float32 rate)
+        config = replace(CFG, variance_head=loss == "gaussian_nll")
+        model = _model(data, dev, dtype=torch.float32, config=config)  # fused AdamW, as trained
         ema = WeightAverage(model, 0.99)
         lr = torch.tensor(1e-2, device=dev) if graphed else 1e-2
         opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True, capturable=graphed)
         extra = {"forward": compiled(model), "compiled": True} if graphed and use_compile else {}
         kind = CudaGraphStep if graphed else EagerStep
-        step = kind(model, opt, weighted_loss("l1"), grad_clip=1.0, ema=ema, **extra)
+        step = kind(model, opt, weighted_loss(loss), grad_clip=1.0, ema=ema, **extra)
         losses = []
         for i, plan in enumerate(plans):
             for g in opt.param_groups:  # a schedule changes the rate between replays

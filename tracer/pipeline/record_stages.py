@@ -10,14 +10,17 @@ import pandas as pd
 
 from tracer.analysis.accuracy import accuracy_table, table1
 from tracer.analysis.figures import learning_curves, parity, save_figure
+from tracer.analysis.sigma_candidates import variance_head_study
 from tracer.data.sources import load_source
 from tracer.pipeline.analysis_stages import (
+    _write_analysis,
     failures_from_predictions,
     flags_from_predictions,
     triage_from_predictions,
     uncertainty_from_predictions,
 )
 from tracer.pipeline.paths import RUN_OF_RECORD, RUN_OF_RECORD_FIGURES
+from tracer.pipeline.provenance import Timer
 
 # --------------------------------------------------------------------------------------------
 # run_of_record: the committed full-profile run, tabulated and plotted for reading
@@ -171,3 +174,41 @@ def run_of_record_reliability(
             settings=params["flags"], **common,
         ),
     }  # fmt: skip
+
+
+VARIANCE_HEAD_RUN = "variance_head"
+"""The run of record's folder for the σ study's members with a variance head (Gaussian NLL)."""
+
+
+def variance_head_record(
+    params: dict[str, Any],
+    results_dir: str | Path = RECORD_DIR,
+    root: str | Path = ".",
+    *,
+    metrics_dir: str | Path = DERIVED_METRICS,
+    n_resamples: int = 2000,
+) -> dict[str, Any]:
+    """The σ study's second part (:func:`tracer.analysis.sigma_candidates.variance_head_study`):
+    the committed variance-head ensemble (``<results_dir>/variance_head/``: its validation and
+    test predictions, training summary and histories, trained with ``tracer train-ensemble
+    --variance-head``) beside the run of record's ensemble on the same split; written to
+    ``<metrics_dir>/variance_head.json`` with the members' training summary."""
+    root = Path(root)
+    results_dir = root / results_dir
+    run = results_dir / VARIANCE_HEAD_RUN
+    recorded = json.loads((results_dir / "accuracy.json").read_text())
+    split = {k: recorded["provenance"][k] for k in ("dataset_sha256", "split_sha256")}
+    training = json.loads((run / "training.json").read_text())
+    with Timer() as timer:
+        report = variance_head_study(pd.read_parquet(results_dir / "gemnet_t.parquet"),
+                                     pd.read_parquet(run / "gemnet_t.parquet"),
+                                     n_resamples=n_resamples)  # fmt: skip
+    report["training"] = {
+        "wall_time_s": training["wall_time_s"],
+        "parallel": training["parallel"],
+        "members": {seed: {k: m[k] for k in ("best_epoch", "best_val_mae", "epochs_run", "device")}
+                    for seed, m in training["members"].items()},
+    }  # fmt: skip
+    _write_analysis(root / metrics_dir / "variance_head.json", run / "gemnet_t.parquet", report,
+                    params, split, timer.elapsed_s)  # fmt: skip
+    return report

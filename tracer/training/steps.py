@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from tracer.graphs.batch import GraphBatch
-from tracer.models.gemnet import MIN_VARIANCE, mean_and_variance
+from tracer.models.gemnet import mean_and_variance
 
 LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
@@ -44,7 +44,7 @@ def compiled(model: nn.Module) -> Callable[[GraphBatch], Tensor]:
 def weighted_loss(kind: str) -> LossFn:
     """``(prediction, target, weight or None) -> scalar`` mean absolute (``l1``) or squared
     (``mse``) error, or Gaussian negative log-likelihood (``gaussian_nll``, without its constant
-    ½ log 2π: ½ (log σ² + (y − μ)² / σ²), torch's ``gaussian_nll_loss``; predictions ``[B, 2]``
+    ½ log 2π: ½ (log σ² + (y − μ)² / σ²), as torch's ``gaussian_nll_loss``; predictions ``[B, 2]``
     from a variance head, :func:`tracer.models.gemnet.mean_and_variance`), over the structures
     of weight 1 (all of them when ``weight`` is None)."""
     if kind not in ("l1", "mse", "gaussian_nll"):
@@ -55,8 +55,9 @@ def weighted_loss(kind: str) -> LossFn:
             mean, var = mean_and_variance(pred)
             if var is None:
                 raise ValueError("the gaussian_nll loss needs a model with a variance head")
-            err = nn.functional.gaussian_nll_loss(mean, y, var, eps=MIN_VARIANCE,
-                                                  reduction="none")  # fmt: skip
+            # written out: torch's gaussian_nll_loss checks var >= 0 on the host, which a
+            # CUDA graph cannot record (the variance is at least MIN_VARIANCE by construction)
+            err = 0.5 * (torch.log(var) + (y - mean) ** 2 / var)
         elif pred.dim() != 1:
             raise ValueError(f"the {kind} loss needs one output per structure, not a variance head")
         else:

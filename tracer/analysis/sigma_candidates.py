@@ -1,0 +1,191 @@
+"""Which σ ranks the errors best: the paper's ensemble spread against the σ of an ensemble whose
+members predict their own variance (Gaussian NLL; the σ study of docs/screening.md).
+
+Each candidate σ is scored against the errors of the ensemble it belongs to: the paper's σ (the
+shipped ensemble's spread, ``std``) against the shipped ensemble's mean; the variance-head
+ensemble's ``sigma_total`` (√(mean variance + spread²)), its spread alone (``std``) and its mean
+predicted variance alone (``aleatoric_sigma``) against that ensemble's mean. Scores: Spearman(σ,
+|error|), AUROC of σ for the worst ``top`` of the errors, the triage yield (the share of all
+errors above ``threshold`` eV/atom caught by the ``fraction`` most uncertain), the MAE (eV/atom)
+and the test coverage of a split-conformal 95% interval fitted on validation. The rule
+(:data:`RULE`) was fixed before the variance-head members were trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata, spearmanr
+from sklearn.metrics import roc_auc_score
+
+from tracer.analysis.cross_validation import paired_bootstrap
+from tracer.analysis.uncertainty import conformal_quantile
+
+#: name -> (ensemble, column of its σ)
+CANDIDATES: dict[str, tuple[str, str]] = {
+    "paper_sigma": ("shipped", "std"),
+    "nll_sigma_total": ("nll", "sigma_total"),
+    "nll_spread": ("nll", "std"),
+    "nll_aleatoric": ("nll", "aleatoric_sigma"),
+}
+BASELINE = "paper_sigma"
+RULE = (
+    "the candidate with the highest validation AUROC for the worst 10% of its ensemble's errors "
+    "is chosen; screening adopts the variance-head ensemble only if that candidate is one of its "
+    "σ, beats the paper's σ on validation AUROC, and the variance-head ensemble's validation MAE "
+    "is not worse than the shipped ensemble's beyond the noise (the paired bootstrap 95% "
+    "interval of the MAE difference does not lie above 0)"
+)
+
+
+def triage_yield(abs_err: Any, score: Any, fraction: float, threshold: float) -> float:
+    """Of the ``fraction`` of structures with the highest ``score`` (ties by position), the share
+    of all structures with ``|error| > threshold`` (eV/atom) that they catch; NaN when none is
+    above the threshold."""
+    abs_err, score = np.asarray(abs_err, dtype=float), np.asarray(score, dtype=float)
+    n = max(1, round(fraction * len(score)))
+    picked = np.argsort(-score, kind="stable")[:n]
+    bad = abs_err > threshold
+    return float(bad[picked].sum() / bad.sum()) if bad.any() else float("nan")
+
+
+def score_sigma(abs_err: Any, score: Any, *, top: float = 0.1,
+                fractions: Sequence[float] = (0.05, 0.1, 0.2),
+                threshold: float = 0.1) -> dict[str, Any]:  # fmt: skip
+    """Spearman(score, |error|), AUROC of the score for the worst ``top`` of the errors (those at
+    or above the ``1 − top`` quantile), and the triage yield at each fraction."""
+    abs_err, score = np.asarray(abs_err, dtype=float), np.asarray(score, dtype=float)
+    worst = abs_err >= np.quantile(abs_err, 1 - top)
+    return {
+        "spearman": float(spearmanr(score, abs_err).statistic),
+        "auroc_top10": float(roc_auc_score(worst, score)),
+        "triage_yield": {f"{f:g}": triage_yield(abs_err, score, f, threshold) for f in fractions},
+    }
+
+
+def rank_scores(abs_err: np.ndarray, score: np.ndarray, *, top: float = 0.1) -> tuple[float, float]:
+    """:func:`score_sigma`'s Spearman and AUROC from average ranks alone (Pearson correlation of
+    the ranks; the Mann–Whitney form of the AUROC, ties counting one half): the same numbers,
+    fast enough for thousands of resamples."""
+    worst = abs_err >= np.quantile(abs_err, 1 - top)
+    rs, re = rankdata(score), rankdata(abs_err)
+    spearman = float(np.corrcoef(rs, re)[0, 1])
+    n_pos = int(worst.sum())
+    n_neg = worst.size - n_pos
+    auroc = (rs[worst].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return spearman, float(auroc)
+
+
+def paired_rank_differences(
+    err_a: Any, sigma_a: Any, err_b: Any, sigma_b: Any, *, n_resamples: int = 2000,
+    top: float = 0.1, seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """Spearman and AUROC (worst ``top``) of candidate a minus candidate b on the same
+    structures, with percentile 95% intervals from one resampling of the structures shared by
+    both (a resample whose worst-``top`` set is all or none of it is drawn again)."""
+    arrays = [np.asarray(v, dtype=float) for v in (err_a, sigma_a, err_b, sigma_b)]
+    n = arrays[0].size
+    if any(a.size != n for a in arrays) or n < 3:
+        raise ValueError("errors and σ of both candidates must be of one length, at least 3")
+    rng = np.random.default_rng(seed)
+
+    def both(idx: np.ndarray) -> tuple[float, float]:
+        sa = rank_scores(arrays[0][idx], arrays[1][idx], top=top)
+        sb = rank_scores(arrays[2][idx], arrays[3][idx], top=top)
+        return sa[0] - sb[0], sa[1] - sb[1]
+
+    point = both(np.arange(n))
+    boot = []
+    while len(boot) < n_resamples:
+        idx = rng.integers(0, n, n)
+        for err in (arrays[0][idx], arrays[2][idx]):
+            worst = err >= np.quantile(err, 1 - top)
+            if worst.all() or not worst.any():
+                break
+        else:
+            boot.append(both(idx))
+    values = np.array(boot)
+
+    def summary(k: int) -> dict[str, Any]:
+        lo, hi = np.quantile(values[:, k], [0.025, 0.975])
+        return {"diff": float(point[k]), "ci95": [float(lo), float(hi)]}
+
+    return {"n": n, "spearman": summary(0), "auroc_top10": summary(1)}
+
+
+def _parts(shipped: pd.DataFrame, nll: pd.DataFrame, part: str) -> dict[str, pd.DataFrame]:
+    a, b = shipped[shipped["set"] == part], nll[nll["set"] == part]
+    if list(a["id"]) != list(b["id"]) or not np.allclose(a["y_true"], b["y_true"]):
+        raise ValueError(f"the two ensembles' {part} predictions are not of the same structures")
+    b = b.assign(aleatoric_sigma=np.sqrt(b["aleatoric_var"]))
+    return {"shipped": a.reset_index(drop=True), "nll": b.reset_index(drop=True)}
+
+
+def variance_head_study(
+    shipped: pd.DataFrame, nll: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """The σ study's second part (see the module docstring): ``shipped`` and ``nll`` are the two
+    ensembles' prediction frames (``id``, ``set``, ``y_true``, ``mean``, ``std``; ``nll`` also
+    ``aleatoric_var`` and ``sigma_total``, :func:`tracer.inference.ensemble.predict_members`)
+    on the same validation and test structures (eV/atom)."""
+    val, test = _parts(shipped, nll, "val"), _parts(shipped, nll, "test")
+
+    def err(part: dict[str, pd.DataFrame], ens: str) -> np.ndarray:
+        f = part[ens]
+        return np.abs(f["mean"] - f["y_true"]).to_numpy()
+
+    def scores(part: dict[str, pd.DataFrame]) -> dict[str, Any]:
+        return {name: score_sigma(err(part, ens), part[ens][col])
+                for name, (ens, col) in CANDIDATES.items()}  # fmt: skip
+
+    on_val, on_test = scores(val), scores(test)
+    chosen = max(CANDIDATES, key=lambda c: (on_val[c]["auroc_top10"], c == BASELINE))
+    mae_val, mae_test = (
+        paired_bootstrap(part["nll"]["y_true"], part["nll"]["mean"], part["shipped"]["mean"],
+                         n_resamples=n_resamples, seed=seed)
+        for part in (val, test)
+    )  # fmt: skip
+    adopted = (
+        CANDIDATES[chosen][0] == "nll"
+        and on_val[chosen]["auroc_top10"] > on_val[BASELINE]["auroc_top10"]
+        and mae_val["mae"]["ci95"][0] <= 0
+    )
+    base_ens, base_col = CANDIDATES[BASELINE]
+    differences: dict[str, dict[str, Any]] = {"validation": {}, "test": {}}
+    coverage = {}
+    for name, (ens, col) in CANDIDATES.items():
+        q = conformal_quantile(val[ens]["mean"], val[ens][col], val[ens]["y_true"])
+        inside = np.abs(test[ens]["y_true"] - test[ens]["mean"]) <= q * test[ens][col]
+        coverage[name] = {"conformal_quantile": q, "coverage95_test": float(inside.mean())}
+        if name == BASELINE:
+            continue
+        for label, part in (("validation", val), ("test", test)):
+            differences[label][name] = paired_rank_differences(
+                err(part, ens), part[ens][col], err(part, base_ens), part[base_ens][base_col],
+                n_resamples=n_resamples, seed=seed,
+            )
+    return {
+        "unit": "eV/atom",
+        "rule": RULE,
+        "candidates": {name: {"ensemble": e, "column": c} for name, (e, c) in CANDIDATES.items()},
+        "validation": on_val,
+        "test": on_test,
+        "chosen": chosen,
+        "adopted": bool(adopted),
+        "mae": {
+            "validation": {"shipped": float(err(val, "shipped").mean()),
+                           "nll": float(err(val, "nll").mean()),
+                           "nll_minus_shipped": mae_val["mae"]},
+            "test": {"shipped": float(err(test, "shipped").mean()),
+                     "nll": float(err(test, "nll").mean()),
+                     "nll_minus_shipped": mae_test["mae"]},
+        },
+        "minus_paper_sigma": differences,
+        "conformal_coverage": coverage,
+        "n_val": len(val["nll"]),
+        "n_test": len(test["nll"]),
+        "n_resamples": n_resamples,
+    }
