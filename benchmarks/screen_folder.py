@@ -76,8 +76,14 @@ def main() -> None:
         runs[str(n)] = json.loads(proc.stdout.strip().splitlines()[-1])
     from large_cell import _cpu
 
+    if args.device == "cpu":
+        device = _cpu()
+    else:
+        import torch
+
+        device = torch.cuda.get_device_name(torch.device(args.device))
     record = {"what": "tracer predict on a folder of CIF files (FLLA crystals), shipped "
-              "ensemble", "device": args.device if args.device != "cpu" else _cpu(),
+              "ensemble", "device": device,
               "runs": runs,
               "peak_ratio_large_to_small": runs[str(args.n)]["peak_rss_gib"]
               / runs[str(args.n // 10)]["peak_rss_gib"]}  # fmt: skip

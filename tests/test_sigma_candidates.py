@@ -12,10 +12,9 @@ from sklearn.metrics import roc_auc_score
 from tracer.analysis.sigma_candidates import (
     paired_rank_differences,
     rank_scores,
-    score_sigma,
-    triage_yield,
     variance_head_study,
 )
+from tracer.inference.domain_study import score_sigma, triage_yield
 
 
 def test_scores_by_hand():

@@ -13,16 +13,15 @@ and the test coverage of a split-conformal 95% interval fitted on validation. Th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata, spearmanr
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 from tracer.analysis.cross_validation import paired_bootstrap
 from tracer.analysis.uncertainty import conformal_quantile
+from tracer.inference.domain_study import score_sigma
 
 #: name -> (ensemble, column of its σ)
 CANDIDATES: dict[str, tuple[str, str]] = {
@@ -41,35 +40,12 @@ RULE = (
 )
 
 
-def triage_yield(abs_err: Any, score: Any, fraction: float, threshold: float) -> float:
-    """Of the ``fraction`` of structures with the highest ``score`` (ties by position), the share
-    of all structures with ``|error| > threshold`` (eV/atom) that they catch; NaN when none is
-    above the threshold."""
-    abs_err, score = np.asarray(abs_err, dtype=float), np.asarray(score, dtype=float)
-    n = max(1, round(fraction * len(score)))
-    picked = np.argsort(-score, kind="stable")[:n]
-    bad = abs_err > threshold
-    return float(bad[picked].sum() / bad.sum()) if bad.any() else float("nan")
-
-
-def score_sigma(abs_err: Any, score: Any, *, top: float = 0.1,
-                fractions: Sequence[float] = (0.05, 0.1, 0.2),
-                threshold: float = 0.1) -> dict[str, Any]:  # fmt: skip
-    """Spearman(score, |error|), AUROC of the score for the worst ``top`` of the errors (those at
-    or above the ``1 − top`` quantile), and the triage yield at each fraction."""
-    abs_err, score = np.asarray(abs_err, dtype=float), np.asarray(score, dtype=float)
-    worst = abs_err >= np.quantile(abs_err, 1 - top)
-    return {
-        "spearman": float(spearmanr(score, abs_err).statistic),
-        "auroc_top10": float(roc_auc_score(worst, score)),
-        "triage_yield": {f"{f:g}": triage_yield(abs_err, score, f, threshold) for f in fractions},
-    }
-
-
-def rank_scores(abs_err: np.ndarray, score: np.ndarray, *, top: float = 0.1) -> tuple[float, float]:
-    """:func:`score_sigma`'s Spearman and AUROC from average ranks alone (Pearson correlation of
-    the ranks; the Mann–Whitney form of the AUROC, ties counting one half): the same numbers,
-    fast enough for thousands of resamples."""
+def rank_scores(
+    abs_err: np.ndarray, score: np.ndarray, *, top: float = 0.1
+) -> tuple[float, float]:
+    """The Spearman and AUROC of :func:`tracer.inference.domain_study.score_sigma` from average
+    ranks alone (Pearson correlation of the ranks; the Mann–Whitney form of the AUROC, ties
+    counting one half): the same numbers, fast enough for thousands of resamples."""
     worst = abs_err >= np.quantile(abs_err, 1 - top)
     rs, re = rankdata(score), rankdata(abs_err)
     spearman = float(np.corrcoef(rs, re)[0, 1])

@@ -20,12 +20,13 @@ members (keys of the record: docs/METRICS.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
-from tracer.analysis.sigma_candidates import score_sigma
 from tracer.graphs.dataset import structure_tensors
 from tracer.inference.applicability import GEOMETRY, fit_domain, geometry_of, knn_distance
 
@@ -95,6 +96,30 @@ def check_name(reason: str) -> str:
         if reason.startswith(prefix):
             return key
     raise ValueError(f"unknown reason {reason!r}")
+
+
+def triage_yield(
+    abs_err: np.ndarray, score: np.ndarray, fraction: float, threshold: float
+) -> float:
+    """Of the ``fraction`` of structures with the highest ``score``, the share of all structures
+    with ``|error| > threshold`` (eV/atom) that they catch (the paper's triage yield)."""
+    n = max(1, round(fraction * len(score)))
+    picked = np.argsort(-score, kind="stable")[:n]
+    bad = abs_err > threshold
+    return float(bad[picked].sum() / bad.sum()) if bad.any() else float("nan")
+
+
+def score_sigma(abs_err: np.ndarray, score: np.ndarray, *, top: float = 0.1,
+                fractions: Sequence[float] = (0.05, 0.1, 0.2),
+                threshold: float = 0.1) -> dict[str, Any]:  # fmt: skip
+    """Spearman with |error|, AUROC for the worst ``top`` errors, triage yields."""
+
+    worst = abs_err >= np.quantile(abs_err, 1 - top)
+    return {
+        "spearman": float(spearmanr(score, abs_err).statistic),
+        "auroc_top10": float(roc_auc_score(worst, score)),
+        "triage_yield": {f"{f:g}": triage_yield(abs_err, score, f, threshold) for f in fractions},
+    }
 
 
 def sigma_study(val: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, Any]:
