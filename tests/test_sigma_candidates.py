@@ -120,3 +120,18 @@ def test_record_written_with_the_runs_hashes_and_training(tmp_path):
                                                    ("best_epoch", "best_val_mae", "epochs_run",
                                                     "device")}  # fmt: skip
     assert {k: written["provenance"][k] for k in prov} == prov
+
+
+def test_tables_for_reading_carry_the_record_and_its_intervals():
+    from tracer.analysis.sigma_candidates import variance_head_tables
+
+    rep = variance_head_study(*_frames(), n_resamples=50)
+    scores, mae = variance_head_tables(rep)
+    assert len(scores) == 8 and list(mae.index) == ["validation", "test"]
+    row = scores.loc[("test", "nll_sigma_total")]
+    d = rep["minus_paper_sigma"]["test"]["nll_sigma_total"]["auroc_top10"]
+    assert row["auroc_top10"] == rep["test"]["nll_sigma_total"]["auroc_top10"]
+    expected = "{:+.4f} [{:+.4f}, {:+.4f}]".format(d["diff"], *d["ci95"])
+    assert row["auroc - paper σ [95%]"] == expected
+    assert pd.isna(scores.loc[("test", "paper_sigma")]["auroc - paper σ [95%]"])
+    assert mae.loc["test", "nll"] == rep["mae"]["test"]["nll"]

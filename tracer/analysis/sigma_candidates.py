@@ -165,3 +165,29 @@ def variance_head_study(
         "n_test": len(test["nll"]),
         "n_resamples": n_resamples,
     }
+
+
+def _with_ci(d: dict[str, Any]) -> str:
+    return "{:+.4f} [{:+.4f}, {:+.4f}]".format(d["diff"], *d["ci95"])
+
+
+def variance_head_tables(report: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two tables of a :func:`variance_head_study` record for reading: per (part, candidate)
+    the Spearman, AUROC, their differences to the paper's σ with 95% intervals and the triage
+    yield at the top 10%; per part the two ensembles' MAE (eV/atom) and their paired
+    difference."""
+    rows = {}
+    for part in ("validation", "test"):
+        for name, s in report[part].items():
+            d = report["minus_paper_sigma"][part].get(name)
+            rows[(part, name)] = {
+                "spearman": s["spearman"],
+                "auroc_top10": s["auroc_top10"],
+                "auroc - paper σ [95%]": None if d is None else _with_ci(d["auroc_top10"]),
+                "spearman - paper σ [95%]": None if d is None else _with_ci(d["spearman"]),
+                "triage yield 10%": s["triage_yield"]["0.1"],
+            }
+    mae = {part: {"shipped": m["shipped"], "nll": m["nll"],
+                  "nll - shipped [95%]": _with_ci(m["nll_minus_shipped"])}
+           for part, m in report["mae"].items()}  # fmt: skip
+    return pd.DataFrame(rows).T, pd.DataFrame(mae).T
