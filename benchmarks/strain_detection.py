@@ -1,22 +1,23 @@
 """Can uniform strain and rattling be told from relaxed crystals? Three more candidate checks for
 the applicability domain, measured beside the shipped ones (docs/screening.md).
 
-The shipped domain misses most strained (×1.10), compressed (×0.90) and rattled (0.2 Å) copies of
-the test structures (``ood.json``: 6%, 40%, 66%). Candidates, each a number per structure that a
-chemist can read:
+Each candidate is measured alone against strained (×1.10), compressed (×0.90) and rattled
+(0.2 Å) copies of the validation and test structures, beside the shipped strain descriptors
+(``bond_dev_median`` and ``bond_dev_min``, against the domain's bond-length model). Candidates,
+each a number per structure that a chemist can read:
 
 * ``volume_ratio``: log(volume per atom / the volume its composition predicts), the prediction a
   least-squares fit of per-element volumes on the training structures (Å³ per atom);
-* ``bond_scatter``: the spread (std over atoms) of log(nearest-neighbour distance / training median
-  for the pair);
+* ``bond_scatter``: the spread (std over atoms) of log(nearest-neighbour distance / expected bond
+  length);
 * ``ev_slope``: the ensemble's energy slope under isotropic scaling, (E(1.03 a) − E(0.97 a)) / 0.06
   (eV/atom per unit linear strain): a relaxed crystal sits near a minimum of the true energy.
 
 Rule, fixed before measuring: each candidate's two-sided range is the central part of the
 *validation* structures' values that leaves out 5%, 2.5% or 1% in total; a candidate would be
 worth adding only if at that range it flags ≥ 90% of a shifted kind's validation copies. Test
-copies are measured after, with the same ranges. The shipped descriptors ``bond_dev_median`` and
-``bond_dev_min`` are measured the same way for comparison.
+copies are measured after, with the same ranges. The shipped descriptors are measured the same
+way for comparison.
 
 Usage::
 
@@ -63,9 +64,9 @@ def measures(ens: Ensemble, structures: list[Any], ids: list[str], volume_fit: A
     data = graphs_from_arrays(ids, _arrays(structures), None, cutoff=ens.cutoff,
                               max_neighbors=ens.max_neighbors)  # fmt: skip
     geo = geometry_of(data)
-    desc = descriptors(geo, dom.pair_medians, dom.fallback_ratio)
-    scatter = [float(np.std(lr))
-               for lr in bond_deviations(geo, dom.pair_medians, dom.fallback_ratio)]  # fmt: skip
+    expected = dom.bond_lengths.log_expected(geo)
+    desc = descriptors(geo, expected)
+    scatter = [float(np.std(lr)) for lr in bond_deviations(geo, expected)]
     energies = [ens.predict_arrays(ids, _arrays(structures, s), device="cpu")["mean"]
                 for s in SCALES]  # fmt: skip
     return {

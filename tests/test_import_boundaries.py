@@ -27,6 +27,7 @@ BOUNDARIES = {
     "alignn": "the ALIGNN baseline's package, only where ALIGNN is built or trained",
     "jarvis": "ALIGNN's graph builder",
     "ase": "file formats and element data for screening, absent on the GPU machine",
+    "spglib": "the applicability domain's symmetry search, only where a domain is checked",
     "papermill": "notebooks, only in the stages that run them",
     "nbformat": "notebooks, only in the report",
     "nbconvert": "notebooks, only in the report",

@@ -79,13 +79,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_domain(args: argparse.Namespace) -> int:
-    ens = Ensemble.load(args.ensemble)
+    ens = Ensemble.load(args.ensemble, domain=False)  # measured afresh, not with a previous fit
     folder = ens.members[0].parent
     target = folder / APPLICABILITY
     if target.exists() and not args.force:
         print(f"tracer fit-domain: would overwrite {target} (use --force)", file=sys.stderr)
         return 2
-    ens.domain = None  # measured afresh, not with a previous fit
     split = load_split(args.split)
     domain, record = run_domain_study(ens, read_table(args.table), split,
                                       progress=lambda m: print(m, file=sys.stderr))  # fmt: skip

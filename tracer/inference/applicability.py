@@ -7,45 +7,77 @@ Fitted on the training structures of the members (:func:`fit_domain`), applied t
   ``min_element_count`` of them ("rarely seen").
 * **geometry**, from the model's own neighbour graph (so the same cutoff and cap): the shortest
   bond divided by the sum of the two atoms' covalent radii (ASE's table); each atom's nearest-
-  neighbour distance against the training median for that pair of elements (log ratio; its
-  smallest, median and largest over the atoms: squeezed, strained or rattled cells); the mean
-  number of neighbours within 1.3 × the radii sum (coordination); the volume per atom (Å³); and
-  the widest empty slab between atomic planes parallel to a cell face (Å: vacuum, surfaces,
-  isolated molecules). A value outside the training structures' central range is flagged; the
-  range's tail quantile is chosen on validation (:data:`RANGE_QUANTILES`: the widest whose
-  validation flag rate, all checks together, stays within ``max_val_flagged``).
+  neighbour distance against the distance a bond-length model expects (log ratio; its smallest,
+  median and largest over the atoms: squeezed, strained or rattled cells); the mean number of
+  neighbours within 1.3 × the radii sum (coordination); the volume per atom (Å³); and the widest
+  empty slab between atomic planes parallel to a cell face (Å: vacuum, surfaces, isolated
+  molecules). A value outside the training structures' central range is flagged; the ranges'
+  tail quantiles are chosen on validation (:func:`fit_domain`): one for the strain check
+  (``bond_dev_median``, :data:`STRAIN_QUANTILES`), one for the others (:data:`RANGE_QUANTILES`).
+* **bond lengths** (:class:`BondLengths`): the expected nearest-neighbour distance of an atom is
+  learned on the training atoms (scikit-learn's histogram gradient boosting) from the two
+  elements (CGCNN's element bits and ASE's covalent radii) and the scale-free shape of the atom's
+  neighbourhood (how many neighbours lie within 1.05, 1.1, 1.2, 1.3 and 1.5 × its nearest
+  distance, and their mean atomic number). Under a uniform strain every feature stays the same
+  and every distance moves by the strain, so the median log ratio of a strained cell moves by
+  exactly log(1 + strain). The training structures' own ratios come from out-of-fold predictions
+  (5 folds by structure), so their ranges are not narrowed by the fit.
+* **symmetry**: a cell with no symmetry beyond translations (space group P1 within
+  :data:`SYMPREC` Å, spglib) when such cells are rare in training (at most
+  :data:`RARE_P1_FRACTION` of the training structures): rattled cells, amorphous and MD snapshots.
 * **representation**: the mean Euclidean distance from the structure's embedding (the ensemble's
   final atom embeddings, averaged over atoms and members) to its ``k`` nearest training
-  embeddings. The threshold is a quantile of the validation structures' distances, chosen on
-  validation (``representation_quantile``), never on test.
+  embeddings. The threshold is a quantile of the validation structures' distances
+  (:data:`REPRESENTATION_QUANTILES`).
 
-Everything here is plain torch/numpy on tensors (no pymatgen), so the prediction path can use it.
+The three quantiles are chosen together on validation, never on test: the setting that flags at
+most ``max_val_flagged`` of the validation structures and detects the most of made-up shifted
+copies of them (its worst kind), :func:`fit_domain`.
+
+Everything here is plain torch/numpy/scikit-learn/spglib on arrays (no pymatgen), so the
+prediction path can use it.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.model_selection import GroupKFold
 from sklearn.neighbors import NearestNeighbors
 from torch import Tensor
+
+from tracer.models.element_features import cgcnn_features
 
 #: geometric descriptors and their meaning (all per structure)
 GEOMETRY = {
     "min_bond_ratio": "shortest bond / sum of covalent radii",
-    "bond_dev_min": "smallest log(nearest-neighbour distance / training median for the pair)",
-    "bond_dev_median": "median log(nearest-neighbour distance / training median for the pair)",
-    "bond_dev_max": "largest log(nearest-neighbour distance / training median for the pair)",
+    "bond_dev_min": "smallest log(nearest-neighbour distance / expected bond length)",
+    "bond_dev_median": "median log(nearest-neighbour distance / expected bond length)",
+    "bond_dev_max": "largest log(nearest-neighbour distance / expected bond length)",
     "coordination": "mean neighbours within 1.3 × sum of covalent radii",
     "volume_per_atom": "volume per atom (Å³)",
     "largest_gap": "widest empty slab between atomic planes (Å)",
 }
 BOND_FACTOR = 1.3
+#: neighbour shells of an atom, in units of its nearest-neighbour distance (scale-free features)
+SHELLS = (1.05, 1.1, 1.2, 1.3, 1.5)
+#: spglib's distance tolerance (Å) for the symmetry check
+SYMPREC = 0.1
+#: the symmetry check applies when at most this fraction of the training structures is P1
+RARE_P1_FRACTION = 0.01
 #: tail quantiles tried for the geometric ranges, most sensitive first (chosen on validation)
 RANGE_QUANTILES = (0.005, 0.0025, 0.001, 0.0)
+#: tail quantiles tried for the strain check (``bond_dev_median``), most sensitive first
+STRAIN_QUANTILES = (0.02, 0.01, 0.005, 0.0025, 0.001, 0.0)
+#: quantiles of the validation kNN distances tried as the representation threshold
+REPRESENTATION_QUANTILES = (0.98, 0.99, 0.995)
 
 
 def _covalent_radii() -> Tensor:
@@ -54,25 +86,44 @@ def _covalent_radii() -> Tensor:
     return torch.as_tensor(np.asarray(covalent_radii), dtype=torch.float64)
 
 
+def space_group(cell: np.ndarray, frac: np.ndarray, z: np.ndarray) -> int:
+    """spglib's space-group number of a cell (rows: lattice vectors, Å; fractional positions;
+    atomic numbers) within :data:`SYMPREC` Å; 1 (P1) when spglib finds no symmetric cell."""
+    import spglib
+
+    os.environ.setdefault("SPGLIB_WARNING", "OFF")  # its C library's notes on stderr
+    old, spglib.error.OLD_ERROR_HANDLING = spglib.error.OLD_ERROR_HANDLING, False
+    try:
+        return int(spglib.get_symmetry_dataset((cell, frac, z), symprec=SYMPREC).number)
+    except spglib.error.SpglibError:
+        return 1
+    finally:
+        spglib.error.OLD_ERROR_HANDLING = old
+
+
 @dataclass
 class Geometry:
     """Raw per-structure geometry: each atom's element, its nearest neighbour's element and
-    distance (Å), the shortest bond over radii, coordination, volume per atom (Å³) and the
-    widest empty slab (Å)."""
+    distance (Å), its neighbour counts within :data:`SHELLS` × that distance and their mean
+    atomic number (within 1.3 ×); per structure the shortest bond over radii, coordination,
+    volume per atom (Å³), the widest empty slab (Å) and the space-group number (spglib,
+    :data:`SYMPREC`; 1 also when spglib finds no cell)."""
 
     z: list[np.ndarray]
     partner: list[np.ndarray]
     nn_distance: list[np.ndarray]
+    shells: list[np.ndarray]
+    shell_z: list[np.ndarray]
     scalars: dict[str, np.ndarray]
 
 
 def geometry_of(data: Any) -> Geometry:
     """:class:`Geometry` of every structure of a :class:`tracer.graphs.dataset.GraphDataset`."""
     radii = _covalent_radii()
-    zs, partners, nns = [], [], []
+    zs, partners, nns, shells, shell_z = [], [], [], [], []
     scal: dict[str, list[float]] = {k: [] for k in
                                     ("min_bond_ratio", "coordination", "volume_per_atom",
-                                     "largest_gap")}  # fmt: skip
+                                     "largest_gap", "space_group")}  # fmt: skip
     for i in range(len(data)):
         a0, a1 = int(data.atom_ptr[i]), int(data.atom_ptr[i + 1])
         e0, e1 = int(data.edge_ptr[i]), int(data.edge_ptr[i + 1])
@@ -90,6 +141,10 @@ def geometry_of(data: Any) -> Geometry:
         partner = torch.zeros(n, dtype=torch.long)
         partner[t[nearest]] = z[s[nearest]]
         bonded = torch.bincount(t[ratio <= BOND_FACTOR], minlength=n).double()
+        rel = d / nn[t]
+        counts = torch.stack([torch.bincount(t[rel <= f], minlength=n) for f in SHELLS], 1)
+        first = rel <= 1.3
+        zsum = torch.zeros(n, dtype=torch.float64).index_add(0, t[first], z[s[first]].double())
         inv = torch.linalg.inv(cell)
         spacing = 1.0 / torch.linalg.norm(inv, dim=-2)
         frac = torch.sort(torch.remainder(pos @ inv, 1.0), dim=0).values
@@ -97,48 +152,81 @@ def geometry_of(data: Any) -> Geometry:
         zs.append(z.numpy())
         partners.append(partner.numpy())
         nns.append(nn.numpy())
+        shells.append(counts.numpy())
+        shell_z.append((zsum / counts[:, SHELLS.index(1.3)].double()).numpy())
+        scal["space_group"].append(float(space_group(cell.numpy(), (pos @ inv).numpy(),
+                                                     z.numpy())))  # fmt: skip
         scal["min_bond_ratio"].append(float(ratio.min()))
         scal["coordination"].append(float(bonded.mean()))
         scal["volume_per_atom"].append(float(torch.linalg.det(cell).abs()) / n)
         scal["largest_gap"].append(float(gaps.max()))
-    return Geometry(zs, partners, nns, {k: np.asarray(v) for k, v in scal.items()})
+    return Geometry(zs, partners, nns, shells, shell_z,
+                    {k: np.asarray(v) for k, v in scal.items()})  # fmt: skip
 
 
-def pair_medians(geometry: Geometry, min_count: int = 3) -> tuple[dict[tuple[int, int], float],
-                                                                   float]:  # fmt: skip
-    """Median nearest-neighbour distance (Å) per unordered element pair seen at least
-    ``min_count`` times, and the median ratio of such distances to the covalent radii sum (used
-    for pairs seen less often)."""
-    radii = _covalent_radii().numpy()
-    found: dict[tuple[int, int], list[float]] = {}
-    ratios = []
-    for z, p, d in zip(geometry.z, geometry.partner, geometry.nn_distance, strict=True):
-        for a, b, x in zip(z, p, d, strict=True):
-            found.setdefault((min(a, b), max(a, b)), []).append(float(x))
-            ratios.append(float(x) / (radii[a] + radii[b]))
-    medians = {(int(a), int(b)): float(np.median(v)) for (a, b), v in found.items()
-               if len(v) >= min_count}  # fmt: skip
-    return medians, float(np.median(ratios))
+class BondLengths:
+    """The expected nearest-neighbour distance (Å) of each atom (see the module docstring):
+    a :class:`sklearn.ensemble.HistGradientBoostingRegressor` of log distance on
+    :meth:`features`."""
+
+    #: fixed before fitting; the feature set was chosen on validation (docs/screening.md)
+    PARAMS: ClassVar[dict[str, Any]] = {"max_iter": 400, "learning_rate": 0.05, "random_state": 0}
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    @staticmethod
+    def features(geometry: Geometry) -> np.ndarray:
+        """Per atom of every structure (stacked): both elements' covalent radii (Å, smaller Z
+        first) and their sum, the neighbour counts within :data:`SHELLS`, both elements' CGCNN
+        bits and the first shell's mean atomic number: ``[atoms, 193]``."""
+        bits = cgcnn_features().numpy()
+        radii = _covalent_radii().numpy()
+        rows = []
+        for z, p, shells, shell_z in zip(geometry.z, geometry.partner, geometry.shells,
+                                         geometry.shell_z, strict=True):  # fmt: skip
+            a, b = np.minimum(z, p), np.maximum(z, p)
+            rows.append(np.concatenate([
+                np.stack([radii[a], radii[b], radii[a] + radii[b]], 1), shells,
+                bits[a - 1], bits[b - 1], shell_z[:, None]], 1))  # fmt: skip
+        return np.concatenate(rows)
+
+    @classmethod
+    def fit(cls, geometry: Geometry) -> BondLengths:
+        """Fit on every atom of ``geometry`` (the training structures)."""
+        target = np.log(np.concatenate(geometry.nn_distance))
+        model = HistGradientBoostingRegressor(**cls.PARAMS)
+        return cls(model.fit(cls.features(geometry), target))
+
+    def log_expected(self, geometry: Geometry) -> list[np.ndarray]:
+        """Per structure, each atom's log expected nearest-neighbour distance (log Å)."""
+        flat = self.model.predict(self.features(geometry))
+        return np.split(flat, np.cumsum([len(z) for z in geometry.z])[:-1])
+
+    @classmethod
+    def out_of_fold(cls, geometry: Geometry, folds: int = 5) -> list[np.ndarray]:
+        """:meth:`log_expected` of each training structure by a model fitted without it
+        (``folds`` folds of whole structures)."""
+        x = cls.features(geometry)
+        y = np.log(np.concatenate(geometry.nn_distance))
+        groups = np.repeat(np.arange(len(geometry.z)), [len(z) for z in geometry.z])
+        flat = np.empty(len(y))
+        for fit_rows, held in GroupKFold(n_splits=folds).split(x, y, groups):
+            model = HistGradientBoostingRegressor(**cls.PARAMS).fit(x[fit_rows], y[fit_rows])
+            flat[held] = model.predict(x[held])
+        return np.split(flat, np.cumsum([len(z) for z in geometry.z])[:-1])
 
 
-def bond_deviations(geometry: Geometry, medians: dict[tuple[int, int], float],
-                    fallback_ratio: float) -> list[np.ndarray]:  # fmt: skip
-    """Per structure, each atom's log(nearest-neighbour distance / training median for its pair)
-    (``fallback_ratio`` × the covalent radii sum for a pair without a median)."""
-    radii = _covalent_radii().numpy()
-    out = []
-    for z, p, d in zip(geometry.z, geometry.partner, geometry.nn_distance, strict=True):
-        ref = np.array([medians.get((min(a, b), max(a, b)), fallback_ratio * (radii[a] + radii[b]))
-                        for a, b in zip(z, p, strict=True)])  # fmt: skip
-        out.append(np.log(d / ref))
-    return out
+def bond_deviations(geometry: Geometry, log_expected: list[np.ndarray]) -> list[np.ndarray]:
+    """Per structure, each atom's log(nearest-neighbour distance / expected distance)."""
+    return [np.log(d) - e for d, e in zip(geometry.nn_distance, log_expected, strict=True)]
 
 
-def descriptors(geometry: Geometry, medians: dict[tuple[int, int], float],
-                fallback_ratio: float) -> dict[str, np.ndarray]:  # fmt: skip
-    """:data:`GEOMETRY` of every structure (the bond deviations against ``medians``)."""
+def descriptors(geometry: Geometry, log_expected: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """:data:`GEOMETRY` of every structure (the bond deviations against ``log_expected``, from
+    :meth:`BondLengths.log_expected`)."""
     dev: dict[str, list[float]] = {"bond_dev_min": [], "bond_dev_median": [], "bond_dev_max": []}
-    for lr in bond_deviations(geometry, medians, fallback_ratio):
+    for lr in bond_deviations(geometry, log_expected):
         dev["bond_dev_min"].append(float(lr.min()))
         dev["bond_dev_median"].append(float(np.median(lr)))
         dev["bond_dev_max"].append(float(lr.max()))
@@ -163,23 +251,26 @@ class Domain:
     """The fitted applicability domain (see the module docstring)."""
 
     element_counts: dict[int, int]
-    pair_medians: dict[tuple[int, int], float]
-    fallback_ratio: float
+    bond_lengths: BondLengths
+    p1_fraction: float  # of the training structures
     ranges: dict[str, tuple[float, float]]
     range_quantile: float
+    strain_quantile: float
     embeddings: np.ndarray  # [n_train, D] float32
     k: int
     representation_threshold: float
     representation_quantile: float
     min_element_count: int = 5
 
-    def check(self, geometry: Geometry, embedding: np.ndarray | None) -> list[list[str]]:
-        """The reasons each structure is out of the domain (empty list: inside)."""
+    def check(self, geometry: Geometry, embedding: np.ndarray | None, *,
+              precomputed: tuple[list[np.ndarray], np.ndarray | None] | None = None,
+              ) -> list[list[str]]:  # fmt: skip
+        """The reasons each structure is out of the domain (empty list: inside).
+        ``precomputed``: :meth:`parts` of these structures (when several thresholds are tried)."""
         from ase.data import chemical_symbols
 
-        desc = descriptors(geometry, self.pair_medians, self.fallback_ratio)
-        dist = (knn_distance(embedding, self.embeddings, self.k) if embedding is not None
-                else None)  # fmt: skip
+        log_expected, dist = precomputed or self.parts(geometry, embedding)
+        desc = descriptors(geometry, log_expected)
         reasons: list[list[str]] = []
         for i, z in enumerate(geometry.z):
             why: list[str] = []
@@ -197,6 +288,10 @@ class Domain:
                 if v < lo or v > hi:
                     why.append(f"{GEOMETRY[key]} {v:.3g} outside training range "
                                f"[{lo:.3g}, {hi:.3g}]")  # fmt: skip
+            if (self.p1_fraction <= RARE_P1_FRACTION
+                    and geometry.scalars["space_group"][i] == 1):  # fmt: skip
+                why.append(f"no symmetry within {SYMPREC:g} Å (space group P1; "
+                           f"{self.p1_fraction:.1%} of training structures)")  # fmt: skip
             if dist is not None and dist[i] > self.representation_threshold:
                 why.append(
                     f"far from training structures in the model's representation "
@@ -204,6 +299,14 @@ class Domain:
                 )
             reasons.append(why)
         return reasons
+
+    def parts(self, geometry: Geometry, embedding: np.ndarray | None,
+              ) -> tuple[list[np.ndarray], np.ndarray | None]:  # fmt: skip
+        """What :meth:`check` computes before its thresholds: each atom's log expected bond
+        length and the kNN distance of each embedding to training (None without embeddings)."""
+        dist = (knn_distance(embedding, self.embeddings, self.k) if embedding is not None
+                else None)  # fmt: skip
+        return self.bond_lengths.log_expected(geometry), dist
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -215,6 +318,11 @@ class Domain:
     @classmethod
     def load(cls, path: str | Path) -> Domain:
         payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+        if "bond_lengths" not in payload:
+            raise ValueError(
+                f"{path}: a domain fitted by an earlier tracer (pair medians, no "
+                "bond-length model); refit it with `tracer fit-domain --force`"
+            )
         payload["embeddings"] = payload["embeddings"].numpy()
         payload["ranges"] = {k: tuple(v) for k, v in payload["ranges"].items()}
         return cls(**payload)
@@ -226,35 +334,60 @@ def fit_domain(
     train_embedding: np.ndarray,
     val_embedding: np.ndarray,
     *,
+    shifted_val: dict[str, tuple[Geometry, np.ndarray]] | None = None,
     k: int = 5,
-    representation_quantile: float = 0.98,
+    representation_quantiles: Sequence[float] = REPRESENTATION_QUANTILES,
+    strain_quantiles: Sequence[float] = STRAIN_QUANTILES,
+    range_quantiles: Sequence[float] = RANGE_QUANTILES,
     min_element_count: int = 5,
-    max_val_flagged: float = 0.05,
+    max_val_flagged: float = 0.04,
 ) -> Domain:
-    """Fit on the training structures; on validation: the representation threshold (the
-    ``representation_quantile`` of the validation structures' kNN distances to training) and
-    the geometric ranges' tail quantile (the first of :data:`RANGE_QUANTILES` whose validation
-    flag rate, all checks together, is at most ``max_val_flagged``; 0: the training min-max)."""
+    """Fit on the training structures, set the thresholds on validation.
+
+    Fitted on training: element counts, the bond-length model, the P1 fraction and each
+    descriptor's distribution (bond deviations out of fold). Chosen on validation, over the grid
+    of the representation quantile (of the validation structures' kNN distances to training),
+    the tail quantile of the strain check's range (``bond_dev_median``, of the training values)
+    and the tail quantile of the other ranges: among the settings that flag at most
+    ``max_val_flagged`` of the validation structures, the one whose smallest detection rate over
+    the ``shifted_val`` kinds (made-up shifted copies of the validation structures: geometry and
+    embedding) is highest; ties, or no shifted copies, go to the first such setting in grid order
+    (each sequence is given most sensitive first). When no setting qualifies, the least
+    sensitive one (the largest representation quantile, training min-max ranges) is taken."""
     counts: dict[int, int] = {}
     for z in train.z:
         for e in {int(x) for x in z}:
             counts[e] = counts.get(e, 0) + 1
-    medians, fallback = pair_medians(train)
-    desc = descriptors(train, medians, fallback)
-    val_dist = knn_distance(val_embedding, train_embedding, k)
-    threshold = float(np.quantile(val_dist, representation_quantile))
-    domain = None
-    for q in RANGE_QUANTILES:
-        ranges = {key: (float(np.quantile(v, q)), float(np.quantile(v, 1 - q)))
-                  for key, v in desc.items()}  # fmt: skip
-        domain = Domain(element_counts=counts, pair_medians=medians, fallback_ratio=fallback,
-                        ranges=ranges, range_quantile=q,
-                        embeddings=np.asarray(train_embedding, dtype=np.float32), k=k,
-                        representation_threshold=threshold,
-                        representation_quantile=representation_quantile,
+    bonds = BondLengths.fit(train)
+    desc = descriptors(train, BondLengths.out_of_fold(train))
+    p1 = float(np.mean(train.scalars["space_group"] == 1))
+    shifted_val = shifted_val or {}
+    best: tuple[tuple[float, int], Domain] | None = None
+    grid = [(r, s, q) for r in representation_quantiles for s in strain_quantiles
+            for q in range_quantiles]  # fmt: skip
+    embeddings = np.asarray(train_embedding, dtype=np.float32)
+    pre = {name: (bonds.log_expected(g), knn_distance(e, embeddings, k))
+           for name, (g, e) in {"val": (val, val_embedding), **shifted_val}.items()}  # fmt: skip
+    for index, (rq, sq, q) in enumerate(grid):
+        ranges = {key: (float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail)))
+                  for key, v in desc.items()
+                  for tail in [sq if key == "bond_dev_median" else q]}  # fmt: skip
+        domain = Domain(element_counts=counts, bond_lengths=bonds, p1_fraction=p1,
+                        ranges=ranges, range_quantile=q, strain_quantile=sq,
+                        embeddings=embeddings, k=k,
+                        representation_threshold=float(np.quantile(pre["val"][1], rq)),
+                        representation_quantile=rq,
                         min_element_count=min_element_count)  # fmt: skip
-        flagged = np.mean([bool(r) for r in domain.check(val, val_embedding)])
-        if flagged <= max_val_flagged:
-            break
-    assert domain is not None
-    return domain
+        last = index == len(grid) - 1
+        val_rate = np.mean([bool(r) for r in domain.check(val, None, precomputed=pre["val"])])
+        if val_rate > max_val_flagged:
+            if last and best is None:
+                best = ((0.0, -index), domain)
+            continue
+        detected = [np.mean([bool(r) for r in domain.check(g, None, precomputed=pre[name])])
+                    for name, (g, _) in shifted_val.items()]  # fmt: skip
+        score = (float(min(detected)) if detected else 0.0, -index)
+        if best is None or score > best[0]:
+            best = (score, domain)
+    assert best is not None
+    return best[1]

@@ -111,11 +111,11 @@ class Ensemble:
         return self.interval.source
 
     @classmethod
-    def load(cls, directory: str | Path | None = None) -> Ensemble:
+    def load(cls, directory: str | Path | None = None, *, domain: bool = True) -> Ensemble:
         """Members of ``directory`` (default: the shipped :data:`PRETRAINED_DIR`), verified
         against its ``MANIFEST.json`` when there is one (a mismatch names the file), with the
-        interval of its ``recalibration.json`` and the domain of its ``applicability.pt``."""
-
+        interval of its ``recalibration.json`` and the domain of its ``applicability.pt``
+        (``domain=False``: without it, as when it is fitted afresh)."""
 
         directory = Path(directory) if directory is not None else PRETRAINED_DIR
         members = sorted(directory.glob("member_*.pt"), key=member_seed)
@@ -124,10 +124,10 @@ class Ensemble:
         if (directory / MANIFEST).exists():
             verify_manifest(directory)
         graph = torch.load(members[0], map_location="cpu", weights_only=False)["graph"]
-        domain = Domain.load(directory / APPLICABILITY) if (directory / APPLICABILITY).exists() \
-            else None  # fmt: skip
+        fitted = (Domain.load(directory / APPLICABILITY)
+                  if domain and (directory / APPLICABILITY).exists() else None)  # fmt: skip
         return cls(members, float(graph["cutoff"]), graph["max_neighbors"],
-                   Interval.read(directory), domain)  # fmt: skip
+                   Interval.read(directory), fitted)  # fmt: skip
 
     def predict(self, structures: Sequence[Any], ids: Sequence[str] | None = None, *,
                 device: str = "auto", batch_size: int = 256) -> dict[str, np.ndarray]:  # fmt: skip

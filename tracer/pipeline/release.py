@@ -178,13 +178,17 @@ def model_card(
             f"- Flags {domain['flagged_fraction_test']:.1%} of the test split "
             f"({domain['n_flagged_test']} of {domain['n_test']}); their MAE "
             f"{domain['mae_flagged']:.3f} vs {domain['mae_unflagged']:.3f} eV/atom for "
-            "the others (`ood.json`)",
+            f"the others (`ood.json`); {domain['flagged_fraction_val']:.1%} of the validation "
+            "split, on which the thresholds were chosen",
             f"- Made-up shifted copies of the test structures flagged: {rates}",
             "- Checks: elements never or rarely (< "
             f"{domain['min_element_count']} structures) in training; shortest bond, bond lengths "
-            "against the training median for each element pair, coordination, volume per atom "
+            "against those a bond-length model fitted on the training atoms expects (median: "
+            "strain; smallest: squeezed or rattled atoms), coordination, volume per atom "
             "and widest empty slab outside the training range (tails of "
-            f"{domain['range_quantile']:.2%} cut, chosen on validation); distance to the "
+            f"{domain['range_quantile']:.2%} cut; {domain['strain_quantile']:.2%} for the median "
+            "bond deviation; chosen on validation); no symmetry (space "
+            "group P1 within 0.1 Å) when that is rare in training; distance to the "
             f"{domain['representation_k']} nearest training structures "
             "in the model's representation above its validation "
             f"{domain['representation_quantile']:.0%} quantile",
