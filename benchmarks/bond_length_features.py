@@ -23,9 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +36,7 @@ from tracer.graphs.dataset import graphs_from_arrays, structure_tensors
 from tracer.inference.applicability import BondLengths, Geometry, geometry_of
 from tracer.inference.domain_study import shifted
 from tracer.inference.predict import Ensemble
-from tracer.pipeline.provenance import provenance
+from tracer.pipeline.provenance import provenance, write_metrics
 
 SETS = {
     "radii": slice(0, 3),
@@ -106,13 +104,11 @@ def main() -> None:
     worst = {n: min(s["detected_by_median"][k] for k in ("strained", "compressed"))
              for n, s in record["sets"].items()}  # fmt: skip
     record["chosen"] = max(worst, key=worst.__getitem__)
-    record["provenance"] = provenance(
+    write_metrics(args.out, record, provenance(
         params={}, dataset_sha256=split["dataset_sha256"], split_sha256=split["split_sha256"],
         wall_time_s=time.perf_counter() - t0, device="cpu",
         extra={"split": "data/splits/flla.json"},
-    )  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    ))  # fmt: skip
     for name, s in record["sets"].items():
         print(f"{name}: atom std {s['atom_residual_std_val']:.3f}, median std "
               f"{s['median_residual_std_val']:.4f}, by median "

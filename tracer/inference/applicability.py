@@ -333,6 +333,41 @@ def fit_domain(
     val: Geometry,
     train_embedding: np.ndarray,
     val_embedding: np.ndarray,
+    **choice: Any,
+) -> Domain:
+    """Fit on the training structures (:func:`fit_training`), set the thresholds on validation
+    (:func:`choose_thresholds`, which takes ``choice``: the shifted validation copies, ``k``,
+    the grids, ``min_element_count`` and ``max_val_flagged``)."""
+    return choose_thresholds(fit_training(train), train_embedding, val, val_embedding, **choice)
+
+
+@dataclass
+class TrainingFit:
+    """What :func:`fit_domain` fits on the training structures: structures per element, the
+    bond-length model, the P1 fraction and every descriptor (bond deviations out of fold)."""
+
+    element_counts: dict[int, int]
+    bond_lengths: BondLengths
+    p1_fraction: float
+    descriptors: dict[str, np.ndarray]
+
+
+def fit_training(train: Geometry) -> TrainingFit:
+    """The training part of :func:`fit_domain`."""
+    counts: dict[int, int] = {}
+    for z in train.z:
+        for e in {int(x) for x in z}:
+            counts[e] = counts.get(e, 0) + 1
+    return TrainingFit(counts, BondLengths.fit(train),
+                       float(np.mean(train.scalars["space_group"] == 1)),
+                       descriptors(train, BondLengths.out_of_fold(train)))  # fmt: skip
+
+
+def choose_thresholds(
+    fitted: TrainingFit,
+    train_embedding: np.ndarray,
+    val: Geometry,
+    val_embedding: np.ndarray,
     *,
     shifted_val: dict[str, tuple[Geometry, np.ndarray]] | None = None,
     k: int = 5,
@@ -342,25 +377,19 @@ def fit_domain(
     min_element_count: int = 5,
     max_val_flagged: float = 0.04,
 ) -> Domain:
-    """Fit on the training structures, set the thresholds on validation.
+    """The thresholds of a domain, chosen on validation for the training fit ``fitted``.
 
-    Fitted on training: element counts, the bond-length model, the P1 fraction and each
-    descriptor's distribution (bond deviations out of fold). Chosen on validation, over the grid
-    of the representation quantile (of the validation structures' kNN distances to training),
-    the tail quantile of the strain check's range (``bond_dev_median``, of the training values)
-    and the tail quantile of the other ranges: among the settings that flag at most
-    ``max_val_flagged`` of the validation structures, the one whose smallest detection rate over
-    the ``shifted_val`` kinds (made-up shifted copies of the validation structures: geometry and
-    embedding) is highest; ties, or no shifted copies, go to the first such setting in grid order
-    (each sequence is given most sensitive first). When no setting qualifies, the least
-    sensitive one (the largest representation quantile, training min-max ranges) is taken."""
-    counts: dict[int, int] = {}
-    for z in train.z:
-        for e in {int(x) for x in z}:
-            counts[e] = counts.get(e, 0) + 1
-    bonds = BondLengths.fit(train)
-    desc = descriptors(train, BondLengths.out_of_fold(train))
-    p1 = float(np.mean(train.scalars["space_group"] == 1))
+    Chosen over the grid of the representation quantile (of the validation structures' kNN
+    distances to training), the tail quantile of the strain check's range (``bond_dev_median``,
+    of the training values) and the tail quantile of the other ranges: among the settings that
+    flag at most ``max_val_flagged`` of the validation structures, the one whose smallest
+    detection rate over the ``shifted_val`` kinds (made-up shifted copies of the validation
+    structures: geometry and embedding) is highest; ties, or no shifted copies, go to the first
+    such setting in grid order (each sequence is given most sensitive first). When no setting
+    qualifies, the least sensitive one (the largest representation quantile, training min-max
+    ranges) is taken."""
+    counts, bonds, p1, desc = (fitted.element_counts, fitted.bond_lengths, fitted.p1_fraction,
+                               fitted.descriptors)  # fmt: skip
     shifted_val = shifted_val or {}
     best: tuple[tuple[float, int], Domain] | None = None
     grid = [(r, s, q) for r in representation_quantiles for s in strain_quantiles

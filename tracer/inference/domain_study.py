@@ -149,7 +149,7 @@ def sigma_study(val: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict
     }
 
 
-def _shifted_copies(
+def shifted_copies(
     ens: Any,
     structures: list[Any],
     kind: str,
@@ -210,7 +210,7 @@ def run_domain_study(
     absent = next(z for z in range(1, 95) if z not in seen)
     # shifted copies of validation (for choosing thresholds) and of test (for measuring), each
     # from its own random stream
-    shifted_val = {kind: _shifted_copies(ens, va["structures"], kind, np.random.default_rng(
+    shifted_val = {kind: shifted_copies(ens, va["structures"], kind, np.random.default_rng(
         [seed, 1]), absent, progress) for kind in SHIFTS}  # fmt: skip
     domain = fit_domain(tr["geometry"], va["geometry"], tr["embedding"], va["embedding"],
                         shifted_val={k: (v[0], v[1]) for k, v in shifted_val.items()})  # fmt: skip
@@ -228,7 +228,7 @@ def run_domain_study(
     rng = np.random.default_rng(seed)
     shift_rates: dict[str, Any] = {}
     for kind in SHIFTS:
-        geo, emb, out, n_made = _shifted_copies(ens, te["structures"], kind, rng, absent, progress)
+        geo, emb, out, n_made = shifted_copies(ens, te["structures"], kind, rng, absent, progress)
         reasons = domain.check(geo, emb)
         geo_v, emb_v, _, _ = shifted_val[kind]
         shift_rates[kind] = {
