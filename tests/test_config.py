@@ -14,6 +14,7 @@ from tracer.pipeline.config import (
     profile_names,
     stage_parameters,
     use_profile,
+    with_variance_head,
 )
 
 
@@ -28,6 +29,19 @@ def test_params_yaml_is_the_default_profile():
     assert active_profile(REPO) == "default"
     assert not (REPO / ".tracer" / "base-params.yaml").exists()  # no profile in use
     assert load_profile("default", REPO) == load_params(REPO / "params.yaml")
+
+
+def test_variance_head_settings_change_only_the_head_and_the_loss():
+    params = load_params(REPO / "params.yaml")
+    out = with_variance_head(params)
+    assert out["gemnet"]["variance_head"] is True and out["train"]["loss"] == "gaussian_nll"
+    assert "variance_head" not in params["gemnet"] and params["train"]["loss"] == "l1"  # unchanged
+    rest = {k: v for k, v in out["gemnet"].items() if k != "variance_head"}
+    assert rest == {k: v for k, v in params["gemnet"].items() if k != "variance_head"}
+    assert {k: v for k, v in out["train"].items() if k != "loss"} == {
+        k: v for k, v in params["train"].items() if k != "loss"}
+    assert {k: v for k, v in out.items() if k not in ("gemnet", "train")} == {
+        k: v for k, v in params.items() if k not in ("gemnet", "train")}
 
 
 def test_merge_replaces_values_and_merges_mappings():

@@ -13,11 +13,22 @@ from tracer.inference.applicability import (
     SHELLS,
     BondLengths,
     Domain,
+    choose_thresholds,
     descriptors,
     fit_domain,
+    fit_training,
     geometry_of,
     knn_distance,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def small_bond_length_model():
+    """A smaller booster than the shipped one (40 rounds, not 400): the tests check what is
+    computed, not how well, and every fit here reads its settings from ``BondLengths.PARAMS``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(BondLengths, "PARAMS", {**BondLengths.PARAMS, "max_iter": 40})
+        yield
 
 
 def _geometry(structures):
@@ -209,8 +220,9 @@ def test_thresholds_chosen_on_validation_detect_the_most_within_the_budget(flla_
     shifted = {"stretched": (_geometry(stretched), emb)}
     grid = {"representation_quantiles": (0.5, 1.0), "strain_quantiles": (0.3, 0.0),
             "range_quantiles": (0.0,)}  # fmt: skip
-    chosen = fit_domain(geo, geo, emb, emb, shifted_val=shifted, k=2, min_element_count=1,
-                        max_val_flagged=0.7, **grid)  # fmt: skip
+    training = fit_training(geo)  # fit_domain = fit_training, then choose_thresholds
+    chosen = choose_thresholds(training, emb, geo, emb, shifted_val=shifted, k=2,
+                               min_element_count=1, max_val_flagged=0.7, **grid)  # fmt: skip
 
     def rate(domain, g):
         return np.mean([bool(r) for r in domain.check(g, emb)])
@@ -218,14 +230,14 @@ def test_thresholds_chosen_on_validation_detect_the_most_within_the_budget(flla_
     scores = []
     for rq in grid["representation_quantiles"]:
         for sq in grid["strain_quantiles"]:
-            d = fit_domain(geo, geo, emb, emb, k=2, min_element_count=1, max_val_flagged=1.0,
-                           representation_quantiles=(rq,), strain_quantiles=(sq,),
-                           range_quantiles=(0.0,))  # fmt: skip
+            d = choose_thresholds(training, emb, geo, emb, k=2, min_element_count=1,
+                                  max_val_flagged=1.0, representation_quantiles=(rq,),
+                                  strain_quantiles=(sq,), range_quantiles=(0.0,))  # fmt: skip
             if rate(d, geo) <= 0.7:
                 scores.append(rate(d, shifted["stretched"][0]))
     assert rate(chosen, geo) <= 0.7
     assert rate(chosen, shifted["stretched"][0]) == max(scores)
     assert chosen.strain_quantile == 0.3  # the strained copies need the narrow strain range
-    none_fits = fit_domain(geo, geo, emb, emb, shifted_val=shifted, k=2, min_element_count=1,
-                           max_val_flagged=-1.0, **grid)  # fmt: skip
+    none_fits = choose_thresholds(training, emb, geo, emb, shifted_val=shifted, k=2,
+                                  min_element_count=1, max_val_flagged=-1.0, **grid)  # fmt: skip
     assert (none_fits.representation_quantile, none_fits.strain_quantile) == (1.0, 0.0)

@@ -9,7 +9,8 @@ from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
 from tracer.graphs.dataset import structures_to_graphs
-from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors
+from tracer.models.gemnet import GemNetT, GemNetTConfig, fit_scale_factors, he_orthogonal_
+from tracer.models.registry import build_model
 
 CFG = GemNetTConfig(
     num_radial=16,
@@ -123,6 +124,24 @@ def test_can_overfit_a_tiny_set(flla_structures):
         loss.backward()
         opt.step()
     assert loss.item() < 0.05
+
+
+def test_a_model_built_to_be_loaded_skips_only_the_orthogonal_init(flla_structures):
+    """``build_model(initialise=False)``: no orthogonal weights (nothing of the He-orthogonal
+    statistics), yet once the state dict is loaded it predicts as the model it came from."""
+    torch.manual_seed(0)
+    ref = build_model(CFG).double().eval()
+    torch.manual_seed(0)
+    bare = build_model(CFG, initialise=False)
+    w_ref, w_bare = ref.edge_emb.dense.linear.weight, bare.edge_emb.dense.linear.weight
+    # He-orthogonal rows have zero mean and variance 1/fan_in; torch's default Linear init not
+    assert torch.allclose(w_ref.mean(1), torch.zeros(w_ref.shape[0], dtype=w_ref.dtype), atol=1e-6)
+    assert not torch.allclose(w_bare.mean(1), torch.zeros(w_bare.shape[0]), atol=1e-6)
+    assert torch.allclose(he_orthogonal_(w_bare.detach().clone()).mean(1),
+                          torch.zeros(w_bare.shape[0]), atol=1e-6)  # the switch is reset after
+    bare.double().load_state_dict(ref.state_dict(), strict=True)
+    bare.eval()
+    np.testing.assert_array_equal(_predict(bare, flla_structures), _predict(ref, flla_structures))
 
 
 def test_repr_and_parameter_count():

@@ -94,6 +94,30 @@ def test_rule_refuses_a_less_accurate_ensemble_and_a_worse_sigma():
     assert rep["chosen"] == "paper_sigma" and rep["adopted"] is False
 
 
+def _two_folds():
+    """The frames of two folds (the same ids in each, as a structure's duplicates may be)."""
+    a, b = _frames(seed=0), _frames(seed=1)
+    return [pd.concat([x[k].assign(fold=f) for f, x in enumerate((a, b))], ignore_index=True)
+            for k in (0, 1)], (a, b)  # fmt: skip
+
+
+def test_folds_are_one_study_with_each_folds_own_conformal_quantile():
+    (shipped, nll), folds = _two_folds()
+    rep = variance_head_study(shipped, nll, n_resamples=50)
+    assert (rep["n_val"], rep["n_test"]) == (400, 400)
+    cov = rep["conformal_coverage"]["nll_sigma_total"]
+    each = [variance_head_study(*x, n_resamples=10)["conformal_coverage"]["nll_sigma_total"]
+            for x in folds]  # fmt: skip
+    assert cov["conformal_quantile_per_fold"] == {str(f): e["conformal_quantile"]
+                                                  for f, e in enumerate(each)}  # fmt: skip
+    # folds of equal size: the pooled coverage is the mean of the folds'
+    assert cov["coverage95_test"] == pytest.approx(np.mean([e["coverage95_test"] for e in each]))
+    assert "conformal_quantile_per_fold" not in variance_head_study(
+        *folds[0], n_resamples=10)["conformal_coverage"]["nll_sigma_total"]  # fmt: skip
+    with pytest.raises(ValueError, match="not of the same structures and folds"):
+        variance_head_study(shipped, nll.assign(fold=nll.fold[::-1].to_numpy()), n_resamples=10)
+
+
 def test_refuses_predictions_of_other_structures():
     shipped, nll = _frames()
     with pytest.raises(ValueError, match="val predictions are not of the same structures"):

@@ -244,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--parallel", type=int, default=1, help="members trained concurrently")
     p.add_argument("--workers", type=int, default=1, help="processes building graphs")
+    p.add_argument("--variance-head", action="store_true",
+                   help="GemNet-T members with a variance head, Gaussian NLL")  # fmt: skip
     p.set_defaults(func="training:cmd_train_cv")
 
     p = sub.add_parser(

@@ -94,10 +94,31 @@ def paired_rank_differences(
 
 def _parts(shipped: pd.DataFrame, nll: pd.DataFrame, part: str) -> dict[str, pd.DataFrame]:
     a, b = shipped[shipped["set"] == part], nll[nll["set"] == part]
-    if list(a["id"]) != list(b["id"]) or not np.allclose(a["y_true"], b["y_true"]):
-        raise ValueError(f"the two ensembles' {part} predictions are not of the same structures")
+    keys = ["fold", "id"] if "fold" in a or "fold" in b else ["id"]
+    if any(k not in a or k not in b for k in keys) or any(
+        list(a[k]) != list(b[k]) for k in keys
+    ) or not np.allclose(a["y_true"], b["y_true"]):
+        raise ValueError(f"the two ensembles' {part} predictions are not of the same structures"
+                         + (" and folds" if len(keys) == 2 else ""))  # fmt: skip
     b = b.assign(aleatoric_sigma=np.sqrt(b["aleatoric_var"]))
     return {"shipped": a.reset_index(drop=True), "nll": b.reset_index(drop=True)}
+
+
+def _conformal(val: pd.DataFrame, test: pd.DataFrame, col: str) -> dict[str, Any]:
+    """Split-conformal 95% intervals of σ column ``col``: the quantile fitted on ``val``, the
+    coverage on ``test``; fold by fold when the frames have a ``fold`` column."""
+    folds = sorted(set(val["fold"])) if "fold" in val else [None]
+    qs, inside = {}, []
+    for f in folds:
+        v = val if f is None else val[val["fold"] == f]
+        t = test if f is None else test[test["fold"] == f]
+        qs[f] = conformal_quantile(v["mean"], v[col], v["y_true"])
+        inside.append(np.abs(t["y_true"] - t["mean"]).to_numpy() <= qs[f] * t[col].to_numpy())
+    out: dict[str, Any] = {"conformal_quantile": float(np.median(list(qs.values()))),
+                           "coverage95_test": float(np.concatenate(inside).mean())}  # fmt: skip
+    if folds != [None]:
+        out["conformal_quantile_per_fold"] = {str(f): q for f, q in qs.items()}
+    return out
 
 
 def variance_head_study(
@@ -106,7 +127,13 @@ def variance_head_study(
     """The σ study's second part (see the module docstring): ``shipped`` and ``nll`` are the two
     ensembles' prediction frames (``id``, ``set``, ``y_true``, ``mean``, ``std``; ``nll`` also
     ``aleatoric_var`` and ``sigma_total``, :func:`tracer.inference.ensemble.predict_members`)
-    on the same validation and test structures (eV/atom)."""
+    on the same validation and test structures (eV/atom).
+
+    Frames of a cross-validation (a ``fold`` column in both, rows of the same fold and id in the
+    same order) are read as one study over all folds: the rule chooses on every fold's
+    validation rows together, the scores are over all out-of-fold test rows, and each fold's
+    conformal quantile is fitted on that fold's validation rows and applied to its test rows
+    (``conformal_quantile`` is then their median, ``conformal_quantile_per_fold`` each)."""
     val, test = _parts(shipped, nll, "val"), _parts(shipped, nll, "test")
 
     def err(part: dict[str, pd.DataFrame], ens: str) -> np.ndarray:
@@ -133,9 +160,7 @@ def variance_head_study(
     differences: dict[str, dict[str, Any]] = {"validation": {}, "test": {}}
     coverage = {}
     for name, (ens, col) in CANDIDATES.items():
-        q = conformal_quantile(val[ens]["mean"], val[ens][col], val[ens]["y_true"])
-        inside = np.abs(test[ens]["y_true"] - test[ens]["mean"]) <= q * test[ens][col]
-        coverage[name] = {"conformal_quantile": q, "coverage95_test": float(inside.mean())}
+        coverage[name] = _conformal(val[ens], test[ens], col)
         if name == BASELINE:
             continue
         for label, part in (("validation", val), ("test", test)):

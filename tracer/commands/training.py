@@ -14,7 +14,7 @@ from tracer.data.splits import load_split
 from tracer.graphs.dataset import GraphDataset
 from tracer.inference.ensemble import ensemble_predictions
 from tracer.models.gemnet import GemNetTConfig
-from tracer.pipeline.config import load_params, merge_settings
+from tracer.pipeline.config import load_params, merge_settings, with_variance_head
 from tracer.pipeline.cv_launch import train_cv_members
 from tracer.pipeline.launch import (
     baseline_settings,
@@ -34,6 +34,10 @@ from tracer.training.settings import TrainConfig
 def cmd_train_cv(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     folds = load_folds(args.folds)
+    if args.variance_head:
+        if args.model != "gemnet_t":
+            raise SystemExit("tracer train-cv: --variance-head is for GemNet-T's members")
+        params = with_variance_head(params)
     if args.model == "gemnet_t":
         config = GemNetTConfig.from_params(params["gemnet"], params["graph"])
         train, seeds = TrainConfig(**params["train"]), params["ensemble"]["seeds"]
@@ -93,9 +97,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_train_ensemble(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    if args.variance_head:  # deep ensembles proper: a variance per member, Gaussian NLL
-        params["gemnet"] = {**params["gemnet"], "variance_head": True}
-        params["train"] = {**params["train"], "loss": "gaussian_nll"}
+    if args.variance_head:
+        params = with_variance_head(params)
     model_config = GemNetTConfig.from_params(params["gemnet"], params["graph"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,8 @@ RANGE_QUANTILES = (0.005, 0.0025, 0.001, 0.0)
 STRAIN_QUANTILES = (0.02, 0.01, 0.005, 0.0025, 0.001, 0.0)
 #: quantiles of the validation kNN distances tried as the representation threshold
 REPRESENTATION_QUANTILES = (0.98, 0.99, 0.995)
+#: the most of the validation structures a chosen setting may flag (fraction)
+MAX_VAL_FLAGGED = 0.04
 
 
 def _covalent_radii() -> Tensor:
@@ -375,7 +377,7 @@ def choose_thresholds(
     strain_quantiles: Sequence[float] = STRAIN_QUANTILES,
     range_quantiles: Sequence[float] = RANGE_QUANTILES,
     min_element_count: int = 5,
-    max_val_flagged: float = 0.04,
+    max_val_flagged: float = MAX_VAL_FLAGGED,
 ) -> Domain:
     """The thresholds of a domain, chosen on validation for the training fit ``fitted``.
 

@@ -28,7 +28,13 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from tracer.graphs.dataset import structure_tensors
-from tracer.inference.applicability import GEOMETRY, fit_domain, geometry_of, knn_distance
+from tracer.inference.applicability import (
+    GEOMETRY,
+    MAX_VAL_FLAGGED,
+    fit_domain,
+    geometry_of,
+    knn_distance,
+)
 
 #: made-up shifted inputs, magnitudes fixed before measuring (what a chemist would call clearly
 #: outside relaxed Materials Project crystals)
@@ -185,12 +191,15 @@ def run_domain_study(
     split: dict[str, list[str]],
     *,
     seed: int = 0,
+    max_val_flagged: float = MAX_VAL_FLAGGED,
     progress: Callable[[str], None] = print,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit the domain of ``ens`` (a :class:`tracer.inference.predict.Ensemble`) on ``split``'s
     training
     structures of ``table`` (ids, structures, targets in eV/atom) and measure it; returns the
-    :class:`~tracer.inference.applicability.Domain` and the record."""
+    :class:`~tracer.inference.applicability.Domain` and the record. The thresholds flag at most
+    ``max_val_flagged`` of the validation structures (a fraction). ``seed`` seeds the shifted
+    copies: one stream for all kinds of validation copies, another for the test copies."""
 
     by_id = table.set_index("id")
     parts: dict[str, dict[str, Any]] = {}
@@ -209,11 +218,13 @@ def run_domain_study(
     seen = {int(e) for z in tr["z"] for e in z}
     absent = next(z for z in range(1, 95) if z not in seen)
     # shifted copies of validation (for choosing thresholds) and of test (for measuring), each
-    # from its own random stream
-    shifted_val = {kind: shifted_copies(ens, va["structures"], kind, np.random.default_rng(
-        [seed, 1]), absent, progress) for kind in SHIFTS}  # fmt: skip
+    # set from its own random stream, one stream for all kinds of a set
+    val_rng = np.random.default_rng([seed, 1])
+    shifted_val = {kind: shifted_copies(ens, va["structures"], kind, val_rng, absent, progress)
+                   for kind in SHIFTS}  # fmt: skip
     domain = fit_domain(tr["geometry"], va["geometry"], tr["embedding"], va["embedding"],
-                        shifted_val={k: (v[0], v[1]) for k, v in shifted_val.items()})  # fmt: skip
+                        shifted_val={k: (v[0], v[1]) for k, v in shifted_val.items()},
+                        max_val_flagged=max_val_flagged)  # fmt: skip
     val_reasons = domain.check(va["geometry"], va["embedding"])
     test_reasons = domain.check(te["geometry"], te["embedding"])
     flagged = np.array([bool(r) for r in test_reasons])
@@ -255,8 +266,10 @@ def run_domain_study(
         "geometry_ranges": {k: list(v) for k, v in domain.ranges.items()},
         "range_quantile": domain.range_quantile,
         "strain_quantile": domain.strain_quantile,
-        "thresholds_rule": "chosen on validation: flag at most 4% of the validation structures, "
-        "then detect the most of the worst-detected kind of shifted validation copies",
+        "max_val_flagged": max_val_flagged,
+        "thresholds_rule": f"chosen on validation: flag at most {max_val_flagged:.0%} of the "
+        "validation structures, then detect the most of the worst-detected kind of shifted "
+        "validation copies",
         "min_element_count": domain.min_element_count,
         "flagged_fraction_val": float(np.mean([bool(r) for r in val_reasons])),
         "flagged_fraction_test": float(flagged.mean()),

@@ -31,7 +31,9 @@ H100 (``benchmarks/profile_step.py --padded``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
@@ -110,8 +112,27 @@ class GemNetTConfig:
 # ---------------------------------------------------------------------------------------------
 
 
+_INITIALISE: ContextVar[bool] = ContextVar("tracer_gemnet_initialise", default=True)
+
+
+@contextmanager
+def weights_to_be_loaded() -> Iterator[None]:
+    """Within it, :func:`he_orthogonal_` leaves weights as they are: for a model whose every
+    weight is loaded from a file next (:func:`tracer.models.registry.build_model` with
+    ``initialise=False``). The orthogonal initialisation costs a QR decomposition per layer,
+    about 500 per five-member ensemble: seconds on a busy CPU, for weights then overwritten."""
+    token = _INITIALISE.set(False)
+    try:
+        yield
+    finally:
+        _INITIALISE.reset(token)
+
+
 def he_orthogonal_(weight: Tensor) -> Tensor:
-    """Orthogonal init rescaled to variance ``1 / fan_in`` (fan-in = last dim of the input)."""
+    """Orthogonal init rescaled to variance ``1 / fan_in`` (fan-in = last dim of the input);
+    left as it is inside :func:`weights_to_be_loaded`."""
+    if not _INITIALISE.get():
+        return weight
     with torch.no_grad():
         shape = weight.shape
         flat = weight.view(shape[0], -1) if weight.dim() > 1 else weight.view(1, -1)

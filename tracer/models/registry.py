@@ -10,7 +10,7 @@ from torch import nn
 
 from tracer.models.baselines import CGCNN, CGCNNConfig, SchNet, SchNetConfig
 from tracer.models.domain import DomainGemNetT, DomainGemNetTConfig
-from tracer.models.gemnet import GemNetT, GemNetTConfig
+from tracer.models.gemnet import GemNetT, GemNetTConfig, weights_to_be_loaded
 
 ModelConfig = GemNetTConfig | DomainGemNetTConfig | SchNetConfig | CGCNNConfig
 
@@ -36,6 +36,11 @@ def config_from_dict(kind: str, values: dict[str, Any]) -> ModelConfig:
     return CONFIGS[kind](**values)
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    """A freshly initialised model for ``config``."""
-    return MODELS[config.kind](config)
+def build_model(config: ModelConfig, *, initialise: bool = True) -> nn.Module:
+    """A freshly initialised model for ``config``. ``initialise=False``: GemNet-T's layers skip
+    their orthogonal initialisation (:func:`tracer.models.gemnet.weights_to_be_loaded`), for a
+    model whose state dict is loaded in full next."""
+    if initialise:
+        return MODELS[config.kind](config)
+    with weights_to_be_loaded():
+        return MODELS[config.kind](config)

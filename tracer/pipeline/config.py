@@ -60,6 +60,14 @@ def merge_settings(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, A
     return out
 
 
+def with_variance_head(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` for members with a variance head trained by Gaussian negative log-likelihood
+    (deep ensembles proper, the σ study): ``gemnet.variance_head`` on, ``train.loss``
+    ``gaussian_nll``; everything else as given."""
+    return merge_settings(params, {"gemnet": {"variance_head": True},
+                                   "train": {"loss": "gaussian_nll"}})  # fmt: skip
+
+
 def base_params(root: str | Path = ".") -> dict[str, Any]:
     """The base settings of the checkout at ``root``: ``params.yaml``, or the copy kept while
     another profile is in use (``.tracer/base-params.yaml``)."""

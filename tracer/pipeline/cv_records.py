@@ -3,6 +3,7 @@ provenance."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,38 @@ from tracer.analysis.cross_validation import (
 )
 from tracer.analysis.failures import failure_report
 from tracer.analysis.flags import flag_report
+from tracer.analysis.sigma_candidates import variance_head_study
 from tracer.analysis.triage import PAPER_BUDGETS, PAPER_TABLE, PAPER_THRESHOLDS_EV, triage_rows
 from tracer.pipeline.provenance import provenance
+
+VARIANCE_HEAD = "variance_head"
+"""A cross-validation folder's sub-folder for the σ study's members with a variance head
+(``tracer train-cv --variance-head``): ``fold_<f>/predictions.parquet``, ``training.json``,
+``histories/``."""
+
+
+def cv_variance_head(run_dir: str | Path, frame: pd.DataFrame, k: int, *,
+                     n_resamples: int = 2000) -> dict[str, Any]:  # fmt: skip
+    """``cv_variance_head.json``: the σ study
+    (:func:`tracer.analysis.sigma_candidates.variance_head_study`) on every fold, the
+    variance-head members of ``<run_dir>/variance_head/`` beside the paper's members of the same
+    folds (``frame``: their validation and test rows, :func:`read_folds`), with the members'
+    training summaries."""
+    folder = Path(run_dir) / VARIANCE_HEAD
+    nll = read_folds(folder, k)
+    report = variance_head_study(frame.drop(columns=[c for c in frame if c.endswith("_var")]),
+                                 nll, n_resamples=n_resamples)  # fmt: skip
+    training = {}
+    for f in range(k):
+        members = json.loads((folder / f"fold_{f}" / "training.json").read_text())["members"]
+        training[str(f)] = {seed: {key: m[key] for key in ("best_epoch", "best_val_mae",
+                                                          "epochs_run", "train_time_s", "device")}
+                            for seed, m in members.items()}  # fmt: skip
+    report["training"] = training
+    report["design"] = ("the rule chooses on all folds' validation rows together; scores on "
+                        "all out-of-fold test rows; conformal quantile per fold; paired "
+                        "bootstrap over structures")
+    return report
 
 
 def record_cv(
@@ -104,6 +135,9 @@ def record_cv(
                              "scored_on": "cpu"})  # fmt: skip
     records = {"cv_accuracy": acc, "cv_uncertainty": unc, "cv_failures": failures,
                "cv_triage": triage, "cv_flags": flags}  # fmt: skip
+    if (run_dir / VARIANCE_HEAD).is_dir():
+        records["cv_variance_head"] = cv_variance_head(run_dir, frame, folds["k"],
+                                                       n_resamples=n_resamples)  # fmt: skip
     for name, payload in records.items():
         write_json(out_dir / f"{name}.json", {**payload, "provenance": prov})
     return records

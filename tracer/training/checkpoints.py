@@ -153,8 +153,9 @@ def load_member(
     record = torch.load(Path(path), map_location="cpu", weights_only=False)
     if record.get("kind") not in CONFIGS:
         raise ValueError(f"{path} is not a TRACER model file (kind {record.get('kind')!r})")
-    model = build_model(config_from_dict(record["kind"], record["model_config"]))
-    model.load_state_dict(record["state_dict"])
+    # every weight comes from the file (a strict load), so none is initialised first
+    model = build_model(config_from_dict(record["kind"], record["model_config"]), initialise=False)
+    model.load_state_dict(record["state_dict"], strict=True)
     model.to(device).eval()
     s = record["scaler"]
     return model, TargetScaler(mean=s["mean"], std=s["std"], n_train=s["n_train"]), record
