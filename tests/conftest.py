@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from pymatgen.core import Structure
 
 from tracer.data import sources
@@ -26,17 +25,6 @@ SHARED = REPO.parent / "shared"
 
 
 DOWNLOADING_FIXTURES = {"flla_csv", "flla_table", "flla_structures"}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist (the README's ``-n 2``: one worker per core) each worker and every
-    process it starts (``dvc repro``'s stages, spawned runs) computes on one thread unless
-    ``OMP_NUM_THREADS`` says otherwise: with torch's default of one thread per core, two workers
-    ask for twice the cores, and OpenMP's threads then wait on each other (a 128 × 128 QR took
-    12 ms instead of 1 ms)."""
-    if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = "1"
-        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -26,6 +26,8 @@ BOUNDARIES = {
     "dvclive": "DVC's logger, absent on the GPU machine",
     "alignn": "the ALIGNN baseline's package, only where ALIGNN is built or trained",
     "jarvis": "ALIGNN's graph builder",
+    "torch_geometric": "SchNet's and CGCNN's layers, only where a baseline is built: its import "
+    "takes seconds in every process that reaches the model registry",
     "ase": "file formats and element data for screening, absent on the GPU machine",
     "spglib": "the applicability domain's symmetry search, only where a domain is checked",
     "papermill": "notebooks, only in the stages that run them",

@@ -1,8 +1,18 @@
 import json
+import subprocess
+import sys
 
+import torch
 from conftest import REPO
 
-from tracer.pipeline.provenance import Timer, git_state, package_versions, provenance, write_metrics
+from tracer.pipeline.provenance import (
+    Timer,
+    device_name,
+    git_state,
+    package_versions,
+    provenance,
+    write_metrics,
+)
 
 
 def test_provenance_block_has_the_required_keys(tmp_path):
@@ -35,3 +45,14 @@ def test_git_state_in_repo_and_outside(tmp_path):
 
 def test_missing_packages_are_left_out():
     assert package_versions(["definitely-not-installed-xyz"]) == {}
+
+
+def test_device_is_cpu_without_loading_torch_and_the_card_when_torch_sees_one(monkeypatch):
+    code = ("import sys; from tracer.pipeline.provenance import device_name; "
+            "print(device_name(), 'torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    assert out == ["cpu", "False"]  # nothing computed on an accelerator, nothing imported
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda k: f"NVIDIA H200 #{k}")
+    assert device_name() == "NVIDIA H200 #0"

@@ -53,6 +53,33 @@ def test_paired_differences_zero_for_one_candidate_and_positive_for_a_better_one
         paired_rank_differences(err, noisy, err[:5], noisy[:5])
 
 
+def test_resampled_differences_equal_scipy_and_scikit_learn_per_resample():
+    """The resamples scored as rows of one array give, resample by resample, scipy's Spearman
+    and scikit-learn's AUROC (the draws replayed from the same seed)."""
+    rng = np.random.default_rng(4)
+    err_a, err_b = rng.exponential(size=60), rng.exponential(size=60)
+    sig_a, sig_b = err_a + rng.normal(0, 0.5, 60), np.round(err_b + rng.normal(0, 1, 60), 1)
+    got = paired_rank_differences(err_a, sig_a, err_b, sig_b, n_resamples=40, seed=9, chunk=7)
+    draws, replay = [], np.random.default_rng(9)
+    while len(draws) < 40:
+        idx = replay.integers(0, 60, 60)
+        if all(0 < (e[idx] >= np.quantile(e[idx], 0.9)).sum() < 60 for e in (err_a, err_b)):
+            draws.append(idx)
+
+    def diff(idx):
+        out = []
+        for err, sig in ((err_a, sig_a), (err_b, sig_b)):
+            e, s = err[idx], sig[idx]
+            out.append((spearmanr(s, e).statistic, roc_auc_score(e >= np.quantile(e, 0.9), s)))
+        return out[0][0] - out[1][0], out[0][1] - out[1][1]
+
+    ref = np.array([diff(idx) for idx in draws])
+    for k, key in enumerate(("spearman", "auroc_top10")):
+        lo, hi = np.quantile(ref[:, k], [0.025, 0.975])
+        assert got[key]["ci95"] == pytest.approx([lo, hi], rel=1e-9)
+        assert got[key]["diff"] == pytest.approx(diff(np.arange(60))[k], rel=1e-9)
+
+
 def _frames(seed=0, n=200, nll_sigma_noise=0.01, nll_extra_error=0.0, shipped_sigma_noise=1.0):
     """Two ensembles' predictions on the same val and test structures; the variance-head
     ensemble's σ_total tracks its errors within ``nll_sigma_noise``."""

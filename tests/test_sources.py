@@ -47,6 +47,24 @@ def test_flla_fixture_keeps_bad_rows_with_reasons(tmp_path, flla_structures):
     assert np.isnan(t.target.iloc[2])
 
 
+def test_flla_limit_reads_the_first_records_and_a_bad_row_keeps_its_formula(
+    tmp_path, flla_structures, flla_csv, flla_table
+):
+    path = write_flla_csv(tmp_path / "f.csv", [(f"mp-{k}", s, "-1.0")
+                                               for k, s in enumerate(flla_structures)])  # fmt: skip
+    whole, first = read_flla_csv(path), read_flla_csv(path, limit=3)
+    assert list(first.id) == list(whole.id[:3]) and list(first.formula) == list(whole.formula[:3])
+    assert all(a == b for a, b in zip(first.structure, whole.structure[:3], strict=True))
+    limited = load_source("flla", raw_dir=flla_csv.parent, registry_path=None, limit=3)  # real
+    assert list(limited.id) == list(flla_table.id[:3])
+    # a structure that does not parse keeps the formula of the file's formula column
+    text = path.read_text().replace(repr(flla_structures[0].as_dict()), "{'broken': 1")
+    (tmp_path / "g.csv").write_text(text)
+    bad = read_flla_csv(tmp_path / "g.csv", limit=1).iloc[0]
+    assert bad.structure is None and bad.formula == flla_structures[0].composition.formula.replace(
+        " ", "")
+
+
 def test_jarvis_zip_fixture(tmp_path, flla_structures):
     member = "jdft_3d-4-26-2020.json"
     recs = [

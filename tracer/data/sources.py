@@ -32,6 +32,7 @@ import ast
 import csv
 import gzip
 import hashlib
+import itertools
 import json
 import math
 import warnings
@@ -128,10 +129,10 @@ def _to_float(value: Any) -> float:
         return math.nan
 
 
-def _formula_of(structure: Structure | None, fallback: str = "") -> str:
+def _formula_of(structure: Structure | None, fallback: str | Callable[[], str] = "") -> str:
     if structure is not None:
         return structure.composition.formula.replace(" ", "")
-    return fallback
+    return fallback() if callable(fallback) else fallback
 
 
 def _record(
@@ -140,9 +141,10 @@ def _record(
     target: Any,
     unit: str,
     source: str,
-    formula_hint: str = "",
+    formula_hint: str | Callable[[], str] = "",
 ) -> dict[str, Any]:
-    """Build one canonical row; a structure that fails to parse is kept with its error."""
+    """Build one canonical row; a structure that fails to parse is kept with its error (and
+    the formula ``formula_hint`` gives: a callable is called only then)."""
     structure: Structure | None = None
     error: str | None = None
     try:
@@ -185,15 +187,16 @@ def _formula_hint_from_dict_repr(text: str) -> str:
         return str(text)
 
 
-def read_flla_csv(path: str | Path) -> pd.DataFrame:
-    """Parse matminer 0.3.9's ``flla_2015.csv`` (structures as Python dict literals).
+def read_flla_csv(path: str | Path, limit: int | None = None) -> pd.DataFrame:
+    """Parse matminer 0.3.9's ``flla_2015.csv`` (structures as Python dict literals); with
+    ``limit``, only its first ``limit`` records.
 
     Target: ``formation_energy_per_atom`` (eV/atom).
     """
     path = Path(path)
     rows = []
-    for row in _csv_rows_skipping_comments(path):
-        text = row["structure"]
+    for row in itertools.islice(_csv_rows_skipping_comments(path), limit):
+        text, formula = row["structure"], row.get("formula", "")
         rows.append(
             _record(
                 row["material_id"],
@@ -201,7 +204,7 @@ def read_flla_csv(path: str | Path) -> pd.DataFrame:
                 row["formation_energy_per_atom"],
                 EV_PER_ATOM,
                 "flla",
-                _formula_hint_from_dict_repr(row.get("formula", "")),
+                lambda formula=formula: _formula_hint_from_dict_repr(formula),
             )
         )
     return _frame(rows)
@@ -383,27 +386,35 @@ def load_source(
     raw_dir: str | Path = "data/raw",
     path: str | Path | None = None,
     registry_path: str | Path | None = "data/checksums.json",
+    limit: int | None = None,
 ) -> pd.DataFrame:
     """Return the canonical table of source ``name``, fetching its raw file when needed.
 
     ``path`` is the folder (``castelli_local``) or file (``local_csv``) of sources read by path.
+    ``limit``: only the first ``limit`` records, in the file's order (FLLA's parser stops
+    there; the others' tables are cut after reading).
     """
     spec = _spec(name)
     if spec.raw is None:
         if path is None:
             raise ValueError(f"source {name} is read by path: set dataset.path")
-        return read_castelli_dir(path) if name == "castelli_local" else read_local_csv(path)
+        table = read_castelli_dir(path) if name == "castelli_local" else read_local_csv(path)
+        return _first(table, limit)
     raw_path = fetch_source(name, raw_dir, registry_path=registry_path)
     assert raw_path is not None
     if name == "flla":
-        return read_flla_csv(raw_path)
+        return read_flla_csv(raw_path, limit)
     if name in JARVIS_RELEASES:
-        return read_jarvis_zip(raw_path, member=spec.raw.extra.get("member"))
+        return _first(read_jarvis_zip(raw_path, member=spec.raw.extra.get("member")), limit)
     if name == "matbench_mp_e_form":
-        return read_matbench_json_gz(raw_path, "e_form", EV_PER_ATOM)
+        return _first(read_matbench_json_gz(raw_path, "e_form", EV_PER_ATOM), limit)
     if name == "matbench_perovskites":
-        return read_matbench_json_gz(raw_path, "e_form", EV_PER_CELL)
+        return _first(read_matbench_json_gz(raw_path, "e_form", EV_PER_CELL), limit)
     raise AssertionError(f"no parser wired for source {name}")  # pragma: no cover
+
+
+def _first(table: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    return table if limit is None else table.iloc[: int(limit)].reset_index(drop=True)
 
 
 def raw_sha256(name: str, raw_dir: str | Path, path: str | Path | None = None) -> str:

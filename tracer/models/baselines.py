@@ -22,8 +22,6 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import CGConv
-from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock, ShiftedSoftplus
 
 from tracer.graphs.batch import GraphBatch
 
@@ -76,6 +74,14 @@ class SchNet(nn.Module):
     """SchNet on periodic edges; output: per-structure mean of the atomwise outputs."""
 
     def __init__(self, config: SchNetConfig) -> None:
+        # torch_geometric only where a baseline is built: importing it takes seconds, and every
+        # process that reaches the model registry (each pipeline stage) would pay for it
+        from torch_geometric.nn.models.schnet import (
+            GaussianSmearing,
+            InteractionBlock,
+            ShiftedSoftplus,
+        )
+
         super().__init__()
         c = self.config = config
         self.embedding = nn.Embedding(c.num_elements, c.hidden_channels)
@@ -104,6 +110,8 @@ class CGCNN(nn.Module):
     """CGCNN on periodic edges; output: a readout of the mean-pooled atom features."""
 
     def __init__(self, config: CGCNNConfig) -> None:
+        from torch_geometric.nn import CGConv  # only where built, as SchNet's layers
+
         super().__init__()
         c = self.config = config
         n_gauss = round(c.cutoff / c.gaussian_step) + 1

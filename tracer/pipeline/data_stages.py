@@ -58,9 +58,8 @@ def run_data_stage(
             raw_dir=Path(root) / dataset_raw_dir,
             path=dataset_path,
             registry_path=Path(root) / "data" / "checksums.json",
+            limit=dataset_limit,
         )
-        if dataset_limit is not None:
-            table = table.iloc[: int(dataset_limit)].reset_index(drop=True)
         result = validate(table, validation)
         write_quarantine(result, paths.quarantine)
         summary = result.summary()

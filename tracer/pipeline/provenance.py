@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from importlib import metadata
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from tracer.pipeline.config import params_sha256
 
@@ -69,13 +69,12 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
 
 
 def device_name() -> str:
-    """The accelerator's name (e.g. ``NVIDIA H100 80GB HBM3``), else ``cpu``."""
-    try:
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    """The accelerator this process computes on (e.g. ``NVIDIA H100 80GB HBM3``), else
+    ``cpu``. A process that has not loaded torch has computed nothing on an accelerator: it is
+    ``cpu`` without importing torch (seconds), which the analysis stages never need."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return str(torch.cuda.get_device_name(0))
     return "cpu"
 
 
