@@ -36,7 +36,7 @@ repro: fetch                     ## run every DVC stage that is out of date (tra
 
 test: install                    ## the test suite on two processes, each test file on one (fetches FLLA for the data tests)
 	$(BIN)/tracer fetch flla
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check tracer tests benchmarks notebooks

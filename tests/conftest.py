@@ -27,13 +27,26 @@ SHARED = REPO.parent / "shared"
 DOWNLOADING_FIXTURES = {"flla_csv", "flla_table", "flla_structures"}
 
 
+LONGEST_FIRST = ("test_pipeline.py", "test_paper_profile.py", "test_distributed.py")
+"""The files that take longest (the two end-to-end ``dvc repro`` fixtures, then torchrun and
+gloo runs), collected first: ``make test`` hands files to its two workers in collection order
+(``--no-loadscope-reorder``), so they start at once and the short files fill in around them."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses the real FLLA file (directly or through a fixture built on it) is
     marked ``network``: in a fresh checkout it downloads the matminer sdist from PyPI once.
-    ``pytest -m "not network"`` runs the rest offline."""
+    ``pytest -m "not network"`` runs the rest offline. The files of :data:`LONGEST_FIRST` are
+    moved to the front, in that order; the others keep theirs."""
     for item in items:
         if DOWNLOADING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.network)
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items[:] = sorted(items, key=rank)  # a stable sort: each file's tests keep their order
 
 
 @pytest.fixture(scope="session")
