@@ -29,6 +29,7 @@ from tracer.inference.applicability import (
     Geometry,
     choose_thresholds,
     fit_training,
+    flagged_fraction,
     geometry_of,
 )
 from tracer.inference.domain_study import SHIFTS, shifted_copies
@@ -47,7 +48,7 @@ def _subset(geo: Geometry, rows: np.ndarray) -> Geometry:
 
 
 def _rate(domain: Any, geo: Geometry, emb: np.ndarray) -> float:
-    return float(np.mean([bool(r) for r in domain.check(geo, emb)]))
+    return flagged_fraction(domain.check(geo, emb))
 
 
 def main() -> None:

@@ -193,30 +193,37 @@ class BondLengths:
                 bits[a - 1], bits[b - 1], shell_z[:, None]], 1))  # fmt: skip
         return np.concatenate(rows)
 
+    @staticmethod
+    def target(geometry: Geometry) -> np.ndarray:
+        """Every atom's log nearest-neighbour distance (log Å), stacked as :meth:`features`."""
+        return np.log(np.concatenate(geometry.nn_distance))
+
     @classmethod
     def fit(cls, geometry: Geometry) -> BondLengths:
         """Fit on every atom of ``geometry`` (the training structures)."""
-        target = np.log(np.concatenate(geometry.nn_distance))
         model = HistGradientBoostingRegressor(**cls.PARAMS)
-        return cls(model.fit(cls.features(geometry), target))
+        return cls(model.fit(cls.features(geometry), cls.target(geometry)))
 
     def log_expected(self, geometry: Geometry) -> list[np.ndarray]:
         """Per structure, each atom's log expected nearest-neighbour distance (log Å)."""
-        flat = self.model.predict(self.features(geometry))
-        return np.split(flat, np.cumsum([len(z) for z in geometry.z])[:-1])
+        return _per_structure(self.model.predict(self.features(geometry)), geometry)
 
     @classmethod
     def out_of_fold(cls, geometry: Geometry, folds: int = 5) -> list[np.ndarray]:
         """:meth:`log_expected` of each training structure by a model fitted without it
         (``folds`` folds of whole structures)."""
-        x = cls.features(geometry)
-        y = np.log(np.concatenate(geometry.nn_distance))
+        x, y = cls.features(geometry), cls.target(geometry)
         groups = np.repeat(np.arange(len(geometry.z)), [len(z) for z in geometry.z])
         flat = np.empty(len(y))
         for fit_rows, held in GroupKFold(n_splits=folds).split(x, y, groups):
             model = HistGradientBoostingRegressor(**cls.PARAMS).fit(x[fit_rows], y[fit_rows])
             flat[held] = model.predict(x[held])
-        return np.split(flat, np.cumsum([len(z) for z in geometry.z])[:-1])
+        return _per_structure(flat, geometry)
+
+
+def _per_structure(flat: np.ndarray, geometry: Geometry) -> list[np.ndarray]:
+    """Stacked per-atom values split back into one array per structure of ``geometry``."""
+    return np.split(flat, np.cumsum([len(z) for z in geometry.z])[:-1])
 
 
 def bond_deviations(geometry: Geometry, log_expected: list[np.ndarray]) -> list[np.ndarray]:
@@ -234,6 +241,11 @@ def descriptors(geometry: Geometry, log_expected: list[np.ndarray]) -> dict[str,
         dev["bond_dev_max"].append(float(lr.max()))
     out = {k: np.asarray(v) for k, v in dev.items()}
     return {k: (out[k] if k in out else geometry.scalars[k]) for k in GEOMETRY}
+
+
+def flagged_fraction(reasons: list[list[str]]) -> float:
+    """The fraction of structures with at least one reason (of :meth:`Domain.check`)."""
+    return float(np.mean([bool(r) for r in reasons]))
 
 
 def knn_distance(query: np.ndarray, reference: np.ndarray, k: int, *,
@@ -265,14 +277,13 @@ class Domain:
     min_element_count: int = 5
 
     def check(self, geometry: Geometry, embedding: np.ndarray | None, *,
-              precomputed: tuple[list[np.ndarray], np.ndarray | None] | None = None,
+              precomputed: tuple[dict[str, np.ndarray], np.ndarray | None] | None = None,
               ) -> list[list[str]]:  # fmt: skip
         """The reasons each structure is out of the domain (empty list: inside).
         ``precomputed``: :meth:`parts` of these structures (when several thresholds are tried)."""
         from ase.data import chemical_symbols
 
-        log_expected, dist = precomputed or self.parts(geometry, embedding)
-        desc = descriptors(geometry, log_expected)
+        desc, dist = precomputed or self.parts(geometry, embedding)
         reasons: list[list[str]] = []
         for i, z in enumerate(geometry.z):
             why: list[str] = []
@@ -303,12 +314,13 @@ class Domain:
         return reasons
 
     def parts(self, geometry: Geometry, embedding: np.ndarray | None,
-              ) -> tuple[list[np.ndarray], np.ndarray | None]:  # fmt: skip
-        """What :meth:`check` computes before its thresholds: each atom's log expected bond
-        length and the kNN distance of each embedding to training (None without embeddings)."""
+              ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:  # fmt: skip
+        """What :meth:`check` computes before its thresholds: the :data:`GEOMETRY` descriptors
+        (bond deviations against this domain's bond-length model) and the kNN distance of each
+        embedding to training (None without embeddings)."""
         dist = (knn_distance(embedding, self.embeddings, self.k) if embedding is not None
                 else None)  # fmt: skip
-        return self.bond_lengths.log_expected(geometry), dist
+        return descriptors(geometry, self.bond_lengths.log_expected(geometry)), dist
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -397,7 +409,7 @@ def choose_thresholds(
     grid = [(r, s, q) for r in representation_quantiles for s in strain_quantiles
             for q in range_quantiles]  # fmt: skip
     embeddings = np.asarray(train_embedding, dtype=np.float32)
-    pre = {name: (bonds.log_expected(g), knn_distance(e, embeddings, k))
+    pre = {name: (descriptors(g, bonds.log_expected(g)), knn_distance(e, embeddings, k))
            for name, (g, e) in {"val": (val, val_embedding), **shifted_val}.items()}  # fmt: skip
     for index, (rq, sq, q) in enumerate(grid):
         ranges = {key: (float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail)))
@@ -410,12 +422,12 @@ def choose_thresholds(
                         representation_quantile=rq,
                         min_element_count=min_element_count)  # fmt: skip
         last = index == len(grid) - 1
-        val_rate = np.mean([bool(r) for r in domain.check(val, None, precomputed=pre["val"])])
+        val_rate = flagged_fraction(domain.check(val, None, precomputed=pre["val"]))
         if val_rate > max_val_flagged:
             if last and best is None:
                 best = ((0.0, -index), domain)
             continue
-        detected = [np.mean([bool(r) for r in domain.check(g, None, precomputed=pre[name])])
+        detected = [flagged_fraction(domain.check(g, None, precomputed=pre[name]))
                     for name, (g, _) in shifted_val.items()]  # fmt: skip
         score = (float(min(detected)) if detected else 0.0, -index)
         if best is None or score > best[0]:

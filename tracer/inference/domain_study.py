@@ -32,6 +32,7 @@ from tracer.inference.applicability import (
     GEOMETRY,
     MAX_VAL_FLAGGED,
     fit_domain,
+    flagged_fraction,
     geometry_of,
     knn_distance,
 )
@@ -246,8 +247,8 @@ def run_domain_study(
             "what": SHIFTS[kind],
             "n": len(reasons),
             "n_refused_no_neighbour": n_made - len(reasons),
-            "flagged_fraction": float(np.mean([bool(r) for r in reasons])),
-            "flagged_fraction_val": float(np.mean([bool(r) for r in domain.check(geo_v, emb_v)])),
+            "flagged_fraction": flagged_fraction(reasons),
+            "flagged_fraction_val": flagged_fraction(domain.check(geo_v, emb_v)),
             "flagged_by_representation": float(
                 np.mean([any("representation" in x for x in r) for r in reasons])
             ),
@@ -271,7 +272,7 @@ def run_domain_study(
         "validation structures, then detect the most of the worst-detected kind of shifted "
         "validation copies",
         "min_element_count": domain.min_element_count,
-        "flagged_fraction_val": float(np.mean([bool(r) for r in val_reasons])),
+        "flagged_fraction_val": flagged_fraction(val_reasons),
         "flagged_fraction_test": float(flagged.mean()),
         "n_flagged_test": int(flagged.sum()),
         "mae_flagged": mae_out,

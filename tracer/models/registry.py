@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from torch import nn
@@ -40,7 +41,5 @@ def build_model(config: ModelConfig, *, initialise: bool = True) -> nn.Module:
     """A freshly initialised model for ``config``. ``initialise=False``: GemNet-T's layers skip
     their orthogonal initialisation (:func:`tracer.models.gemnet.weights_to_be_loaded`), for a
     model whose state dict is loaded in full next."""
-    if initialise:
-        return MODELS[config.kind](config)
-    with weights_to_be_loaded():
+    with nullcontext() if initialise else weights_to_be_loaded():
         return MODELS[config.kind](config)

@@ -40,8 +40,7 @@ def cv_variance_head(run_dir: str | Path, frame: pd.DataFrame, k: int, *,
     training summaries."""
     folder = Path(run_dir) / VARIANCE_HEAD
     nll = read_folds(folder, k)
-    report = variance_head_study(frame.drop(columns=[c for c in frame if c.endswith("_var")]),
-                                 nll, n_resamples=n_resamples)  # fmt: skip
+    report = variance_head_study(frame, nll, n_resamples=n_resamples)
     training = {}
     for f in range(k):
         members = json.loads((folder / f"fold_{f}" / "training.json").read_text())["members"]

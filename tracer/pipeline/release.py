@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from tracer.inference.applicability import SYMPREC
 from tracer.inference.predict import CALIBRATION, write_manifest
 from tracer.pipeline.paths import Paths
 from tracer.pipeline.record_stages import DERIVED_METRICS
@@ -188,7 +189,7 @@ def model_card(
             "and widest empty slab outside the training range (tails of "
             f"{domain['range_quantile']:.2%} cut; {domain['strain_quantile']:.2%} for the median "
             "bond deviation; chosen on validation); no symmetry (space "
-            "group P1 within 0.1 Å) when that is rare in training; distance to the "
+            f"group P1 within {SYMPREC:g} Å) when that is rare in training; distance to the "
             f"{domain['representation_k']} nearest training structures "
             "in the model's representation above its validation "
             f"{domain['representation_quantile']:.0%} quantile",
