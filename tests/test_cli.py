@@ -1,4 +1,7 @@
+import pytest
+
 from tracer.cli import main
+from tracer.commands.data import domain_split
 
 
 def test_fetch_unknown_source_exits_2(capsys):
@@ -26,3 +29,13 @@ def test_train_alignn_takes_a_split_or_one_fold_of_a_fold_file():
         main([*base, "--split", "s.json", "--folds", "f.json", "--fold", "0"])
     with pytest.raises(SystemExit, match="--folds needs --fold"):
         main([*base, "--folds", "f.json"])
+
+
+def test_fit_domain_takes_the_split_or_one_fold_of_a_fold_file():
+    split, where = domain_split("data/splits/flla.json", "data/splits/flla_cv5.json", None)
+    assert where == {"split": "data/splits/flla.json"} and len(split["test"]) == 395
+    run, where = domain_split("data/splits/flla.json", "data/splits/flla_cv5.json", 2)
+    assert where == {"split": "data/splits/flla_cv5.json", "fold": 2} and run["fold"] == 2
+    assert len(run["test"]) in (787, 788)
+    with pytest.raises(ValueError, match=r"fold 5 is not in data/splits/flla_cv5\.json \(5 folds"):
+        domain_split("data/splits/flla.json", "data/splits/flla_cv5.json", 5)

@@ -216,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", default=None, help="members' folder (default: the shipped one)")
     p.add_argument("--table", default="data/processed/flla.parquet")
     p.add_argument("--split", default="data/splits/flla.json")
+    p.add_argument("--folds", default="data/splits/flla_cv5.json",
+                   help="fold file from make-folds (with --fold)")  # fmt: skip
+    p.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        help="fit on this run of --folds instead of --split (the fold's members)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing applicability.pt")
     p.set_defaults(func="data:cmd_fit_domain")
 

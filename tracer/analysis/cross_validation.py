@@ -56,6 +56,15 @@ def out_of_fold(frame: pd.DataFrame, ids: Sequence[str]) -> pd.DataFrame:
     return test.set_index("id").loc[list(ids)].reset_index()
 
 
+def stratified_indices(strata: Any, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap resamples as rows of indices, ``(n_resamples, n)``: each stratum's positions
+    drawn with replacement within that stratum (strata in sorted order, side by side)."""
+    strata = np.asarray(strata)
+    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    return np.concatenate([g[rng.integers(0, g.size, size=(n_resamples, g.size))]
+                           for g in groups], axis=1)  # fmt: skip
+
+
 def paired_bootstrap(
     y: Any,
     pred_a: Any,
@@ -78,11 +87,9 @@ def paired_bootstrap(
     if not (np.isfinite(y).all() and np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("non-finite values")
     strata = np.zeros(y.size, dtype=int) if strata is None else np.asarray(strata)
-    rng = np.random.default_rng(seed)
     ea, eb = a - y, b - y
     groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
-    idx = np.concatenate([g[rng.integers(0, g.size, size=(n_resamples, g.size))] for g in groups],
-                         axis=1)  # fmt: skip
+    idx = stratified_indices(strata, n_resamples, np.random.default_rng(seed))
     mae = np.abs(ea[idx]).mean(1) - np.abs(eb[idx]).mean(1)
     rmse = np.sqrt((ea[idx] ** 2).mean(1)) - np.sqrt((eb[idx] ** 2).mean(1))
     lo, hi = (1 - confidence) / 2, 1 - (1 - confidence) / 2
@@ -103,11 +110,7 @@ def stratified_ci(y: Any, pred: Any, strata: Any, *, n_resamples: int = 2000,
                   seed: int = 0) -> list[float]:  # fmt: skip
     """95% percentile interval of the MAE, resampling structures within each stratum."""
     y, p = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
-    strata = np.asarray(strata)
-    rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
-    idx = np.concatenate([g[rng.integers(0, g.size, size=(n_resamples, g.size))] for g in groups],
-                         axis=1)  # fmt: skip
+    idx = stratified_indices(np.asarray(strata), n_resamples, np.random.default_rng(seed))
     mae = np.abs(p[idx] - y[idx]).mean(1)
     return [float(np.quantile(mae, 0.025)), float(np.quantile(mae, 0.975))]
 

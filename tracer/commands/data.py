@@ -8,10 +8,11 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tracer.analysis.cross_validation import write_json
 from tracer.data.download import ChecksumError, DataUnavailableError, sha256_file
-from tracer.data.folds import group_kfold, save_folds
+from tracer.data.folds import group_kfold, load_folds, save_folds
 from tracer.data.perovskites import (
     MATBENCH_METHOD,
     MATBENCH_RANDOM_STATE,
@@ -78,6 +79,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if summary["predicted"] else 1
 
 
+def domain_split(split_path: str | Path, folds_path: str | Path,
+                 fold: int | None) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The split a domain is fitted on and how ``ood.json`` names it: the split file, or run
+    ``fold`` of a fold file (then the members must be that fold's)."""
+    if fold is None:
+        return load_split(split_path), {"split": str(split_path)}
+    runs = load_folds(folds_path)["folds"]
+    if not 0 <= fold < len(runs):
+        raise ValueError(f"fold {fold} is not in {folds_path} ({len(runs)} folds)")
+    return runs[fold], {"split": str(folds_path), "fold": fold}
+
+
 def cmd_fit_domain(args: argparse.Namespace) -> int:
     ens = Ensemble.load(args.ensemble, domain=False)  # measured afresh, not with a previous fit
     folder = ens.members[0].parent
@@ -85,12 +98,12 @@ def cmd_fit_domain(args: argparse.Namespace) -> int:
     if target.exists() and not args.force:
         print(f"tracer fit-domain: would overwrite {target} (use --force)", file=sys.stderr)
         return 2
-    split = load_split(args.split)
+    split, where = domain_split(args.split, args.folds, args.fold)
     domain, record = run_domain_study(ens, read_table(args.table), split,
                                       progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
     domain.save(target)
     record["ensemble"] = folder.name
-    record["split"] = str(args.split)
+    record.update(where, split_sha256=split["split_sha256"])
     (folder / "ood.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({k: record[k] for k in ("flagged_fraction_test", "mae_ratio")}))
     return 0

@@ -19,6 +19,7 @@ from tracer.analysis.cross_validation import (
     read_folds,
     write_json,
 )
+from tracer.analysis.domain_cv import pooled_domain
 from tracer.analysis.failures import failure_report
 from tracer.analysis.flags import flag_report
 from tracer.analysis.sigma_candidates import variance_head_study
@@ -54,6 +55,25 @@ def cv_variance_head(run_dir: str | Path, frame: pd.DataFrame, k: int, *,
     return report
 
 
+DOMAIN = "domain"
+"""A cross-validation folder's sub-folder for the applicability domain measured out of fold:
+per fold the members' ``predictions.parquet``, ``training.json``, ``histories/`` (``tracer
+train-cv``, weights kept) and ``ood.json`` (``tracer fit-domain --fold``)."""
+
+
+def cv_domain(run_dir: str | Path, k: int, *, n_resamples: int = 2000) -> dict[str, Any]:
+    """``cv_domain.json``: each fold's domain record and predictions of
+    ``<run_dir>/domain/`` pooled (:func:`tracer.analysis.domain_cv.pooled_domain`)."""
+    folder = Path(run_dir) / DOMAIN
+    missing = [f for f in range(k) if not (folder / f"fold_{f}" / "ood.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: folds {missing} have no ood.json yet")
+    frame = read_folds(folder, k)
+    folds = [(json.loads((folder / f"fold_{f}" / "ood.json").read_text()),
+              frame[frame["fold"] == f]) for f in range(k)]  # fmt: skip
+    return pooled_domain(folds, n_resamples=n_resamples)
+
+
 def record_cv(
     run_dir: str | Path,
     folds: dict[str, Any],
@@ -65,7 +85,8 @@ def record_cv(
     out_dir: str | Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score a cross-validation folder: ``cv_accuracy.json``, ``cv_uncertainty.json``,
-    ``cv_failures.json``, ``cv_triage.json``, ``cv_flags.json`` into ``run_dir`` (keys:
+    ``cv_failures.json``, ``cv_triage.json``, ``cv_flags.json`` (and ``cv_variance_head.json``,
+    ``cv_domain.json`` when their sub-folders exist) into ``run_dir`` (keys:
     docs/METRICS.md) and ``oof_gemnet_t.parquet`` (id, fold, y_true, member_<seed>…, mean, std,
     and the per-fold training-mean prediction ``dummy``). ``device``: the card the members
     trained on (for provenance). ``out_dir`` (default ``run_dir``): where the records go, when
@@ -137,6 +158,8 @@ def record_cv(
     if (run_dir / VARIANCE_HEAD).is_dir():
         records["cv_variance_head"] = cv_variance_head(run_dir, frame, folds["k"],
                                                        n_resamples=n_resamples)  # fmt: skip
+    if (run_dir / DOMAIN).is_dir():
+        records["cv_domain"] = cv_domain(run_dir, folds["k"], n_resamples=n_resamples)
     for name, payload in records.items():
         write_json(out_dir / f"{name}.json", {**payload, "provenance": prov})
     return records

@@ -1,0 +1,117 @@
+"""The applicability domain pooled over folds: shares with exact intervals, the MAE ratio, the
+shifted kinds, the declared verdicts (each able to fail), and records that do not fit their
+predictions refused."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import beta
+
+from tracer.analysis.domain_cv import pooled_domain, proportion
+from tracer.pipeline.cv_records import DOMAIN, cv_domain
+
+KINDS = ("strained", "rattled")
+
+
+def _fold(fold, n, n_flagged, *, detection=0.95, seed=0):
+    """A fold's predictions (``n`` test and 10 validation rows) and its ood.json-like record:
+    the first ``n_flagged`` test structures flagged, with errors ten times the others'."""
+    rng = np.random.default_rng([seed, fold])
+    ids = [f"f{fold}-{k}" for k in range(n)]
+    y = rng.normal(size=n)
+    err = rng.uniform(0.01, 0.1, n)
+    err[:n_flagged] *= 10
+    test = pd.DataFrame({"id": ids, "set": "test", "fold": fold, "y_true": y, "mean": y + err})
+    val = pd.DataFrame({"id": [f"v{fold}-{k}" for k in range(10)], "set": "val", "fold": fold,
+                        "y_true": 0.0, "mean": 0.0})  # fmt: skip
+    mae_flagged = float(err[:n_flagged].mean()) if n_flagged else float("nan")
+    record = {
+        "n_train": 100, "n_val": 10, "n_test": n,
+        "flagged_fraction_val": 0.03, "flagged_fraction_test": n_flagged / n,
+        "mae_flagged": mae_flagged, "mae_unflagged": float(err[n_flagged:].mean()),
+        "mae_ratio": mae_flagged / float(err[n_flagged:].mean()),
+        "representation_quantile": 0.99, "strain_quantile": 0.01, "range_quantile": 0.001,
+        "checks_fired_test": {"strain": n_flagged},
+        "flagged_test": [{"id": ids[k], "abs_error": float(err[k]), "reasons": ["strain"]}
+                         for k in range(n_flagged)],
+        "shift_detection": {kind: {"what": kind, "n": n, "flagged_fraction": detection,
+                                   "flagged_fraction_val": detection} for kind in KINDS},
+    }  # fmt: skip
+    return record, pd.concat([val, test], ignore_index=True)
+
+
+def test_proportion_is_clopper_pearson():
+    rep = proportion(22, 395)
+    alpha = 0.05
+    assert rep["fraction"] == pytest.approx(22 / 395)
+    assert rep["ci95"][0] == pytest.approx(beta.ppf(alpha / 2, 22, 395 - 22 + 1))
+    assert rep["ci95"][1] == pytest.approx(beta.ppf(1 - alpha / 2, 22 + 1, 395 - 22))
+    assert proportion(0, 10)["ci95"][0] == 0.0
+    with pytest.raises(ValueError, match="k=11, n=10"):
+        proportion(11, 10)
+
+
+def test_pooled_share_ratio_and_shifts():
+    folds = [_fold(0, 400, 12), _fold(1, 300, 9, detection=0.85)]
+    rep = pooled_domain(folds, n_resamples=200)
+    assert rep["n"] == 700 and rep["flagged"]["k"] == 21
+    assert rep["flagged"]["fraction"] == pytest.approx(0.03)
+    err = np.concatenate([(r["mean"] - r["y_true"]).abs()[r["set"] == "test"] for _, r in folds])
+    flagged = np.r_[np.arange(400) < 12, np.arange(300) < 9]
+    assert rep["mae_ratio"] == pytest.approx(err[flagged].mean() / err[~flagged].mean())
+    lo, hi = rep["mae_ratio_ci95"]
+    assert lo < rep["mae_ratio"] < hi
+    # detection pooled by counts: (0.95 * 400 + 0.85 * 300) / 700
+    assert rep["shift_detection"]["strained"]["fraction"] == pytest.approx(635 / 700)
+    assert rep["shift_detection"]["strained"]["per_fold"] == [0.95, 0.85]
+    assert rep["checks_fired_test"] == {"strain": 21}
+    assert [p["worst_detection"] for p in rep["per_fold"]] == [0.95, 0.85]
+    v = rep["verdicts"]
+    assert v["flagged_met"] and v["mae_ratio_met"] and v["shifts_met"]
+    assert v["flagged_met_with_margin"] == (rep["flagged"]["ci95"][1] <= 0.05)
+
+
+def test_each_verdict_can_fail():
+    many = pooled_domain([_fold(0, 400, 30), _fold(1, 400, 20)], n_resamples=50)
+    assert not many["verdicts"]["flagged_met"]  # 50 of 800 = 6.25%
+    few = pooled_domain([_fold(0, 2000, 40), _fold(1, 2000, 40)], n_resamples=50)
+    assert few["verdicts"]["flagged_met_with_margin"]  # 2% of 4,000: the upper end under 5%
+    missed = pooled_domain([_fold(0, 400, 12, detection=0.8), _fold(1, 400, 12)], n_resamples=50)
+    assert not missed["verdicts"]["shifts_met"]  # 0.875 pooled
+    flat = _fold(0, 400, 12)
+    rows = flat[1].copy()
+    rows.loc[rows["set"] == "test", "mean"] = rows["y_true"] + 0.05  # flagged no worse
+    flat[0]["flagged_test"] = [dict(r, abs_error=0.05) for r in flat[0]["flagged_test"]]
+    assert not pooled_domain([(flat[0], rows)], n_resamples=50)["verdicts"]["mae_ratio_met"]
+
+
+def test_records_that_do_not_fit_their_predictions_are_refused():
+    rec, rows = _fold(0, 100, 5)
+    with pytest.raises(ValueError, match=r"fold 0: ood\.json has 99 test structures"):
+        pooled_domain([(dict(rec, n_test=99), rows)])
+    stranger = dict(rec, flagged_test=rec["flagged_test"] + [{"id": "elsewhere",
+                                                              "abs_error": 0.1}])
+    with pytest.raises(ValueError, match="flagged ids not in its test part: \\['elsewhere'\\]"):
+        pooled_domain([(stranger, rows)])
+    other = dict(rec, flagged_test=[dict(r, abs_error=r["abs_error"] + 0.01)
+                                    for r in rec["flagged_test"]])  # fmt: skip
+    with pytest.raises(ValueError, match="not the same members"):
+        pooled_domain([(other, rows)])
+    with pytest.raises(ValueError, match="every structure or none"):
+        pooled_domain([_fold(0, 100, 0)])
+
+
+def test_cv_domain_reads_the_folds_and_names_a_missing_one(tmp_path):
+    folds = [_fold(0, 200, 6), _fold(1, 200, 8)]
+    for f, (rec, rows) in enumerate(folds):
+        d = tmp_path / DOMAIN / f"fold_{f}"
+        d.mkdir(parents=True)
+        rows.to_parquet(d / "predictions.parquet", index=False)
+        if f == 0:
+            (d / "ood.json").write_text(json.dumps(rec))
+    with pytest.raises(FileNotFoundError, match=r"folds \[1\] have no ood.json"):
+        cv_domain(tmp_path, 2)
+    (tmp_path / DOMAIN / "fold_1" / "ood.json").write_text(json.dumps(folds[1][0]))
+    assert cv_domain(tmp_path, 2, n_resamples=50) == pooled_domain(folds, n_resamples=50)

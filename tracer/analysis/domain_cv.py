@@ -1,0 +1,139 @@
+"""The applicability domain measured out of fold: each fold's domain, fitted on its own training
+part by its own members (``tracer fit-domain --fold``, record ``ood.json``), pooled over every
+fold's test part.
+
+The verdict rules were declared before the fold members were trained (docs/screening.md § The
+domain on the five folds): the share of structures flagged is judged against
+``max_flagged`` by its point (*met out of fold*) and by the upper end of its Clopper–Pearson
+95% interval (*met with a margin*); the MAE of flagged over unflagged structures by its point
+against ``min_ratio``; each kind of made-up shifted input by its pooled detection against
+``min_detection``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from tracer.analysis.cross_validation import stratified_indices
+
+#: the settings a fold's rule chose on its validation part (keys of ``ood.json``)
+CHOSEN = ("representation_quantile", "strain_quantile", "range_quantile")
+
+
+def proportion(k: int, n: int) -> dict[str, Any]:
+    """``k`` of ``n`` as a fraction with its exact (Clopper–Pearson) 95% interval."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"a proportion needs 0 <= k <= n and n > 0, got k={k}, n={n}")
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return {"k": k, "n": n, "fraction": k / n, "ci95": [float(ci.low), float(ci.high)]}
+
+
+def _fold_errors(fold: int, record: dict[str, Any], rows: pd.DataFrame) -> pd.DataFrame:
+    """The fold's test rows with ``abs_err`` (eV/atom) and ``flagged``; the record and the rows
+    must describe the same structures and, for the flagged ones, the same errors."""
+    test = rows[rows["set"] == "test"]
+    if len(test) != record["n_test"]:
+        raise ValueError(f"fold {fold}: ood.json has {record['n_test']} test structures, "
+                         f"the predictions {len(test)}")  # fmt: skip
+    err = (test["mean"] - test["y_true"]).abs().to_numpy(float)
+    flagged_ids = {r["id"]: r["abs_error"] for r in record["flagged_test"]}
+    unknown = sorted(set(flagged_ids) - set(test["id"]))
+    if unknown:
+        raise ValueError(f"fold {fold}: flagged ids not in its test part: {unknown[:5]}")
+    flagged = test["id"].isin(flagged_ids).to_numpy()
+    recorded = np.array([flagged_ids[i] for i in test["id"][flagged]])
+    if recorded.size and np.abs(recorded - err[flagged]).max() > 1e-4:  # the CPU refit vs GPU
+        raise ValueError(f"fold {fold}: the flagged structures' errors in ood.json differ from "
+                         "the predictions' (not the same members?)")  # fmt: skip
+    return pd.DataFrame({"id": test["id"].to_numpy(), "fold": fold, "abs_err": err,
+                         "flagged": flagged})  # fmt: skip
+
+
+def _ratio(err: np.ndarray, flagged: np.ndarray) -> float:
+    return float(err[flagged].mean() / err[~flagged].mean())
+
+
+def pooled_domain(
+    folds: Sequence[tuple[dict[str, Any], pd.DataFrame]],
+    *,
+    max_flagged: float = 0.05,
+    min_ratio: float = 2.0,
+    min_detection: float = 0.90,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Pool each fold's domain record (``ood.json`` of
+    :func:`tracer.inference.domain_study.run_domain_study`) with that fold's predictions
+    (``id``, ``set``, ``y_true``, ``mean`` in eV/atom; the same members) into
+    ``cv_domain.json`` (keys: docs/METRICS.md). The MAE ratio's interval resamples structures
+    within folds."""
+    if not folds:
+        raise ValueError("no folds")
+    frame = pd.concat([_fold_errors(f, rec, rows) for f, (rec, rows) in enumerate(folds)],
+                      ignore_index=True)  # fmt: skip
+    err, flagged = frame["abs_err"].to_numpy(), frame["flagged"].to_numpy()
+    if flagged.all() or not flagged.any():
+        raise ValueError("every structure or none is flagged: no MAE ratio")
+    idx = stratified_indices(frame["fold"].to_numpy(), n_resamples,
+                             np.random.default_rng(seed))  # fmt: skip
+    f_idx = flagged[idx]
+    e_idx = err[idx]
+    boot = (e_idx * f_idx).sum(1) / f_idx.sum(1) / ((e_idx * ~f_idx).sum(1) / (~f_idx).sum(1))
+    share = proportion(int(flagged.sum()), len(frame))
+    ratio = _ratio(err, flagged)
+
+    kinds = list(folds[0][0]["shift_detection"])
+    shifts = {}
+    for kind in kinds:
+        per = [rec["shift_detection"][kind] for rec, _ in folds]
+        k = sum(round(p["flagged_fraction"] * p["n"]) for p in per)
+        shifts[kind] = {"what": per[0]["what"], **proportion(k, sum(p["n"] for p in per)),
+                        "per_fold": [p["flagged_fraction"] for p in per],
+                        "val_per_fold": [p["flagged_fraction_val"] for p in per],
+                        "met": k / sum(p["n"] for p in per) >= min_detection}  # fmt: skip
+    fired: dict[str, int] = {}
+    for rec, _ in folds:
+        for key, n in rec["checks_fired_test"].items():
+            fired[key] = fired.get(key, 0) + n
+    per_fold = []
+    for rec, _ in folds:
+        per_fold.append({
+            "n_train": rec["n_train"], "n_val": rec["n_val"], "n_test": rec["n_test"],
+            "flagged_fraction_val": rec["flagged_fraction_val"],
+            "flagged_fraction_test": rec["flagged_fraction_test"],
+            "mae_flagged": rec["mae_flagged"], "mae_unflagged": rec["mae_unflagged"],
+            "mae_ratio": rec["mae_ratio"],
+            "chosen": {key: rec[key] for key in CHOSEN},
+            "worst_detection": min(rec["shift_detection"][kind]["flagged_fraction"]
+                                   for kind in kinds),
+            "split_sha256": rec.get("split_sha256"),
+        })  # fmt: skip
+    return {
+        "unit": "eV/atom",
+        "n_folds": len(folds),
+        "n": len(frame),
+        "flagged": share,
+        "flagged_fraction_val_mean": float(np.mean([p["flagged_fraction_val"] for p in per_fold])),
+        "mae_flagged": float(err[flagged].mean()),
+        "mae_unflagged": float(err[~flagged].mean()),
+        "mae_ratio": ratio,
+        "mae_ratio_ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+        "shift_detection": shifts,
+        "checks_fired_test": dict(sorted(fired.items())),
+        "per_fold": per_fold,
+        "verdicts": {
+            "rule": f"flagged <= {max_flagged:.0%} (point: met out of fold; upper end of the "
+            f"95% interval too: met with a margin); MAE ratio >= {min_ratio:g}; each shifted "
+            f"kind detected >= {min_detection:.0%} (pooled); declared before the fold members "
+            "were trained",
+            "flagged_met": share["fraction"] <= max_flagged,
+            "flagged_met_with_margin": share["ci95"][1] <= max_flagged,
+            "mae_ratio_met": ratio >= min_ratio,
+            "shifts_met": all(s["met"] for s in shifts.values()),
+        },
+    }
