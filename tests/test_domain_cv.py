@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import beta
 
-from tracer.analysis.domain_cv import pooled_domain, proportion
+from tracer.analysis.domain_cv import domain_cv_tables, pooled_domain, proportion
 from tracer.pipeline.cv_records import DOMAIN, cv_domain
 
 KINDS = ("strained", "rattled")
@@ -115,3 +115,17 @@ def test_cv_domain_reads_the_folds_and_names_a_missing_one(tmp_path):
         cv_domain(tmp_path, 2)
     (tmp_path / DOMAIN / "fold_1" / "ood.json").write_text(json.dumps(folds[1][0]))
     assert cv_domain(tmp_path, 2, n_resamples=50) == pooled_domain(folds, n_resamples=50)
+
+
+def test_tables_show_each_measure_against_its_goal():
+    rep = pooled_domain([_fold(0, 400, 30), _fold(1, 400, 20, detection=0.8)], n_resamples=50)
+    summary, per_fold = domain_cv_tables(rep)
+    assert list(summary.index) == ["share of test structures flagged", "MAE flagged / unflagged",
+                                   "shifted: strained", "shifted: rattled"]  # fmt: skip
+    assert summary.loc["share of test structures flagged", "value"] == round(50 / 800, 3)
+    assert not summary.loc["share of test structures flagged", "met"]
+    assert summary.loc["shifted: strained", "value"] == 0.875
+    assert not summary.loc["shifted: strained", "met"]
+    assert summary.loc["MAE flagged / unflagged", "met"]
+    assert list(per_fold["test flagged"]) == [0.075, 0.05]
+    assert list(per_fold["worst shift detection"]) == [0.95, 0.8]

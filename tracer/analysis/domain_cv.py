@@ -137,3 +137,32 @@ def pooled_domain(
             "shifts_met": all(s["met"] for s in shifts.values()),
         },
     }
+
+
+def domain_cv_tables(record: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``cv_domain.json`` as two tables: each measure pooled with its interval, goal, verdict
+    and whether its whole 95% interval clears the goal; and per fold the validation and test
+    shares, the MAE ratio, the chosen settings and the worst-detected shifted kind."""
+    v = record["verdicts"]
+    share = record["flagged"]
+    rows = [{"measure": "share of test structures flagged", "value": share["fraction"],
+             "ci95": share["ci95"], "n": share["n"], "goal": "<= 5%",
+             "met": v["flagged_met"], "interval clears the goal": v["flagged_met_with_margin"]},
+            {"measure": "MAE flagged / unflagged", "value": record["mae_ratio"],
+             "ci95": record["mae_ratio_ci95"], "n": share["n"], "goal": ">= 2",
+             "met": v["mae_ratio_met"],
+             "interval clears the goal": record["mae_ratio_ci95"][0] >= 2}]
+    for kind, s in record["shift_detection"].items():
+        rows.append({"measure": f"shifted: {kind}", "value": s["fraction"], "ci95": s["ci95"],
+                     "n": s["n"], "goal": ">= 90%", "met": s["met"],
+                     "interval clears the goal": s["ci95"][0] >= 0.9})  # fmt: skip
+    summary = pd.DataFrame(rows).set_index("measure")
+    summary["ci95"] = [[round(x, 3) for x in ci] for ci in summary["ci95"]]
+    summary["value"] = summary["value"].round(3)
+    per_fold = pd.DataFrame([{"val flagged": p["flagged_fraction_val"],
+                              "test flagged": p["flagged_fraction_test"],
+                              "MAE ratio": p["mae_ratio"], "worst shift detection":
+                              p["worst_detection"], **p["chosen"]}
+                             for p in record["per_fold"]]).round(4)  # fmt: skip
+    per_fold.index.name = "fold"
+    return summary, per_fold
