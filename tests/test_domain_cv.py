@@ -129,3 +129,4 @@ def test_tables_show_each_measure_against_its_goal():
     assert summary.loc["MAE flagged / unflagged", "met"]
     assert list(per_fold["test flagged"]) == [0.075, 0.05]
     assert list(per_fold["worst shift detection"]) == [0.95, 0.8]
+    assert list(per_fold["worst on validation"]) == [0.95, 0.8]

@@ -111,6 +111,8 @@ def pooled_domain(
             "chosen": {key: rec[key] for key in CHOSEN},
             "worst_detection": min(rec["shift_detection"][kind]["flagged_fraction"]
                                    for kind in kinds),
+            "worst_detection_val": min(rec["shift_detection"][kind]["flagged_fraction_val"]
+                                       for kind in kinds),
             "split_sha256": rec.get("split_sha256"),
         })  # fmt: skip
     return {
@@ -142,7 +144,8 @@ def pooled_domain(
 def domain_cv_tables(record: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``cv_domain.json`` as two tables: each measure pooled with its interval, goal, verdict
     and whether its whole 95% interval clears the goal; and per fold the validation and test
-    shares, the MAE ratio, the chosen settings and the worst-detected shifted kind."""
+    shares, the MAE ratio, the chosen settings and the worst-detected shifted kind (test and
+    validation copies)."""
     v = record["verdicts"]
     share = record["flagged"]
     rows = [{"measure": "share of test structures flagged", "value": share["fraction"],
@@ -162,7 +165,8 @@ def domain_cv_tables(record: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame
     per_fold = pd.DataFrame([{"val flagged": p["flagged_fraction_val"],
                               "test flagged": p["flagged_fraction_test"],
                               "MAE ratio": p["mae_ratio"], "worst shift detection":
-                              p["worst_detection"], **p["chosen"]}
+                              p["worst_detection"], "worst on validation":
+                              p["worst_detection_val"], **p["chosen"]}
                              for p in record["per_fold"]]).round(4)  # fmt: skip
     per_fold.index.name = "fold"
     return summary, per_fold

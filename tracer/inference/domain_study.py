@@ -48,6 +48,16 @@ SHIFTS = {
     "absent_element": "one element replaced by an element no training structure holds",
 }
 SIGMA_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+MIN_DETECTION = 0.90
+"""The share of each kind of shifted input a domain should flag (the goal it is judged by)."""
+
+
+def weak_kinds(record: dict[str, Any], minimum: float = MIN_DETECTION) -> dict[str, float]:
+    """The kinds of shifted *validation* copies that a domain's record (``ood.json``) flags
+    less often than ``minimum``, with their share: visible before any test figure, so a fit can
+    be questioned without looking at test."""
+    return {kind: s["flagged_fraction_val"] for kind, s in record["shift_detection"].items()
+            if s["flagged_fraction_val"] < minimum}  # fmt: skip
 
 
 def shifted(structure: Any, kind: str, rng: np.random.Generator, absent: int) -> Any:
