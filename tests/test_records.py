@@ -200,7 +200,7 @@ def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
 
     from tracer.inference.predict import PRETRAINED_DIR, Ensemble
     from tracer.pipeline.config import load_params
-    from tracer.pipeline.release import release, release_status, stale_records
+    from tracer.pipeline.release import release, release_status, release_texts, stale_records
 
     if stale_records("results/flla_full", "metrics/run_of_record") is not None:
         pytest.fail("results/flla_full: reliability records are not the recorded ensemble's")
@@ -229,6 +229,11 @@ def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
     text = (folder / "MODEL_CARD.md").read_text()
     assert f"covers {unc['conformal_coverage95']:.3f}" in text
     assert "Intended use" in text
+    # the domain measured out of fold is quoted where its record exists, and only there
+    oof = json.loads(Path("results/flla_cv5/cv_domain.json").read_text())["flagged"]
+    assert f"flags {oof['fraction']:.1%} [{oof['ci95'][0]:.1%}, {oof['ci95'][1]:.1%}]" in text
+    bare = release_texts(folder, results, params, cv_domain=None)["MODEL_CARD.md"]
+    assert "Refitted on each of" not in bare
     noise = params["train"].get("position_noise_angstrom", 0.0)
     assert (f"Gaussian noise of σ = {noise} Å" in text) == bool(noise)  # how it was trained
     ens = Ensemble.load(folder)

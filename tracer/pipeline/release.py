@@ -15,6 +15,9 @@ from tracer.pipeline.paths import Paths
 from tracer.pipeline.record_stages import DERIVED_METRICS
 from tracer.pipeline.speed_records import _compiled_note
 
+CV_DOMAIN = Path("results/flla_cv5/cv_domain.json")
+"""The shipped recipe's domain measured out of fold (``tracer record-cv``), quoted by the card."""
+
 
 def half_precision_member(src: str | Path, dst: str | Path) -> Path:
     """Copy a member file with its weight matrices (floating tensors of two or more dimensions)
@@ -59,10 +62,12 @@ def release_texts(
     params: dict[str, Any],
     *,
     derived_dir: str | Path = DERIVED_METRICS,
+    cv_domain: str | Path | None = CV_DOMAIN,
 ) -> dict[str, str]:
     """What :func:`ship_pretrained` writes besides the manifest, by file name, as text:
     ``calibration.json`` and ``MODEL_CARD.md``, every number read from the run's records
-    (``results_dir``) and the run_of_record stage's analyses of them (``derived_dir``)."""
+    (``results_dir``), the run_of_record stage's analyses of them (``derived_dir``) and, where
+    it exists, the domain measured out of fold (``cv_domain``)."""
     folder, results_dir, derived_dir = Path(folder), Path(results_dir), Path(derived_dir)
     stale = stale_records(results_dir, derived_dir)
     if stale is not None:
@@ -87,7 +92,10 @@ def release_texts(
     transfer = read("transfer.json") if (results_dir / "transfer.json").exists() else None
     domain = json.loads((folder / "ood.json").read_text()) if (folder / "ood.json").exists() \
         else None  # fmt: skip
-    card = model_card(acc, train, unc, fail, half, params, transfer=transfer, domain=domain)
+    cv_domain = Path(cv_domain) if cv_domain is not None else None
+    out_of_fold = json.loads(cv_domain.read_text()) if cv_domain and cv_domain.exists() else None
+    card = model_card(acc, train, unc, fail, half, params, transfer=transfer, domain=domain,
+                      out_of_fold=out_of_fold)  # fmt: skip
     return {CALIBRATION: json.dumps(calibration, indent=1) + "\n", "MODEL_CARD.md": card}
 
 
@@ -140,6 +148,7 @@ def model_card(
     *,
     transfer: dict | None = None,
     domain: dict | None = None,
+    out_of_fold: dict | None = None,
 ) -> str:
     """The shipped ensemble's model card (Markdown), every number read from the run's records
     (``transfer``: the run's ``transfer.json``, for the zero-shot error on perovskites;
@@ -194,6 +203,19 @@ def model_card(
             "in the model's representation above its validation "
             f"{domain['representation_quantile']:.0%} quantile",
         ]
+        if out_of_fold:
+            share = out_of_fold["flagged"]
+            worst_kind = [p["worst_detection"] for p in out_of_fold["per_fold"]]
+            oof_rates = ", ".join(f"{k} {v['fraction']:.0%}"
+                                  for k, v in out_of_fold["shift_detection"].items())  # fmt: skip
+            ood.insert(4, (
+                f"- Refitted on each of {out_of_fold['n_folds']} folds with that fold's own "
+                f"members ({out_of_fold['n']:,} structures out of fold, `{CV_DOMAIN.as_posix()}`):"
+                f" flags {share['fraction']:.1%} [{share['ci95'][0]:.1%}, "
+                f"{share['ci95'][1]:.1%}]; shifted copies flagged: {oof_rates}. The worst "
+                f"kind per fold ranges {min(worst_kind):.0%}–{max(worst_kind):.0%}: thresholds "
+                "chosen on a small validation part can be weak (`tracer fit-domain` warns when its "
+                "validation copies show it)"))  # fmt: skip
     lines = [
         "# Model card: TRACER GemNet-T ensemble, FLLA formation energy (full profile)",
         "",
