@@ -130,3 +130,14 @@ def test_tables_show_each_measure_against_its_goal():
     assert list(per_fold["test flagged"]) == [0.075, 0.05]
     assert list(per_fold["worst shift detection"]) == [0.95, 0.8]
     assert list(per_fold["worst on validation"]) == [0.95, 0.8]
+
+
+def test_the_goals_are_recorded_and_match_the_fit_domain_warning():
+    from tracer.analysis import domain_cv
+    from tracer.inference.domain_study import MIN_DETECTION
+
+    assert domain_cv.MIN_DETECTION == MIN_DETECTION
+    rep = pooled_domain([_fold(0, 400, 12)], n_resamples=50, min_detection=0.96)
+    assert rep["verdicts"]["min_detection"] == 0.96 and not rep["verdicts"]["shifts_met"]
+    summary, _ = domain_cv_tables(rep)
+    assert summary.loc["shifted: strained", "goal"] == ">= 96%"
