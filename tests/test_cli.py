@@ -41,9 +41,10 @@ def test_fit_domain_takes_the_split_or_one_fold_of_a_fold_file():
         domain_split("data/splits/flla.json", "data/splits/flla_cv5.json", 5)
 
 
-@pytest.mark.parametrize(("strained_val", "warned"), [(0.43, True), (0.94, False)])
-def test_fit_domain_warns_of_a_domain_weak_on_its_validation_copies(
-    tmp_path, monkeypatch, capsys, strained_val, warned
+@pytest.mark.parametrize(("strained_val", "accept_weak", "rc"),
+                         [(0.943, False, 0), (0.929, False, 3), (0.929, True, 0)])  # fmt: skip
+def test_fit_domain_refuses_a_domain_weak_on_its_validation_copies(
+    tmp_path, monkeypatch, capsys, strained_val, accept_weak, rc
 ):
     import tracer.commands.data as data
 
@@ -53,14 +54,19 @@ def test_fit_domain_warns_of_a_domain_weak_on_its_validation_copies(
         def save(self, path):
             path.write_text("fitted")
 
-    record = {"flagged_fraction_test": 0.04, "mae_ratio": 3.0,
+    # 394 validation structures: accepted from 0.9 + 2 * sqrt(0.09 / 394) = 93.0%
+    record = {"flagged_fraction_test": 0.04, "mae_ratio": 3.0, "n_val": 394,
+              "min_detection_val_to_accept": 0.9302,
               "shift_detection": {"strained": {"flagged_fraction_val": strained_val},
                                   "rattled": {"flagged_fraction_val": 0.97}}}  # fmt: skip
     monkeypatch.setattr(data.Ensemble, "load", staticmethod(lambda *a, **k: fitted))
     monkeypatch.setattr(data, "run_domain_study", lambda *a, **k: (Domain(), record))
     monkeypatch.setattr(data, "read_table", lambda path: None)
-    assert main(["fit-domain", "--ensemble", str(tmp_path), "--fold", "4"]) == 0
+    args = ["fit-domain", "--ensemble", str(tmp_path), "--fold", "4"]
+    assert main(args + ["--accept-weak"] * accept_weak) == rc
     err = capsys.readouterr().err
-    assert ("only 43% of strained shifted copies (goal 90%)" in err) is warned
+    assert ("only 92.9% of strained shifted copies" in err) is (strained_val < 0.93)
     assert "rattled" not in err
-    assert (tmp_path / "applicability.pt").read_text() == "fitted"
+    assert ("refused" in err) is (rc == 3)
+    written = (tmp_path / "applicability.pt").exists(), (tmp_path / "ood.json").exists()
+    assert written == ((rc == 0),) * 2  # a refused fit writes nothing

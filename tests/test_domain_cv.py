@@ -15,9 +15,11 @@ from tracer.pipeline.cv_records import DOMAIN, cv_domain
 KINDS = ("strained", "rattled")
 
 
-def _fold(fold, n, n_flagged, *, detection=0.95, seed=0):
-    """A fold's predictions (``n`` test and 10 validation rows) and its ood.json-like record:
-    the first ``n_flagged`` test structures flagged, with errors ten times the others'."""
+def _fold(fold, n, n_flagged, *, detection=0.95, val_detection=None, seed=0):
+    """A fold's predictions (``n`` test and 10 validation rows) and its ood.json-like record
+    (400 validation structures: a fit is accepted from 93% detection on validation): the first
+    ``n_flagged`` test structures flagged, with errors ten times the others'."""
+    val_detection = detection if val_detection is None else val_detection
     rng = np.random.default_rng([seed, fold])
     ids = [f"f{fold}-{k}" for k in range(n)]
     y = rng.normal(size=n)
@@ -28,7 +30,7 @@ def _fold(fold, n, n_flagged, *, detection=0.95, seed=0):
                         "y_true": 0.0, "mean": 0.0})  # fmt: skip
     mae_flagged = float(err[:n_flagged].mean()) if n_flagged else float("nan")
     record = {
-        "n_train": 100, "n_val": 10, "n_test": n,
+        "n_train": 100, "n_val": 400, "n_test": n,
         "flagged_fraction_val": 0.03, "flagged_fraction_test": n_flagged / n,
         "mae_flagged": mae_flagged, "mae_unflagged": float(err[n_flagged:].mean()),
         "mae_ratio": mae_flagged / float(err[n_flagged:].mean()),
@@ -37,7 +39,8 @@ def _fold(fold, n, n_flagged, *, detection=0.95, seed=0):
         "flagged_test": [{"id": ids[k], "abs_error": float(err[k]), "reasons": ["strain"]}
                          for k in range(n_flagged)],
         "shift_detection": {kind: {"what": kind, "n": n, "flagged_fraction": detection,
-                                   "flagged_fraction_val": detection} for kind in KINDS},
+                                   "flagged_fraction_val": val_detection}
+                            for kind in KINDS},
     }  # fmt: skip
     return record, pd.concat([val, test], ignore_index=True)
 
@@ -85,6 +88,25 @@ def test_each_verdict_can_fail():
     rows.loc[rows["set"] == "test", "mean"] = rows["y_true"] + 0.05  # flagged no worse
     flat[0]["flagged_test"] = [dict(r, abs_error=0.05) for r in flat[0]["flagged_test"]]
     assert not pooled_domain([(flat[0], rows)], n_resamples=50)["verdicts"]["mae_ratio_met"]
+
+
+def test_the_refusal_rule_is_judged_on_the_accepted_folds_only():
+    refused, kept = _fold(0, 400, 12, detection=0.8), _fold(1, 400, 12, detection=0.95)
+    rep = pooled_domain([refused, kept], n_resamples=50)
+    assert [p["accepted"] for p in rep["per_fold"]] == [False, True]
+    assert rep["accepted_folds"] == [1] and rep["accepted"]["n"] == 400
+    assert [p["fold"] for p in rep["accepted"]["per_fold"]] == [1]  # the fold keeps its number
+    assert rep["accepted"]["shift_detection"]["strained"]["fraction"] == pytest.approx(0.95)
+    assert not rep["verdicts"]["shifts_met"] and rep["verdicts"]["refusal_rule"] == "holds"
+    # accepted on validation (95%), under the goal on test (85%): the rule fails
+    optimistic = _fold(1, 400, 12, detection=0.85, val_detection=0.95)
+    assert pooled_domain([refused, optimistic],
+                         n_resamples=50)["verdicts"]["refusal_rule"] == "fails"  # fmt: skip
+    none = pooled_domain([refused, _fold(1, 400, 12, detection=0.92)], n_resamples=50)
+    assert none["accepted_folds"] == [] and none["accepted"] is None
+    assert none["verdicts"]["refusal_rule"] == "no fold accepted"
+    _, per_fold = domain_cv_tables(rep["accepted"])
+    assert list(per_fold.index) == [1] and per_fold.loc[1, "accepted"]
 
 
 def test_records_that_do_not_fit_their_predictions_are_refused():

@@ -248,3 +248,17 @@ def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
     assert release_status(PRETRAINED_DIR, "results/flla_full", params) is None
     (folder / card).write_text(text + "edited\n")
     assert "MODEL_CARD.md differ" in release_status(folder, results, params)
+
+
+def test_the_card_says_whether_fit_domain_accepts_the_domain():
+    from tracer.pipeline.release import acceptance_line
+
+    shares = {"strained": 0.944, "vacuum": 0.98}
+    record = {"n_val": 394,
+              "shift_detection": {k: {"flagged_fraction_val": v} for k, v in shares.items()}}
+    line = acceptance_line(record)
+    assert line.startswith("Accepted") and "(strained, 94.4% flagged)" in line
+    assert "the 93.0% an accepted fit needs" in line and "over 394 validation" in line
+    record["shift_detection"]["vacuum"]["flagged_fraction_val"] = 0.90
+    assert acceptance_line(record).startswith("**Not accepted**")
+    assert "(vacuum, 90.0% flagged)" in acceptance_line(record)

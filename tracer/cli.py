@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit on this run of --folds instead of --split (the fold's members)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing applicability.pt")
+    p.add_argument("--accept-weak", action="store_true",
+                   help="keep a fit that flags too few of a kind of its shifted validation "
+                   "copies (refused otherwise; ood.json says accepted: false)")  # fmt: skip
     p.set_defaults(func="data:cmd_fit_domain")
 
     p = sub.add_parser("make-folds", help="group-aware k-fold runs of a dataset (fold file)")
@@ -362,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", default="data/processed/flla.parquet")
     p.add_argument("--params", default="profiles/full.yaml")
     p.add_argument("--device", required=True, help="the card the members trained on")
+    p.add_argument("--domain-only", action="store_true",
+                   help="only cv_domain.json, for a run whose folds hold domain/ alone")
     p.set_defaults(func="records:cmd_record_cv")
 
     p = sub.add_parser(

@@ -27,7 +27,7 @@ from tracer.data.splits import duplicate_groups, load_split
 from tracer.data.table import read_table, table_sha256
 from tracer.data.validation import write_quarantine
 from tracer.graphs.dataset import save_structure_tensors
-from tracer.inference.domain_study import MIN_DETECTION, run_domain_study, weak_kinds
+from tracer.inference.domain_study import run_domain_study, weak_kinds
 from tracer.inference.predict import APPLICABILITY, Ensemble
 from tracer.inference.screening import screen
 from tracer.pipeline.config import active_profile, load_params, use_profile
@@ -101,16 +101,22 @@ def cmd_fit_domain(args: argparse.Namespace) -> int:
     split, where = domain_split(args.split, args.folds, args.fold)
     domain, record = run_domain_study(ens, read_table(args.table), split,
                                       progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
-    domain.save(target)
     record["ensemble"] = folder.name
     record.update(where, split_sha256=split["split_sha256"])
-    (folder / "ood.json").write_text(json.dumps(record, indent=1) + "\n")
     weak = weak_kinds(record)
     if weak:
-        print("tracer fit-domain: warning: on validation this domain flags only "
-              + ", ".join(f"{share:.0%} of {kind}" for kind, share in weak.items())
-              + f" shifted copies (goal {MIN_DETECTION:.0%}); its thresholds are weak "
-              "(docs/screening.md § The domain on the five folds)", file=sys.stderr)  # fmt: skip
+        shares = ", ".join(f"{share:.1%} of {kind}" for kind, share in weak.items())
+        need = f"{record['min_detection_val_to_accept']:.1%}"
+        if not args.accept_weak:
+            print(f"tracer fit-domain: refused: on validation this domain flags only {shares} "
+                  f"shifted copies (an accepted fit flags at least {need} of each kind); "
+                  f"nothing written to {folder} (docs/screening.md § Refusing a weak fit; "
+                  "--accept-weak keeps it)", file=sys.stderr)  # fmt: skip
+            return 3
+        print(f"tracer fit-domain: warning: kept by --accept-weak, though on validation it "
+              f"flags only {shares} shifted copies (accepted from {need})", file=sys.stderr)
+    domain.save(target)
+    (folder / "ood.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({k: record[k] for k in ("flagged_fraction_test", "mae_ratio")}))
     return 0
 

@@ -21,7 +21,7 @@ from tracer.data.download import sha256_file
 from tracer.data.folds import load_folds
 from tracer.data.table import read_table
 from tracer.pipeline.config import load_params
-from tracer.pipeline.cv_records import record_cv
+from tracer.pipeline.cv_records import record_cv, record_cv_domain
 from tracer.pipeline.packed import unpacked
 from tracer.pipeline.paths import RUN_OF_RECORD
 from tracer.pipeline.provenance import provenance
@@ -114,8 +114,16 @@ def cmd_record_pooled(args: argparse.Namespace) -> int:
 def cmd_record_cv(args: argparse.Namespace) -> int:
     folds = load_folds(args.folds)
     with unpacked(Path(args.run_dir) / "runs") as runs:  # the folds' files: an archive
+        if args.domain_only:
+            domain = record_cv_domain(runs, folds, load_params(args.params), device=args.device,
+                                      folds_path=args.folds, out_dir=args.run_dir)  # fmt: skip
+            print(json.dumps({"flagged": domain["flagged"]["fraction"],
+                              "accepted_folds": domain["accepted_folds"],
+                              "refusal_rule": domain["verdicts"]["refusal_rule"]}))  # fmt: skip
+            return 0
         records = record_cv(runs, folds, read_table(args.table), load_params(args.params),
-                            device=args.device, out_dir=args.run_dir)  # fmt: skip
+                            device=args.device, out_dir=args.run_dir,
+                            folds_path=args.folds)  # fmt: skip
     models = records["cv_accuracy"]["models"]
     print(json.dumps({k: [v["mae"], v["mae_ci95"]] for k, v in models.items()}))
     return 0

@@ -20,6 +20,7 @@ members (keys of the record: docs/METRICS.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,12 +53,30 @@ MIN_DETECTION = 0.90
 """The share of each kind of shifted input a domain should flag (the goal it is judged by)."""
 
 
-def weak_kinds(record: dict[str, Any], minimum: float = MIN_DETECTION) -> dict[str, float]:
+def min_detection_to_accept(n_val: int, goal: float = MIN_DETECTION) -> float:
+    """The share of each kind of shifted validation copy an accepted fit must flag: ``goal``
+    plus two binomial standard errors at ``goal`` over ``n_val`` validation structures (0.930
+    for 394), so that an accepted fit is expected to clear ``goal`` on new structures despite
+    the noise of its validation estimate (docs/screening.md § Refusing a weak fit)."""
+    if n_val <= 0:
+        raise ValueError(f"a domain is accepted on validation copies; got n_val={n_val}")
+    return goal + 2.0 * math.sqrt(goal * (1.0 - goal) / n_val)
+
+
+def weak_kinds(record: dict[str, Any], minimum: float | None = None) -> dict[str, float]:
     """The kinds of shifted *validation* copies that a domain's record (``ood.json``) flags
-    less often than ``minimum``, with their share: visible before any test figure, so a fit can
-    be questioned without looking at test."""
+    less often than ``minimum`` (default :func:`min_detection_to_accept` of its ``n_val``), with
+    their share: visible before any test figure, so a fit can be refused without looking at
+    test."""
+    if minimum is None:
+        minimum = min_detection_to_accept(record["n_val"])
     return {kind: s["flagged_fraction_val"] for kind, s in record["shift_detection"].items()
             if s["flagged_fraction_val"] < minimum}  # fmt: skip
+
+
+def accepts(record: dict[str, Any]) -> bool:
+    """Whether a fit is accepted: no :func:`weak_kinds` (validation only)."""
+    return not weak_kinds(record)
 
 
 def shifted(structure: Any, kind: str, rng: np.random.Generator, absent: int) -> Any:
@@ -296,4 +315,6 @@ def run_domain_study(
         "shift_detection": shift_rates,
         "sigma_study": sigma_study(va, te),
     }
+    record["min_detection_val_to_accept"] = min_detection_to_accept(len(va["ids"]))
+    record["accepted"] = accepts(record)
     return domain, record

@@ -74,6 +74,27 @@ def cv_domain(run_dir: str | Path, k: int, *, n_resamples: int = 2000) -> dict[s
     return pooled_domain(folds, n_resamples=n_resamples)
 
 
+def cv_provenance(folds: dict[str, Any], params: dict[str, Any], *, device: str,
+                  folds_path: str | Path) -> dict[str, Any]:
+    """The provenance block of a cross-validated run's records (fold file ``folds``, read from
+    ``folds_path``; ``device``: the card the members trained on)."""
+    return provenance(params=params, dataset_sha256=folds["dataset_sha256"],
+                      split_sha256=folds["cv_sha256"], wall_time_s=0.0, device=device,
+                      extra={"folds": Path(folds_path).as_posix(), "n_folds": folds["k"],
+                             "scored_on": "cpu"})  # fmt: skip
+
+
+def record_cv_domain(run_dir: str | Path, folds: dict[str, Any], params: dict[str, Any], *,
+                     device: str, folds_path: str | Path, out_dir: str | Path,
+                     n_resamples: int = 2000) -> dict[str, Any]:  # fmt: skip
+    """Only ``cv_domain.json`` (:func:`cv_domain`) of a run whose folds hold ``domain/`` alone
+    (a domain measured on its own fold file), into ``out_dir``."""
+    record = cv_domain(run_dir, folds["k"], n_resamples=n_resamples)
+    prov = cv_provenance(folds, params, device=device, folds_path=folds_path)
+    write_json(Path(out_dir) / "cv_domain.json", {**record, "provenance": prov})
+    return record
+
+
 def record_cv(
     run_dir: str | Path,
     folds: dict[str, Any],
@@ -83,6 +104,7 @@ def record_cv(
     device: str,
     n_resamples: int = 2000,
     out_dir: str | Path | None = None,
+    folds_path: str | Path = "data/splits/flla_cv5.json",
 ) -> dict[str, dict[str, Any]]:
     """Score a cross-validation folder: ``cv_accuracy.json``, ``cv_uncertainty.json``,
     ``cv_failures.json``, ``cv_triage.json``, ``cv_flags.json`` (and ``cv_variance_head.json``,
@@ -90,7 +112,8 @@ def record_cv(
     docs/METRICS.md) and ``oof_gemnet_t.parquet`` (id, fold, y_true, member_<seed>…, mean, std,
     and the per-fold training-mean prediction ``dummy``). ``device``: the card the members
     trained on (for provenance). ``out_dir`` (default ``run_dir``): where the records go, when
-    the fold folders are read from elsewhere (a committed run's archive, extracted)."""
+    the fold folders are read from elsewhere (a committed run's archive, extracted);
+    ``folds_path``: the fold file ``folds`` was read from (for provenance)."""
     from pymatgen.core import Composition
 
 
@@ -149,10 +172,7 @@ def record_cv(
                         [{str(e) for e in c.elements} for c in comp], k_fraction=0.075,
                         n_trials=2000, seed=0)  # fmt: skip
     unc = cv_uncertainty(frame, oof)
-    prov = provenance(params=params, dataset_sha256=folds["dataset_sha256"],
-                      split_sha256=folds["cv_sha256"], wall_time_s=0.0, device=device,
-                      extra={"folds": "data/splits/flla_cv5.json", "n_folds": folds["k"],
-                             "scored_on": "cpu"})  # fmt: skip
+    prov = cv_provenance(folds, params, device=device, folds_path=folds_path)
     records = {"cv_accuracy": acc, "cv_uncertainty": unc, "cv_failures": failures,
                "cv_triage": triage, "cv_flags": flags}  # fmt: skip
     if (run_dir / VARIANCE_HEAD).is_dir():

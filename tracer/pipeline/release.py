@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from tracer.inference.applicability import SYMPREC
+from tracer.inference.domain_study import MIN_DETECTION, accepts, min_detection_to_accept
 from tracer.inference.predict import CALIBRATION, write_manifest
 from tracer.pipeline.paths import Paths
 from tracer.pipeline.record_stages import DERIVED_METRICS
@@ -54,6 +55,20 @@ def release(
         raise ValueError(f"{folder} does not hold {results_dir}'s members "
                          f"(they were shipped to {check['shipped_to']})")  # fmt: skip
     return ship_pretrained(folder, results_dir, params, derived_dir=derived_dir)
+
+
+def acceptance_line(domain: dict[str, Any]) -> str:
+    """Whether ``tracer fit-domain`` accepts the domain of record ``domain`` (``ood.json``),
+    with its worst kind of shifted validation copies and the share an accepted fit needs."""
+    val = {k: v["flagged_fraction_val"] for k, v in domain["shift_detection"].items()}
+    kind = min(val, key=val.__getitem__)
+    worst = val[kind]
+    need = min_detection_to_accept(domain["n_val"])
+    verdict = "Accepted" if accepts(domain) else "**Not accepted**"
+    return (f"{verdict} by `tracer fit-domain`: its worst kind of shifted validation copies "
+            f"({kind}, {worst:.1%} flagged) against the {need:.1%} an accepted fit needs (the "
+            f"{MIN_DETECTION:.0%} goal plus two binomial standard errors over "
+            f"{domain['n_val']} validation structures)")
 
 
 def release_texts(
@@ -191,6 +206,7 @@ def model_card(
             f"the others (`ood.json`); {domain['flagged_fraction_val']:.1%} of the validation "
             "split, on which the thresholds were chosen",
             f"- Made-up shifted copies of the test structures flagged: {rates}",
+            f"- {acceptance_line(domain)}",
             "- Checks: elements never or rarely (< "
             f"{domain['min_element_count']} structures) in training; shortest bond, bond lengths "
             "against those a bond-length model fitted on the training atoms expects (median: "
@@ -214,8 +230,8 @@ def model_card(
                 f" flags {share['fraction']:.1%} [{share['ci95'][0]:.1%}, "
                 f"{share['ci95'][1]:.1%}]; shifted copies flagged: {oof_rates}. The worst "
                 f"kind per fold ranges {min(worst_kind):.0%}–{max(worst_kind):.0%}: thresholds "
-                "chosen on a small validation part can be weak (`tracer fit-domain` warns when its "
-                "validation copies show it)"))  # fmt: skip
+                "chosen on a small validation part can be weak (`tracer fit-domain` refuses a fit "
+                "whose validation copies show it)"))  # fmt: skip
     lines = [
         "# Model card: TRACER GemNet-T ensemble, FLLA formation energy (full profile)",
         "",
