@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import beta
 
 from tracer.analysis.domain_cv import domain_cv_tables, pooled_domain, proportion
-from tracer.pipeline.cv_records import DOMAIN, cv_domain
+from tracer.pipeline.cv_records import DOMAIN, cv_domain, record_cv_domain
 
 KINDS = ("strained", "rattled")
 
@@ -137,6 +137,25 @@ def test_cv_domain_reads_the_folds_and_names_a_missing_one(tmp_path):
         cv_domain(tmp_path, 2)
     (tmp_path / DOMAIN / "fold_1" / "ood.json").write_text(json.dumps(folds[1][0]))
     assert cv_domain(tmp_path, 2, n_resamples=50) == pooled_domain(folds, n_resamples=50)
+
+
+def test_a_domain_only_run_is_recorded_with_its_own_fold_file(tmp_path):
+    folds = [_fold(0, 200, 6), _fold(1, 200, 8, detection=0.8)]
+    for f, (rec, rows) in enumerate(folds):
+        d = tmp_path / DOMAIN / f"fold_{f}"
+        d.mkdir(parents=True)
+        rows.to_parquet(d / "predictions.parquet", index=False)
+        (d / "ood.json").write_text(json.dumps(rec))
+    fold_file = {"k": 2, "dataset_sha256": "data-sha", "cv_sha256": "folds-sha"}
+    out = tmp_path / "out"
+    out.mkdir()
+    rec = record_cv_domain(tmp_path, fold_file, {}, device="NVIDIA H200", n_resamples=50,
+                           folds_path="data/splits/other_seed.json", out_dir=out)  # fmt: skip
+    written = json.loads((out / "cv_domain.json").read_text())
+    assert written["provenance"]["folds"] == "data/splits/other_seed.json"
+    assert written["provenance"]["split_sha256"] == "folds-sha"
+    assert written["accepted_folds"] == rec["accepted_folds"] == [0]
+    assert sorted(p.name for p in out.iterdir()) == ["cv_domain.json"]  # no other record
 
 
 def test_tables_show_each_measure_against_its_goal():
