@@ -14,8 +14,10 @@
    validation AUROC for the worst 10%), each scored on test by Spearman, AUROC and the triage
    yield at the paper's budget fractions.
 
-The record goes to ``ood.json`` and the fitted domain to ``applicability.pt``, both beside the
-members (keys of the record: docs/METRICS.md).
+The record says whether the fit is accepted (:func:`accepts`: every kind of shifted validation
+copy flagged at least :func:`min_detection_to_accept`; ``tracer fit-domain`` refuses it
+otherwise). It goes to ``ood.json`` and the fitted domain to ``applicability.pt``, both beside
+the members (keys of the record: docs/METRICS.md).
 """
 
 from __future__ import annotations
