@@ -78,7 +78,7 @@ def pooled_domain(
     goals = {"max_flagged": max_flagged, "min_ratio": min_ratio,
              "min_detection": min_detection, "n_resamples": n_resamples, "seed": seed}  # fmt: skip
     out = _pooled(list(enumerate(folds)), **goals)
-    kept = [(f, fold) for f, fold in enumerate(folds) if accepts(fold[0])]
+    kept = [(p["fold"], folds[p["fold"]]) for p in out["per_fold"] if p["accepted"]]
     out["accepted_folds"] = [f for f, _ in kept]
     out["accepted"] = _pooled(kept, **goals) if kept else None
     out["verdicts"]["refusal_rule"] = (
