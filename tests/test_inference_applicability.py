@@ -9,6 +9,7 @@ from pymatgen.core import Lattice, Structure
 from tracer.graphs.cell_lists import graph_dataset
 from tracer.graphs.dataset import structure_tensors
 from tracer.inference.applicability import (
+    DESIGNS,
     RARE_P1_FRACTION,
     SHELLS,
     BondLengths,
@@ -241,3 +242,59 @@ def test_thresholds_chosen_on_validation_detect_the_most_within_the_budget(flla_
     none_fits = choose_thresholds(training, emb, geo, emb, shifted_val=shifted, k=2,
                                   min_element_count=1, max_val_flagged=-1.0, **grid)  # fmt: skip
     assert (none_fits.representation_quantile, none_fits.strain_quantile) == (1.0, 0.0)
+
+
+def test_split_tails_choose_each_side_of_the_strain_check_on_validation(flla_structures):
+    """With the strain check's two sides searched apart, the chosen pair is, of all pairs that
+    keep within the budget, one whose detection of stretched copies is highest (brute force over
+    single settings); its ranges are the training quantiles of those tails; a descriptor
+    bounded above only has no lower bound; and since the split grid holds the tied one, it never
+    detects less than the tied choice under the same budget."""
+    geo = _geometry(flla_structures)
+    stretched = [s.copy() for s in flla_structures]
+    for s in stretched:
+        s.scale_lattice(s.volume * 1.04**3)
+    emb = np.random.default_rng(3).normal(size=(len(geo.z), 4))
+    shifted = {"stretched": (_geometry(stretched), emb)}
+    training = fit_training(geo)
+    common = {"k": 2, "min_element_count": 1, "representation_quantiles": (1.0,),
+              "range_quantiles": (0.0,), "upper_only": ("largest_gap",)}  # fmt: skip
+    tails, budget = (0.45, 0.3, 0.0), 0.5
+
+    def rate(domain, g):
+        return np.mean([bool(r) for r in domain.check(g, emb)])
+
+    split = choose_thresholds(training, emb, geo, emb, shifted_val=shifted,
+                              max_val_flagged=budget, strain_quantiles=tails,
+                              strain_low_quantiles=tails, **common)  # fmt: skip
+    scores = {}
+    for hi in tails:
+        for lo in tails:
+            d = choose_thresholds(training, emb, geo, emb, max_val_flagged=1.0,
+                                  strain_quantiles=(hi,), strain_low_quantiles=(lo,),
+                                  **common)  # fmt: skip
+            if rate(d, geo) <= budget:
+                scores[hi, lo] = rate(d, shifted["stretched"][0])
+    assert rate(split, geo) <= budget
+    assert scores[split.strain_quantile, split.strain_low_quantile] == max(scores.values())
+    median = training.descriptors["bond_dev_median"]
+    assert split.ranges["bond_dev_median"] == (
+        pytest.approx(np.quantile(median, split.strain_low_quantile)),
+        pytest.approx(np.quantile(median, 1 - split.strain_quantile)))  # fmt: skip
+    gap = training.descriptors["largest_gap"]
+    assert split.ranges["largest_gap"] == (-np.inf, pytest.approx(gap.max()))
+    tied = choose_thresholds(training, emb, geo, emb, shifted_val=shifted,
+                             max_val_flagged=budget, strain_quantiles=tails,
+                             **{**common, "upper_only": ()})  # fmt: skip
+    assert tied.strain_low_quantile is None
+    assert tied.ranges["largest_gap"][0] == pytest.approx(gap.min())
+    assert rate(split, shifted["stretched"][0]) >= rate(tied, shifted["stretched"][0])
+
+
+def test_every_design_is_a_choice_of_fit_domain():
+    from tracer.cli import build_parser
+
+    action = next(a for a in build_parser()._subparsers._group_actions[0].choices["fit-domain"]
+                  ._actions if a.dest == "design")  # fmt: skip
+    assert set(action.choices) == set(DESIGNS)
+    assert action.default == "tied"

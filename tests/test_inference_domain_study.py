@@ -64,3 +64,10 @@ def test_weak_kinds_are_read_from_the_validation_copies():
         earlier = [json.loads((runs / f"domain/fold_{f}/ood.json").read_text()) for f in range(5)]
     assert set(weak_kinds(earlier[4])) == {"strained", "vacuum"}
     assert not any(accepts(r) for r in earlier)  # as docs/screening.md declares
+
+
+def test_an_unknown_design_is_refused_before_any_work():
+    from tracer.inference.domain_study import run_domain_study
+
+    with pytest.raises(ValueError, match=r"unknown domain design 'loose'.*split-tails"):
+        run_domain_study(None, None, {}, design="loose")

@@ -228,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-weak", action="store_true",
                    help="keep a fit that flags too few of a kind of its shifted validation "
                    "copies (refused otherwise; ood.json says accepted: false)")  # fmt: skip
+    p.add_argument("--design", default="tied", choices=("tied", "split-tails"),
+                   help="how the thresholds are searched on validation (tied: one tail per "
+                   "range; split-tails: the strain check's two sides apart, the widest empty "
+                   "slab bounded above only; docs/screening.md)")  # fmt: skip
     p.set_defaults(func="data:cmd_fit_domain")
 
     p = sub.add_parser("make-folds", help="group-aware k-fold runs of a dataset (fold file)")

@@ -99,7 +99,7 @@ def cmd_fit_domain(args: argparse.Namespace) -> int:
         print(f"tracer fit-domain: would overwrite {target} (use --force)", file=sys.stderr)
         return 2
     split, where = domain_split(args.split, args.folds, args.fold)
-    domain, record = run_domain_study(ens, read_table(args.table), split,
+    domain, record = run_domain_study(ens, read_table(args.table), split, design=args.design,
                                       progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
     record["ensemble"] = folder.name
     record.update(where, split_sha256=split["split_sha256"])

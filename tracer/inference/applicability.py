@@ -32,7 +32,9 @@ Fitted on the training structures of the members (:func:`fit_domain`), applied t
 
 The three quantiles are chosen together on validation, never on test: the setting that flags at
 most ``max_val_flagged`` of the validation structures and detects the most of made-up shifted
-copies of them (its worst kind), :func:`fit_domain`.
+copies of them (its worst kind), :func:`fit_domain`. How the grid is laid out is a design
+(:data:`DESIGNS`): ``tied`` (one tail per range) or ``split-tails`` (the strain check's two
+sides apart; the widest empty slab bounded above only).
 
 Everything here is plain torch/numpy/scikit-learn/spglib on arrays (no pymatgen), so the
 prediction path can use it.
@@ -76,10 +78,26 @@ RARE_P1_FRACTION = 0.01
 RANGE_QUANTILES = (0.005, 0.0025, 0.001, 0.0)
 #: tail quantiles tried for the strain check (``bond_dev_median``), most sensitive first
 STRAIN_QUANTILES = (0.02, 0.01, 0.005, 0.0025, 0.001, 0.0)
+#: the strain check's upper tails tried by the ``split-tails`` design (:data:`DESIGNS`), finer
+#: than :data:`STRAIN_QUANTILES` where the trade between detection and flags is steep
+STRAIN_UPPER_QUANTILES = (0.03, 0.025, 0.02, 0.0175, 0.015, 0.0125, 0.01, 0.0075, 0.005, 0.0025,
+                          0.001, 0.0)
 #: quantiles of the validation kNN distances tried as the representation threshold
 REPRESENTATION_QUANTILES = (0.98, 0.99, 0.995)
 #: the most of the validation structures a chosen setting may flag (fraction)
 MAX_VAL_FLAGGED = 0.04
+#: how the thresholds are searched (keyword arguments of :func:`choose_thresholds`).
+#: ``tied``: one tail for both sides of every range, the strain check's from
+#: :data:`STRAIN_QUANTILES`. ``split-tails``: the strain check's upper tail (stretched cells) from
+#: :data:`STRAIN_UPPER_QUANTILES` and its lower tail (squeezed cells) from
+#: :data:`STRAIN_QUANTILES`, chosen separately; the widest empty slab bounded above only (a
+#: narrow slab is no sign of a surface or a molecule). Chosen on validation (docs/screening.md).
+DESIGNS: dict[str, dict[str, Any]] = {
+    "tied": {},
+    "split-tails": {"strain_quantiles": STRAIN_UPPER_QUANTILES,
+                    "strain_low_quantiles": STRAIN_QUANTILES,
+                    "upper_only": ("largest_gap",)},
+}  # fmt: skip
 
 
 def _covalent_radii() -> Tensor:
@@ -275,6 +293,8 @@ class Domain:
     representation_threshold: float
     representation_quantile: float
     min_element_count: int = 5
+    #: the strain check's lower tail when chosen apart from its upper one (``split-tails``)
+    strain_low_quantile: float | None = None
 
     def check(self, geometry: Geometry, embedding: np.ndarray | None, *,
               precomputed: tuple[dict[str, np.ndarray], np.ndarray | None] | None = None,
@@ -387,7 +407,9 @@ def choose_thresholds(
     k: int = 5,
     representation_quantiles: Sequence[float] = REPRESENTATION_QUANTILES,
     strain_quantiles: Sequence[float] = STRAIN_QUANTILES,
+    strain_low_quantiles: Sequence[float] | None = None,
     range_quantiles: Sequence[float] = RANGE_QUANTILES,
+    upper_only: Sequence[str] = (),
     min_element_count: int = 5,
     max_val_flagged: float = MAX_VAL_FLAGGED,
 ) -> Domain:
@@ -401,26 +423,35 @@ def choose_thresholds(
     structures: geometry and embedding) is highest; ties, or no shifted copies, go to the first
     such setting in grid order (each sequence is given most sensitive first). When no setting
     qualifies, the least sensitive one (the largest representation quantile, training min-max
-    ranges) is taken."""
+    ranges) is taken.
+
+    ``strain_low_quantiles``: the strain check's lower tail is searched over these apart from
+    its upper tail (``strain_quantiles``); None: both sides share one tail. ``upper_only``:
+    descriptors bounded above only (:data:`DESIGNS`)."""
     counts, bonds, p1, desc = (fitted.element_counts, fitted.bond_lengths, fitted.p1_fraction,
                                fitted.descriptors)  # fmt: skip
     shifted_val = shifted_val or {}
     best: tuple[tuple[float, int], Domain] | None = None
-    grid = [(r, s, q) for r in representation_quantiles for s in strain_quantiles
-            for q in range_quantiles]  # fmt: skip
+    lows: Sequence[float | None] = (None,) if strain_low_quantiles is None else strain_low_quantiles
+    grid = [(r, s, sl, q) for r in representation_quantiles for s in strain_quantiles
+            for sl in lows for q in range_quantiles]  # fmt: skip
     embeddings = np.asarray(train_embedding, dtype=np.float32)
     pre = {name: (descriptors(g, bonds.log_expected(g)), knn_distance(e, embeddings, k))
            for name, (g, e) in {"val": (val, val_embedding), **shifted_val}.items()}  # fmt: skip
-    for index, (rq, sq, q) in enumerate(grid):
-        ranges = {key: (float(np.quantile(v, tail)), float(np.quantile(v, 1 - tail)))
-                  for key, v in desc.items()
-                  for tail in [sq if key == "bond_dev_median" else q]}  # fmt: skip
+    for index, (rq, sq, sl, q) in enumerate(grid):
+        ranges = {}
+        for key, v in desc.items():
+            lo_tail, hi_tail = ((sq if sl is None else sl, sq) if key == "bond_dev_median"
+                                else (q, q))  # fmt: skip
+            ranges[key] = (-np.inf if key in upper_only else float(np.quantile(v, lo_tail)),
+                           float(np.quantile(v, 1 - hi_tail)))  # fmt: skip
         domain = Domain(element_counts=counts, bond_lengths=bonds, p1_fraction=p1,
                         ranges=ranges, range_quantile=q, strain_quantile=sq,
                         embeddings=embeddings, k=k,
                         representation_threshold=float(np.quantile(pre["val"][1], rq)),
                         representation_quantile=rq,
-                        min_element_count=min_element_count)  # fmt: skip
+                        min_element_count=min_element_count,
+                        strain_low_quantile=sl)  # fmt: skip
         last = index == len(grid) - 1
         val_rate = flagged_fraction(domain.check(val, None, precomputed=pre["val"]))
         if val_rate > max_val_flagged:

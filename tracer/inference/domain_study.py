@@ -32,6 +32,7 @@ from sklearn.metrics import roc_auc_score
 
 from tracer.graphs.dataset import structure_tensors
 from tracer.inference.applicability import (
+    DESIGNS,
     GEOMETRY,
     MAX_VAL_FLAGGED,
     fit_domain,
@@ -224,6 +225,7 @@ def run_domain_study(
     *,
     seed: int = 0,
     max_val_flagged: float = MAX_VAL_FLAGGED,
+    design: str = "tied",
     progress: Callable[[str], None] = print,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit the domain of ``ens`` (a :class:`tracer.inference.predict.Ensemble`) on ``split``'s
@@ -231,7 +233,11 @@ def run_domain_study(
     structures of ``table`` (ids, structures, targets in eV/atom) and measure it; returns the
     :class:`~tracer.inference.applicability.Domain` and the record. The thresholds flag at most
     ``max_val_flagged`` of the validation structures (a fraction). ``seed`` seeds the shifted
-    copies: one stream for all kinds of validation copies, another for the test copies."""
+    copies: one stream for all kinds of validation copies, another for the test copies.
+    ``design``: how the thresholds are searched (a key of
+    :data:`~tracer.inference.applicability.DESIGNS`)."""
+    if design not in DESIGNS:
+        raise ValueError(f"unknown domain design {design!r}; one of {sorted(DESIGNS)}")
 
     by_id = table.set_index("id")
     parts: dict[str, dict[str, Any]] = {}
@@ -256,7 +262,7 @@ def run_domain_study(
                    for kind in SHIFTS}  # fmt: skip
     domain = fit_domain(tr["geometry"], va["geometry"], tr["embedding"], va["embedding"],
                         shifted_val={k: (v[0], v[1]) for k, v in shifted_val.items()},
-                        max_val_flagged=max_val_flagged)  # fmt: skip
+                        max_val_flagged=max_val_flagged, **DESIGNS[design])  # fmt: skip
     val_reasons = domain.check(va["geometry"], va["embedding"])
     test_reasons = domain.check(te["geometry"], te["embedding"])
     flagged = np.array([bool(r) for r in test_reasons])
@@ -295,9 +301,12 @@ def run_domain_study(
         "representation_k": domain.k,
         "representation_quantile": domain.representation_quantile,
         "representation_threshold": domain.representation_threshold,
-        "geometry_ranges": {k: list(v) for k, v in domain.ranges.items()},
+        "design": design,
+        "geometry_ranges": {k: [None if np.isinf(b) else b for b in v]
+                            for k, v in domain.ranges.items()},
         "range_quantile": domain.range_quantile,
         "strain_quantile": domain.strain_quantile,
+        "strain_low_quantile": domain.strain_low_quantile,
         "max_val_flagged": max_val_flagged,
         "thresholds_rule": f"chosen on validation: flag at most {max_val_flagged:.0%} of the "
         "validation structures, then detect the most of the worst-detected kind of shifted "
