@@ -109,6 +109,29 @@ def test_the_refusal_rule_is_judged_on_the_accepted_folds_only():
     assert list(per_fold.index) == [1] and per_fold.loc[1, "accepted"]
 
 
+def _split(record_and_rows):
+    record, rows = record_and_rows
+    return {**record, "design": "split-tails", "strain_low_quantile": 0.005}, rows
+
+
+def test_a_search_design_is_sharper_only_with_three_accepted_folds_and_the_rule_holding():
+    good = [_split(_fold(f, 400, 12, detection=0.95)) for f in range(3)]
+    weak = [_split(_fold(f, 400, 12, detection=0.8)) for f in (3, 4)]
+    rep = pooled_domain(good + weak, n_resamples=50)
+    assert rep["design"] == "split-tails" and rep["verdicts"]["design_sharper"]
+    assert rep["per_fold"][0]["chosen"]["strain_low_quantile"] == 0.005
+    two = pooled_domain(good[:2] + weak, n_resamples=50)  # two accepted of four: not enough
+    assert two["verdicts"]["refusal_rule"] == "holds" and not two["verdicts"]["design_sharper"]
+    optimistic = [_split(_fold(f, 400, 12, detection=0.85, val_detection=0.95))
+                  for f in range(3)]  # fmt: skip
+    failing = pooled_domain(optimistic + weak, n_resamples=50)
+    assert failing["verdicts"]["refusal_rule"] == "fails"
+    assert not failing["verdicts"]["design_sharper"]
+    tied = pooled_domain([_fold(f, 400, 12) for f in range(3)], n_resamples=50)
+    assert tied["design"] == "tied" and "design_sharper" not in tied["verdicts"]
+    assert tied["per_fold"][0]["chosen"]["strain_low_quantile"] is None
+
+
 def test_records_that_do_not_fit_their_predictions_are_refused():
     rec, rows = _fold(0, 100, 5)
     with pytest.raises(ValueError, match=r"fold 0: ood\.json has 99 test structures"):

@@ -262,3 +262,15 @@ def test_the_card_says_whether_fit_domain_accepts_the_domain():
     record["shift_detection"]["vacuum"]["flagged_fraction_val"] = 0.90
     assert acceptance_line(record).startswith("**Not accepted**")
     assert "(vacuum, 90.0% flagged)" in acceptance_line(record)
+
+
+def test_the_card_names_the_strain_tails_of_either_design():
+    from tracer.pipeline.release import strain_tails
+
+    tied = {"strain_quantile": 0.01}
+    assert strain_tails(tied) == "1.00% for the median bond deviation"
+    split = {"strain_quantile": 0.015, "strain_low_quantile": 0.005}
+    assert strain_tails(split).startswith("1.50% above and 0.50% below for the median bond")
+    assert "slab bounded above only" in strain_tails(split)
+    assert strain_tails({**split, "strain_low_quantile": None}) == (
+        "1.50% for the median bond deviation")

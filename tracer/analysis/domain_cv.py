@@ -27,6 +27,10 @@ CHOSEN = ("representation_quantile", "strain_quantile", "range_quantile")
 #: the declared goals: flagged share at most, MAE ratio at least (each kind's detection at
 #: least :data:`tracer.inference.domain_study.MIN_DETECTION`, the goal ``fit-domain`` accepts by)
 MAX_FLAGGED, MIN_RATIO = 0.05, 2.0
+#: a search design other than ``tied`` is *sharper* when at least this many of five fresh folds
+#: are accepted and the refusal rule holds (docs/screening.md § Searching the strain check's
+#: two sides apart)
+MIN_ACCEPTED_FOLDS = 3
 
 
 def proportion(k: int, n: int) -> dict[str, Any]:
@@ -74,7 +78,10 @@ def pooled_domain(
     within folds. The folds whose fit ``tracer fit-domain`` accepts
     (:func:`tracer.inference.domain_study.accepts`, validation only) are pooled again on
     their own under ``accepted``, which judges the refusal rule (docs/screening.md § Refusing a
-    weak fit): it *holds* when their pooled detection of every kind meets ``min_detection``."""
+    weak fit): it *holds* when their pooled detection of every kind meets ``min_detection``.
+    Folds fitted with a search design other than ``tied`` (``ood.json`` ``design``) are also
+    judged by ``verdicts.design_sharper``: at least :data:`MIN_ACCEPTED_FOLDS` accepted and the
+    refusal rule holding."""
     goals = {"max_flagged": max_flagged, "min_ratio": min_ratio,
              "min_detection": min_detection, "n_resamples": n_resamples, "seed": seed}  # fmt: skip
     out = _pooled(list(enumerate(folds)), **goals)
@@ -84,6 +91,11 @@ def pooled_domain(
     out["verdicts"]["refusal_rule"] = (
         "no fold accepted" if not kept
         else "holds" if out["accepted"]["verdicts"]["shifts_met"] else "fails")  # fmt: skip
+    designs = sorted({p["design"] for p in out["per_fold"]})
+    out["design"] = designs[0] if len(designs) == 1 else designs
+    if designs != ["tied"]:
+        out["verdicts"]["design_sharper"] = (len(kept) >= MIN_ACCEPTED_FOLDS
+                                             and out["verdicts"]["refusal_rule"] == "holds")
     return out
 
 
@@ -132,7 +144,9 @@ def _pooled(
             "flagged_fraction_test": rec["flagged_fraction_test"],
             "mae_flagged": rec["mae_flagged"], "mae_unflagged": rec["mae_unflagged"],
             "mae_ratio": rec["mae_ratio"],
-            "chosen": {key: rec[key] for key in CHOSEN},
+            "design": rec.get("design", "tied"),
+            "chosen": {**{key: rec[key] for key in CHOSEN},
+                       "strain_low_quantile": rec.get("strain_low_quantile")},
             "worst_detection": min(rec["shift_detection"][kind]["flagged_fraction"]
                                    for kind in kinds),
             "worst_detection_val": min(rec["shift_detection"][kind]["flagged_fraction_val"]

@@ -57,6 +57,17 @@ def release(
     return ship_pretrained(folder, results_dir, params, derived_dir=derived_dir)
 
 
+def strain_tails(domain: dict[str, Any]) -> str:
+    """How an ``ood.json``'s strain check (median bond deviation) was cut, for the model card:
+    one tail for both sides (``tied``) or each side its own (``split-tails``, which also bounds
+    the widest empty slab above only)."""
+    sq, sl = domain["strain_quantile"], domain.get("strain_low_quantile")
+    if sl is None:
+        return f"{sq:.2%} for the median bond deviation"
+    return (f"{sq:.2%} above and {sl:.2%} below for the median bond deviation; the widest "
+            "empty slab bounded above only")
+
+
 def acceptance_line(domain: dict[str, Any]) -> str:
     """Whether ``tracer fit-domain`` accepts the domain of record ``domain`` (``ood.json``),
     with its worst kind of shifted validation copies and the share an accepted fit needs."""
@@ -212,8 +223,8 @@ def model_card(
             "against those a bond-length model fitted on the training atoms expects (median: "
             "strain; smallest: squeezed or rattled atoms), coordination, volume per atom "
             "and widest empty slab outside the training range (tails of "
-            f"{domain['range_quantile']:.2%} cut; {domain['strain_quantile']:.2%} for the median "
-            "bond deviation; chosen on validation); no symmetry (space "
+            f"{domain['range_quantile']:.2%} cut; {strain_tails(domain)}; chosen on "
+            "validation); no symmetry (space "
             f"group P1 within {SYMPREC:g} Å) when that is rare in training; distance to the "
             f"{domain['representation_k']} nearest training structures "
             "in the model's representation above its validation "
