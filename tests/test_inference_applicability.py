@@ -9,7 +9,6 @@ from pymatgen.core import Lattice, Structure
 from tracer.graphs.cell_lists import graph_dataset
 from tracer.graphs.dataset import structure_tensors
 from tracer.inference.applicability import (
-    DESIGNS,
     RARE_P1_FRACTION,
     SHELLS,
     BondLengths,
@@ -21,6 +20,7 @@ from tracer.inference.applicability import (
     geometry_of,
     knn_distance,
 )
+from tracer.inference.thresholds import DESIGNS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -208,17 +208,22 @@ def test_a_domain_from_an_earlier_tracer_is_refused_with_the_fix(tmp_path, fitte
         Domain.load(tmp_path / "old.pt")
 
 
+def _with_stretched_copies(structures):
+    """The structures' geometry, random 4-d embeddings, and copies stretched by 4% (the same
+    embeddings) as the one kind of shifted validation copy."""
+    geo = _geometry(structures)
+    stretched = [s.copy() for s in structures]
+    for s in stretched:
+        s.scale_lattice(s.volume * 1.04**3)
+    emb = np.random.default_rng(3).normal(size=(len(geo.z), 4))
+    return geo, emb, {"stretched": (_geometry(stretched), emb)}
+
+
 def test_thresholds_chosen_on_validation_detect_the_most_within_the_budget(flla_structures):
     """With shifted validation copies the chosen setting is, of all in the grid that keep within
     the budget, one whose worst detection rate is the highest (checked by brute force); with no
     setting within the budget, the least sensitive one is taken."""
-    geo = _geometry(flla_structures)
-    stretched = [s.copy() for s in flla_structures]
-    for s in stretched:
-        s.scale_lattice(s.volume * 1.04**3)
-    rng = np.random.default_rng(3)
-    emb = rng.normal(size=(len(geo.z), 4))
-    shifted = {"stretched": (_geometry(stretched), emb)}
+    geo, emb, shifted = _with_stretched_copies(flla_structures)
     grid = {"representation_quantiles": (0.5, 1.0), "strain_quantiles": (0.3, 0.0),
             "range_quantiles": (0.0,)}  # fmt: skip
     training = fit_training(geo)  # fit_domain = fit_training, then choose_thresholds
@@ -250,12 +255,7 @@ def test_split_tails_choose_each_side_of_the_strain_check_on_validation(flla_str
     single settings); its ranges are the training quantiles of those tails; a descriptor
     bounded above only has no lower bound; and since the split grid holds the tied one, it never
     detects less than the tied choice under the same budget."""
-    geo = _geometry(flla_structures)
-    stretched = [s.copy() for s in flla_structures]
-    for s in stretched:
-        s.scale_lattice(s.volume * 1.04**3)
-    emb = np.random.default_rng(3).normal(size=(len(geo.z), 4))
-    shifted = {"stretched": (_geometry(stretched), emb)}
+    geo, emb, shifted = _with_stretched_copies(flla_structures)
     training = fit_training(geo)
     common = {"k": 2, "min_element_count": 1, "representation_quantiles": (1.0,),
               "range_quantiles": (0.0,), "upper_only": ("largest_gap",)}  # fmt: skip

@@ -32,9 +32,8 @@ Fitted on the training structures of the members (:func:`fit_domain`), applied t
 
 The three quantiles are chosen together on validation, never on test: the setting that flags at
 most ``max_val_flagged`` of the validation structures and detects the most of made-up shifted
-copies of them (its worst kind), :func:`fit_domain`. How the grid is laid out is a design
-(:data:`DESIGNS`): ``tied`` (one tail per range) or ``split-tails`` (the strain check's two
-sides apart; the widest empty slab bounded above only).
+copies of them (its worst kind), :func:`fit_domain`; grids and designs in
+:mod:`tracer.inference.thresholds`.
 
 Everything here is plain torch/numpy/scikit-learn/spglib on arrays (no pymatgen), so the
 prediction path can use it.
@@ -55,6 +54,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.neighbors import NearestNeighbors
 from torch import Tensor
 
+from tracer.inference import thresholds as grids
 from tracer.models.element_features import cgcnn_features
 
 #: geometric descriptors and their meaning (all per structure)
@@ -74,32 +74,6 @@ SHELLS = (1.05, 1.1, 1.2, 1.3, 1.5)
 SYMPREC = 0.1
 #: the symmetry check applies when at most this fraction of the training structures is P1
 RARE_P1_FRACTION = 0.01
-#: tail quantiles tried for the geometric ranges, most sensitive first (chosen on validation)
-RANGE_QUANTILES = (0.005, 0.0025, 0.001, 0.0)
-#: tail quantiles tried for the strain check (``bond_dev_median``), most sensitive first
-STRAIN_QUANTILES = (0.02, 0.01, 0.005, 0.0025, 0.001, 0.0)
-#: the strain check's upper tails tried by the ``split-tails`` design (:data:`DESIGNS`), finer
-#: than :data:`STRAIN_QUANTILES` where the trade between detection and flags is steep
-STRAIN_UPPER_QUANTILES = (0.03, 0.025, 0.02, 0.0175, 0.015, 0.0125, 0.01, 0.0075, 0.005, 0.0025,
-                          0.001, 0.0)
-#: quantiles of the validation kNN distances tried as the representation threshold
-REPRESENTATION_QUANTILES = (0.98, 0.99, 0.995)
-#: the most of the validation structures a chosen setting may flag (fraction)
-MAX_VAL_FLAGGED = 0.04
-#: how the thresholds are searched (keyword arguments of :func:`choose_thresholds`).
-#: ``tied``: one tail for both sides of every range, the strain check's from
-#: :data:`STRAIN_QUANTILES`. ``split-tails``: the strain check's upper tail (stretched cells) from
-#: :data:`STRAIN_UPPER_QUANTILES` and its lower tail (squeezed cells) from
-#: :data:`STRAIN_QUANTILES`, chosen separately; the widest empty slab bounded above only (a
-#: narrow slab is no sign of a surface or a molecule). Chosen on validation (docs/screening.md).
-DESIGNS: dict[str, dict[str, Any]] = {
-    "tied": {},
-    "split-tails": {"strain_quantiles": STRAIN_UPPER_QUANTILES,
-                    "strain_low_quantiles": STRAIN_QUANTILES,
-                    "upper_only": ("largest_gap",)},
-}  # fmt: skip
-
-
 def _covalent_radii() -> Tensor:
     from ase.data import covalent_radii
 
@@ -405,13 +379,13 @@ def choose_thresholds(
     *,
     shifted_val: dict[str, tuple[Geometry, np.ndarray]] | None = None,
     k: int = 5,
-    representation_quantiles: Sequence[float] = REPRESENTATION_QUANTILES,
-    strain_quantiles: Sequence[float] = STRAIN_QUANTILES,
+    representation_quantiles: Sequence[float] = grids.REPRESENTATION_QUANTILES,
+    strain_quantiles: Sequence[float] = grids.STRAIN_QUANTILES,
     strain_low_quantiles: Sequence[float] | None = None,
-    range_quantiles: Sequence[float] = RANGE_QUANTILES,
+    range_quantiles: Sequence[float] = grids.RANGE_QUANTILES,
     upper_only: Sequence[str] = (),
     min_element_count: int = 5,
-    max_val_flagged: float = MAX_VAL_FLAGGED,
+    max_val_flagged: float = grids.MAX_VAL_FLAGGED,
 ) -> Domain:
     """The thresholds of a domain, chosen on validation for the training fit ``fitted``.
 
@@ -423,11 +397,8 @@ def choose_thresholds(
     structures: geometry and embedding) is highest; ties, or no shifted copies, go to the first
     such setting in grid order (each sequence is given most sensitive first). When no setting
     qualifies, the least sensitive one (the largest representation quantile, training min-max
-    ranges) is taken.
-
-    ``strain_low_quantiles``: the strain check's lower tail is searched over these apart from
-    its upper tail (``strain_quantiles``); None: both sides share one tail. ``upper_only``:
-    descriptors bounded above only (:data:`DESIGNS`)."""
+    ranges) is taken. ``strain_low_quantiles``: the strain check's lower tails, searched apart
+    (None: one tail for both sides); ``upper_only``: descriptors bounded above only."""
     counts, bonds, p1, desc = (fitted.element_counts, fitted.bond_lengths, fitted.p1_fraction,
                                fitted.descriptors)  # fmt: skip
     shifted_val = shifted_val or {}

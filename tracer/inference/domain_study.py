@@ -32,14 +32,13 @@ from sklearn.metrics import roc_auc_score
 
 from tracer.graphs.dataset import structure_tensors
 from tracer.inference.applicability import (
-    DESIGNS,
     GEOMETRY,
-    MAX_VAL_FLAGGED,
     fit_domain,
     flagged_fraction,
     geometry_of,
     knn_distance,
 )
+from tracer.inference.thresholds import DESIGNS, MAX_VAL_FLAGGED
 
 #: made-up shifted inputs, magnitudes fixed before measuring (what a chemist would call clearly
 #: outside relaxed Materials Project crystals)
