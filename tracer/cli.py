@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from tracer import PRETRAINED_DIR
+from tracer.inference.thresholds import DESIGNS
 from tracer.pipeline.paths import RUN_OF_RECORD
 
 
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-weak", action="store_true",
                    help="keep a fit that flags too few of a kind of its shifted validation "
                    "copies (refused otherwise; ood.json says accepted: false)")  # fmt: skip
-    p.add_argument("--design", default="tied", choices=("tied", "split-tails"),
+    p.add_argument("--design", default="tied", choices=sorted(DESIGNS),
                    help="how the thresholds are searched on validation (tied: one tail per "
                    "range; split-tails: the strain check's two sides apart, the widest empty "
                    "slab bounded above only; docs/screening.md)")  # fmt: skip

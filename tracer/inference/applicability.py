@@ -13,7 +13,7 @@ Fitted on the training structures of the members (:func:`fit_domain`), applied t
   empty slab between atomic planes parallel to a cell face (Å: vacuum, surfaces, isolated
   molecules). A value outside the training structures' central range is flagged; the ranges'
   tail quantiles are chosen on validation (:func:`fit_domain`): one for the strain check
-  (``bond_dev_median``, :data:`STRAIN_QUANTILES`), one for the others (:data:`RANGE_QUANTILES`).
+  (``bond_dev_median``), one for the others (grids in :mod:`tracer.inference.thresholds`).
 * **bond lengths** (:class:`BondLengths`): the expected nearest-neighbour distance of an atom is
   learned on the training atoms (scikit-learn's histogram gradient boosting) from the two
   elements (CGCNN's element bits and ASE's covalent radii) and the scale-free shape of the atom's
@@ -27,8 +27,7 @@ Fitted on the training structures of the members (:func:`fit_domain`), applied t
   :data:`RARE_P1_FRACTION` of the training structures): rattled cells, amorphous and MD snapshots.
 * **representation**: the mean Euclidean distance from the structure's embedding (the ensemble's
   final atom embeddings, averaged over atoms and members) to its ``k`` nearest training
-  embeddings. The threshold is a quantile of the validation structures' distances
-  (:data:`REPRESENTATION_QUANTILES`).
+  embeddings. The threshold is a quantile of the validation structures' distances.
 
 The three quantiles are chosen together on validation, never on test: the setting that flags at
 most ``max_val_flagged`` of the validation structures and detects the most of made-up shifted
@@ -74,6 +73,8 @@ SHELLS = (1.05, 1.1, 1.2, 1.3, 1.5)
 SYMPREC = 0.1
 #: the symmetry check applies when at most this fraction of the training structures is P1
 RARE_P1_FRACTION = 0.01
+
+
 def _covalent_radii() -> Tensor:
     from ase.data import covalent_radii
 

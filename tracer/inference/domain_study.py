@@ -234,7 +234,7 @@ def run_domain_study(
     ``max_val_flagged`` of the validation structures (a fraction). ``seed`` seeds the shifted
     copies: one stream for all kinds of validation copies, another for the test copies.
     ``design``: how the thresholds are searched (a key of
-    :data:`~tracer.inference.applicability.DESIGNS`)."""
+    :data:`~tracer.inference.thresholds.DESIGNS`)."""
     if design not in DESIGNS:
         raise ValueError(f"unknown domain design {design!r}; one of {sorted(DESIGNS)}")
 
