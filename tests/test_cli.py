@@ -70,3 +70,32 @@ def test_fit_domain_refuses_a_domain_weak_on_its_validation_copies(
     assert ("refused" in err) is (rc == 3)
     written = (tmp_path / "applicability.pt").exists(), (tmp_path / "ood.json").exists()
     assert written == ((rc == 0),) * 2  # a refused fit writes nothing
+
+
+def test_fit_domain_passes_its_validation_budget_and_refuses_one_that_is_no_fraction(
+    tmp_path, monkeypatch, capsys
+):
+    import tracer.commands.data as data
+
+    seen = {}
+
+    def study(*args, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)  # stop before any fit: only the arguments are under test
+
+    monkeypatch.setattr(data.Ensemble, "load", staticmethod(lambda *a, **k: SimpleNamespace(
+        members=[tmp_path / "member_0.pt"])))  # fmt: skip
+    monkeypatch.setattr(data, "run_domain_study", study)
+    monkeypatch.setattr(data, "read_table", lambda path: None)
+    base = ["fit-domain", "--ensemble", str(tmp_path), "--fold", "4"]
+    with pytest.raises(SystemExit):
+        main(base)
+    assert seen["max_val_flagged"] == 0.04 and seen["design"] == "tied"
+    with pytest.raises(SystemExit):
+        main([*base, "--max-val-flagged", "0.035"])
+    assert seen["max_val_flagged"] == 0.035
+    for bad in ("4", "0", "1"):
+        with pytest.raises(SystemExit) as stop:
+            main([*base, "--max-val-flagged", bad])
+        assert stop.value.code == 2
+        assert f"{bad} is not a fraction between 0 and 1" in capsys.readouterr().err

@@ -132,6 +132,25 @@ def test_a_search_design_is_sharper_only_with_three_accepted_folds_and_the_rule_
     assert tied["per_fold"][0]["chosen"]["strain_low_quantile"] is None
 
 
+def _budget(record_and_rows, budget=0.035):
+    record, rows = _split(record_and_rows)
+    return {**record, "max_val_flagged": budget}, rows
+
+
+def test_a_smaller_budget_holds_only_with_the_flagged_share_met_as_well():
+    good = [_budget(_fold(f, 400, 12)) for f in range(3)]  # 3% flagged, detection 95%
+    rep = pooled_domain(good, n_resamples=50)
+    assert rep["max_val_flagged"] == 0.035 and rep["verdicts"]["budget_holds"]
+    assert rep["per_fold"][0]["max_val_flagged"] == 0.035
+    too_many = pooled_domain([_budget(_fold(f, 400, 24)) for f in range(3)], n_resamples=50)
+    assert too_many["verdicts"]["design_sharper"]  # accepted, rule holds ...
+    assert not too_many["verdicts"]["budget_holds"]  # ... but 6% flagged
+    weak = [_budget(_fold(f, 400, 12, detection=0.8)) for f in range(3, 5)]
+    assert not pooled_domain(good[:2] + weak, n_resamples=50)["verdicts"]["budget_holds"]
+    default = pooled_domain([_split(_fold(f, 400, 12)) for f in range(3)], n_resamples=50)
+    assert default["max_val_flagged"] == 0.04 and "budget_holds" not in default["verdicts"]
+
+
 def test_records_that_do_not_fit_their_predictions_are_refused():
     rec, rows = _fold(0, 100, 5)
     with pytest.raises(ValueError, match=r"fold 0: ood\.json has 99 test structures"):

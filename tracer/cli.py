@@ -14,8 +14,16 @@ import sys
 from collections.abc import Sequence
 
 from tracer import PRETRAINED_DIR
-from tracer.inference.thresholds import DESIGNS
+from tracer.inference.thresholds import DESIGNS, MAX_VAL_FLAGGED
 from tracer.pipeline.paths import RUN_OF_RECORD
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a fraction strictly between 0 and 1."""
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction between 0 and 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the thresholds are searched on validation (tied: one tail per "
                    "range; split-tails: the strain check's two sides apart, the widest empty "
                    "slab bounded above only; docs/screening.md)")  # fmt: skip
+    p.add_argument("--max-val-flagged", type=_fraction, default=MAX_VAL_FLAGGED,
+                   help="the most of the validation structures the chosen thresholds may flag "
+                   f"(a fraction; default {MAX_VAL_FLAGGED:g})")  # fmt: skip
     p.set_defaults(func="data:cmd_fit_domain")
 
     p = sub.add_parser("make-folds", help="group-aware k-fold runs of a dataset (fold file)")

@@ -21,6 +21,7 @@ from scipy.stats import binomtest
 
 from tracer.analysis.cross_validation import stratified_indices
 from tracer.inference.domain_study import MIN_DETECTION, accepts, min_detection_to_accept
+from tracer.inference.thresholds import MAX_VAL_FLAGGED
 
 #: the settings a fold's rule chose on its validation part (keys of ``ood.json``)
 CHOSEN = ("representation_quantile", "strain_quantile", "range_quantile")
@@ -81,7 +82,10 @@ def pooled_domain(
     weak fit): it *holds* when their pooled detection of every kind meets ``min_detection``.
     Folds fitted with a search design other than ``tied`` (``ood.json`` ``design``) are also
     judged by ``verdicts.design_sharper``: at least :data:`MIN_ACCEPTED_FOLDS` accepted and the
-    refusal rule holding."""
+    refusal rule holding. Folds fitted with a validation budget other than
+    :data:`~tracer.inference.thresholds.MAX_VAL_FLAGGED` (``ood.json`` ``max_val_flagged``) are
+    judged by ``verdicts.budget_holds`` (docs/screening.md § A smaller validation budget): the
+    same, and the pooled flagged share within ``max_flagged`` by its point."""
     goals = {"max_flagged": max_flagged, "min_ratio": min_ratio,
              "min_detection": min_detection, "n_resamples": n_resamples, "seed": seed}  # fmt: skip
     out = _pooled(list(enumerate(folds)), **goals)
@@ -93,9 +97,13 @@ def pooled_domain(
         else "holds" if out["accepted"]["verdicts"]["shifts_met"] else "fails")  # fmt: skip
     designs = sorted({p["design"] for p in out["per_fold"]})
     out["design"] = designs[0] if len(designs) == 1 else designs
+    enough = len(kept) >= MIN_ACCEPTED_FOLDS and out["verdicts"]["refusal_rule"] == "holds"
     if designs != ["tied"]:
-        out["verdicts"]["design_sharper"] = (len(kept) >= MIN_ACCEPTED_FOLDS
-                                             and out["verdicts"]["refusal_rule"] == "holds")
+        out["verdicts"]["design_sharper"] = enough
+    budgets = sorted({p["max_val_flagged"] for p in out["per_fold"]})
+    out["max_val_flagged"] = budgets[0] if len(budgets) == 1 else budgets
+    if budgets != [MAX_VAL_FLAGGED]:
+        out["verdicts"]["budget_holds"] = enough and out["verdicts"]["flagged_met"]
     return out
 
 
@@ -145,6 +153,7 @@ def _pooled(
             "mae_flagged": rec["mae_flagged"], "mae_unflagged": rec["mae_unflagged"],
             "mae_ratio": rec["mae_ratio"],
             "design": rec.get("design", "tied"),
+            "max_val_flagged": rec.get("max_val_flagged", MAX_VAL_FLAGGED),
             "chosen": {**{key: rec[key] for key in CHOSEN},
                        "strain_low_quantile": rec.get("strain_low_quantile")},
             "worst_detection": min(rec["shift_detection"][kind]["flagged_fraction"]

@@ -100,6 +100,7 @@ def cmd_fit_domain(args: argparse.Namespace) -> int:
         return 2
     split, where = domain_split(args.split, args.folds, args.fold)
     domain, record = run_domain_study(ens, read_table(args.table), split, design=args.design,
+                                      max_val_flagged=args.max_val_flagged,
                                       progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
     record["ensemble"] = folder.name
     record.update(where, split_sha256=split["split_sha256"])
