@@ -229,9 +229,12 @@ def test_shipped_folder_is_finished_from_its_own_run(tmp_path):
     text = (folder / "MODEL_CARD.md").read_text()
     assert f"covers {unc['conformal_coverage95']:.3f}" in text
     assert "Intended use" in text
-    # the domain measured out of fold is quoted where its record exists, and only there
-    oof = json.loads(Path("results/flla_cv5/cv_domain.json").read_text())["flagged"]
+    # the domain measured out of fold is quoted where a record of its design exists, and only
+    # there (the shipped domain: split-tails at the default budget, seed 11's folds)
+    oof_path = Path("results/flla_cv5_seed11/cv_domain.json")
+    oof = json.loads(oof_path.read_text())["flagged"]
     assert f"flags {oof['fraction']:.1%} [{oof['ci95'][0]:.1%}, {oof['ci95'][1]:.1%}]" in text
+    assert f"`{oof_path.as_posix()}`" in text
     bare = release_texts(folder, results, params, cv_domain=None)["MODEL_CARD.md"]
     assert "Refitted on each of" not in bare
     noise = params["train"].get("position_noise_angstrom", 0.0)
@@ -274,3 +277,20 @@ def test_the_card_names_the_strain_tails_of_either_design():
     assert "slab bounded above only" in strain_tails(split)
     assert strain_tails({**split, "strain_low_quantile": None}) == (
         "1.50% for the median bond deviation")
+
+
+def test_the_card_quotes_the_out_of_fold_record_of_its_own_design_and_budget(tmp_path):
+    from tracer.pipeline.release import matching_cv_domain
+
+    old, split, smaller = (tmp_path / f"{n}.json" for n in ("old", "split", "smaller"))
+    old.write_text(json.dumps({"flagged": {}}))  # written before design and budget were kept
+    split.write_text(json.dumps({"design": "split-tails", "max_val_flagged": 0.04}))
+    smaller.write_text(json.dumps({"design": "split-tails", "max_val_flagged": 0.035}))
+    every = [tmp_path / "absent.json", old, split, smaller]
+    assert matching_cv_domain({"design": "tied"}, every) == old
+    assert matching_cv_domain({}, every) is None  # no domain shipped: nothing to quote
+    assert matching_cv_domain({"design": "split-tails", "max_val_flagged": 0.04}, every) == split
+    assert matching_cv_domain({"design": "split-tails", "max_val_flagged": 0.035},
+                              every) == smaller  # fmt: skip
+    assert matching_cv_domain({"design": "split-tails", "max_val_flagged": 0.03}, every) is None
+    assert matching_cv_domain({"design": "tied"}, [split, smaller]) is None

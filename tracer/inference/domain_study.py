@@ -307,7 +307,7 @@ def run_domain_study(
         "strain_quantile": domain.strain_quantile,
         "strain_low_quantile": domain.strain_low_quantile,
         "max_val_flagged": max_val_flagged,
-        "thresholds_rule": f"chosen on validation: flag at most {max_val_flagged:.1%} of the "
+        "thresholds_rule": f"chosen on validation: flag at most {max_val_flagged * 100:g}% of the "
         "validation structures, then detect the most of the worst-detected kind of shifted "
         "validation copies",
         "min_element_count": domain.min_element_count,

@@ -4,20 +4,41 @@ model card (``tracer release``)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from tracer.inference.applicability import SYMPREC
 from tracer.inference.domain_study import MIN_DETECTION, accepts, min_detection_to_accept
 from tracer.inference.predict import CALIBRATION, write_manifest
+from tracer.inference.thresholds import MAX_VAL_FLAGGED
 from tracer.pipeline.paths import Paths
 from tracer.pipeline.record_stages import DERIVED_METRICS
 from tracer.pipeline.speed_records import _compiled_note
 
-CV_DOMAIN = Path("results/flla_cv5/cv_domain.json")
-"""The shipped recipe's domain measured out of fold (``tracer record-cv``), quoted by the card."""
+CV_DOMAINS = tuple(Path(f"results/{run}/cv_domain.json")
+                   for run in ("flla_cv5", "flla_cv5_seed7", "flla_cv5_seed11", "flla_cv5_seed13"))
+"""The shipped recipe's domain measured out of fold (``tracer record-cv``), one record per fold
+file; the card quotes the first whose search design and validation budget are the shipped
+domain's (:func:`matching_cv_domain`)."""
+
+
+def matching_cv_domain(domain: dict[str, Any] | None,
+                       candidates: Sequence[str | Path] = CV_DOMAINS) -> Path | None:  # fmt: skip
+    """The first of ``candidates`` (``cv_domain.json`` records) that exists and was fitted with
+    the search design and validation budget of ``domain`` (an ``ood.json``); None if none was.
+    Records written before either key existed mean ``tied`` and the default budget."""
+    if not domain:
+        return None
+    want = (domain.get("design", "tied"), domain.get("max_val_flagged", MAX_VAL_FLAGGED))
+    for path in map(Path, candidates):
+        if path.exists():
+            rec = json.loads(path.read_text())
+            if (rec.get("design", "tied"), rec.get("max_val_flagged", MAX_VAL_FLAGGED)) == want:
+                return path
+    return None
 
 
 def half_precision_member(src: str | Path, dst: str | Path) -> Path:
@@ -88,12 +109,13 @@ def release_texts(
     params: dict[str, Any],
     *,
     derived_dir: str | Path = DERIVED_METRICS,
-    cv_domain: str | Path | None = CV_DOMAIN,
+    cv_domain: str | Path | Literal["matching"] | None = "matching",
 ) -> dict[str, str]:
     """What :func:`ship_pretrained` writes besides the manifest, by file name, as text:
     ``calibration.json`` and ``MODEL_CARD.md``, every number read from the run's records
     (``results_dir``), the run_of_record stage's analyses of them (``derived_dir``) and, where
-    it exists, the domain measured out of fold (``cv_domain``)."""
+    it exists, the domain measured out of fold (``cv_domain``: a record, None for none, or
+    ``"matching"``: the one of :func:`matching_cv_domain`)."""
     folder, results_dir, derived_dir = Path(folder), Path(results_dir), Path(derived_dir)
     stale = stale_records(results_dir, derived_dir)
     if stale is not None:
@@ -118,10 +140,12 @@ def release_texts(
     transfer = read("transfer.json") if (results_dir / "transfer.json").exists() else None
     domain = json.loads((folder / "ood.json").read_text()) if (folder / "ood.json").exists() \
         else None  # fmt: skip
+    if cv_domain == "matching":
+        cv_domain = matching_cv_domain(domain)
     cv_domain = Path(cv_domain) if cv_domain is not None else None
     out_of_fold = json.loads(cv_domain.read_text()) if cv_domain and cv_domain.exists() else None
     card = model_card(acc, train, unc, fail, half, params, transfer=transfer, domain=domain,
-                      out_of_fold=out_of_fold)  # fmt: skip
+                      out_of_fold=out_of_fold, out_of_fold_path=cv_domain)  # fmt: skip
     return {CALIBRATION: json.dumps(calibration, indent=1) + "\n", "MODEL_CARD.md": card}
 
 
@@ -175,10 +199,12 @@ def model_card(
     transfer: dict | None = None,
     domain: dict | None = None,
     out_of_fold: dict | None = None,
+    out_of_fold_path: str | Path | None = None,
 ) -> str:
     """The shipped ensemble's model card (Markdown), every number read from the run's records
     (``transfer``: the run's ``transfer.json``, for the zero-shot error on perovskites;
-    ``domain``: its ``applicability.json``, the measured out-of-domain flags)."""
+    ``domain``: its ``applicability.json``, the measured out-of-domain flags; ``out_of_fold``:
+    the same domain's ``cv_domain.json``, read from ``out_of_fold_path``)."""
     m, s = acc["models"]["gemnet_t_ensemble"], acc["models"]["gemnet_t_single"]
     members = train["members"]
     first = next(iter(members.values()))
@@ -228,7 +254,7 @@ def model_card(
             f"group P1 within {SYMPREC:g} Å) when that is rare in training; distance to the "
             f"{domain['representation_k']} nearest training structures "
             "in the model's representation above its validation "
-            f"{domain['representation_quantile']:.0%} quantile",
+            f"{domain['representation_quantile']:.1%} quantile",
         ]
         if out_of_fold:
             share = out_of_fold["flagged"]
@@ -237,7 +263,8 @@ def model_card(
                                   for k, v in out_of_fold["shift_detection"].items())  # fmt: skip
             ood.insert(4, (
                 f"- Refitted on each of {out_of_fold['n_folds']} folds with that fold's own "
-                f"members ({out_of_fold['n']:,} structures out of fold, `{CV_DOMAIN.as_posix()}`):"
+                f"members ({out_of_fold['n']:,} structures out of fold, "
+                f"`{Path(out_of_fold_path or '').as_posix()}`):"
                 f" flags {share['fraction']:.1%} [{share['ci95'][0]:.1%}, "
                 f"{share['ci95'][1]:.1%}]; shifted copies flagged: {oof_rates}. The worst "
                 f"kind per fold ranges {min(worst_kind):.0%}–{max(worst_kind):.0%}: thresholds "
