@@ -34,6 +34,13 @@ MAX_FLAGGED, MIN_RATIO = 0.05, 2.0
 MIN_ACCEPTED_FOLDS = 3
 
 
+def search_of(record: dict[str, Any]) -> tuple[str, float]:
+    """The search design and validation budget a domain record (``ood.json`` or
+    ``cv_domain.json``) was fitted with; records that predate either key mean ``tied`` and
+    :data:`~tracer.inference.thresholds.MAX_VAL_FLAGGED`."""
+    return record.get("design", "tied"), record.get("max_val_flagged", MAX_VAL_FLAGGED)
+
+
 def proportion(k: int, n: int) -> dict[str, Any]:
     """``k`` of ``n`` as a fraction with its exact (Clopper–Pearson) 95% interval."""
     if n <= 0 or not 0 <= k <= n:
@@ -152,8 +159,7 @@ def _pooled(
             "flagged_fraction_test": rec["flagged_fraction_test"],
             "mae_flagged": rec["mae_flagged"], "mae_unflagged": rec["mae_unflagged"],
             "mae_ratio": rec["mae_ratio"],
-            "design": rec.get("design", "tied"),
-            "max_val_flagged": rec.get("max_val_flagged", MAX_VAL_FLAGGED),
+            **dict(zip(("design", "max_val_flagged"), search_of(rec), strict=True)),
             "chosen": {**{key: rec[key] for key in CHOSEN},
                        "strain_low_quantile": rec.get("strain_low_quantile")},
             "worst_detection": min(rec["shift_detection"][kind]["flagged_fraction"]

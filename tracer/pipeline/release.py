@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 import torch
 
+from tracer.analysis.domain_cv import search_of
 from tracer.inference.applicability import SYMPREC
 from tracer.inference.domain_study import MIN_DETECTION, accepts, min_detection_to_accept
 from tracer.inference.predict import CALIBRATION, write_manifest
-from tracer.inference.thresholds import MAX_VAL_FLAGGED
 from tracer.pipeline.paths import Paths
 from tracer.pipeline.record_stages import DERIVED_METRICS
 from tracer.pipeline.speed_records import _compiled_note
@@ -32,12 +32,9 @@ def matching_cv_domain(domain: dict[str, Any] | None,
     Records written before either key existed mean ``tied`` and the default budget."""
     if not domain:
         return None
-    want = (domain.get("design", "tied"), domain.get("max_val_flagged", MAX_VAL_FLAGGED))
     for path in map(Path, candidates):
-        if path.exists():
-            rec = json.loads(path.read_text())
-            if (rec.get("design", "tied"), rec.get("max_val_flagged", MAX_VAL_FLAGGED)) == want:
-                return path
+        if path.exists() and search_of(json.loads(path.read_text())) == search_of(domain):
+            return path
     return None
 
 
