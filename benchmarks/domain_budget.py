@@ -32,7 +32,7 @@ from tracer.inference.applicability import (
     flagged_fraction,
     geometry_of,
 )
-from tracer.inference.domain_study import SHIFTS, shifted_copies
+from tracer.inference.domain_study import shifted_validation
 from tracer.inference.predict import Ensemble
 from tracer.pipeline.provenance import provenance, write_metrics
 
@@ -74,9 +74,8 @@ def main() -> None:
     fitted = fit_training(train_geo)
     val_geo, val_emb, val_structures = part(list(split["val"]))
     absent = next(z for z in range(1, 95) if z not in fitted.element_counts)
-    rng = np.random.default_rng([0, 1])  # the stream run_domain_study uses for validation
-    copies = {kind: shifted_copies(ens, val_structures, kind, rng, absent, print)[:2]
-              for kind in SHIFTS}  # fmt: skip
+    copies = {kind: c[:2] for kind, c in  # the copies run_domain_study chooses on
+              shifted_validation(ens, val_structures, absent).items()}  # fmt: skip
     full = choose_thresholds(fitted, shipped.embeddings, val_geo, val_emb, shifted_val=copies)
     record: dict[str, Any] = {
         "what": __doc__.split("\n\n")[0], "n_val": len(val_geo.z), "repeats": REPEATS,

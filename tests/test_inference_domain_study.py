@@ -1,14 +1,19 @@
 """The domain study's bookkeeping: every reason the domain gives is counted under its check."""
 
+import numpy as np
 import pytest
 from scipy.stats import binom
 
 from tracer.inference.applicability import GEOMETRY
 from tracer.inference.domain_study import (
     MIN_DETECTION,
+    SHIFTS,
+    absent_element,
     accepts,
     check_name,
     min_detection_to_accept,
+    predicted_part,
+    shifted_validation,
     weak_kinds,
 )
 
@@ -71,3 +76,35 @@ def test_an_unknown_design_is_refused_before_any_work():
 
     with pytest.raises(ValueError, match=r"unknown domain design 'loose'.*split-tails"):
         run_domain_study(None, None, {}, design="loose")
+
+
+def test_the_absent_element_is_the_lightest_one_no_training_structure_holds():
+    assert absent_element([np.array([1, 2, 8]), np.array([3, 8])]) == 4
+    assert absent_element([np.array([8, 26])]) == 1
+
+
+def test_no_absent_element_is_an_error_not_a_made_up_one():
+    with pytest.raises(ValueError, match="no element is left"):
+        absent_element([np.arange(1, 95)])
+
+
+def test_a_predicted_part_and_its_shifted_copies_come_from_the_ensemble(flla_table):
+    from tracer.inference.predict import Ensemble
+
+    ens = Ensemble.load()
+    by_id = flla_table.set_index("id")
+    ids = list(flla_table["id"].iloc[:6])
+    part = predicted_part(ens, by_id, ids, "val", progress=lambda m: None)
+    direct = ens.predict(list(by_id.loc[ids, "structure"]), device="cpu")
+    target = by_id.loc[ids, "target"].to_numpy(float)
+    np.testing.assert_allclose(part["abs_err"], np.abs(direct["mean"] - target), atol=1e-6)
+    np.testing.assert_allclose(part["sigma"], direct["sigma"], atol=1e-6)
+    assert part["embedding"].shape[0] == len(part["geometry"].z) == 6
+    absent = absent_element(part["z"])
+    copies = shifted_validation(ens, part["structures"], absent, progress=lambda m: None)
+    assert set(copies) == set(SHIFTS)
+    again = shifted_validation(ens, part["structures"], absent, progress=lambda m: None)
+    for kind, (geometry, embedding, _, n_made) in copies.items():
+        assert n_made == 6 and len(geometry.z) == embedding.shape[0] <= 6
+        np.testing.assert_array_equal(embedding, again[kind][1])  # one seeded stream
+    assert all(absent in z for z in copies["absent_element"][0].z)

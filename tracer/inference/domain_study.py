@@ -217,6 +217,42 @@ def shifted_copies(
     return geometry_of(data), out["embedding"], out, len(made)
 
 
+def predicted_part(ens: Any, by_id: Any, ids: list[str], name: str,
+                   progress: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """One part of a split (``by_id``: the dataset's table indexed by id, targets in eV/atom)
+    predicted by ``ens`` on the CPU: ids, structures, atomic numbers, geometry, final atom
+    embeddings, absolute errors and σ (eV/atom)."""
+    structures = list(by_id.loc[ids, "structure"])
+    arrays = [structure_tensors(s) for s in structures]
+    progress(f"{name}: {len(ids)} structures")
+    data = ens.graphs(ids, arrays, device="cpu")
+    out = ens.predict_arrays(ids, arrays, device="cpu", data=data, embedding=True)
+    y = by_id.loc[ids, "target"].to_numpy(float)
+    return {"ids": ids, "structures": structures, "z": [a[0].numpy() for a in arrays],
+            "geometry": geometry_of(data), "embedding": out["embedding"],
+            "abs_err": np.abs(out["mean"] - y), "sigma": out["sigma"]}  # fmt: skip
+
+
+def absent_element(train_z: Sequence[np.ndarray]) -> int:
+    """The lightest element (atomic number) no training structure holds: the ``absent_element``
+    kind of shifted copy."""
+    seen = {int(e) for z in train_z for e in z}
+    absent = [z for z in range(1, 95) if z not in seen]
+    if not absent:
+        raise ValueError("every element H to Pu is in the training structures: no element is "
+                         "left for the absent_element shifted copies")  # fmt: skip
+    return absent[0]
+
+
+def shifted_validation(ens: Any, structures: list[Any], absent: int, seed: int = 0,
+                       progress: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """Every kind (:data:`SHIFTS`) of shifted copy of the validation ``structures``, from one
+    random stream (``seed``) for all kinds: what the thresholds are chosen on."""
+    rng = np.random.default_rng([seed, 1])
+    return {kind: shifted_copies(ens, structures, kind, rng, absent, progress)
+            for kind in SHIFTS}  # fmt: skip
+
+
 def run_domain_study(
     ens: Any,
     table: Any,
@@ -239,26 +275,12 @@ def run_domain_study(
         raise ValueError(f"unknown domain design {design!r}; one of {sorted(DESIGNS)}")
 
     by_id = table.set_index("id")
-    parts: dict[str, dict[str, Any]] = {}
-    for name in ("train", "val", "test"):
-        ids = list(split[name])
-        structures = list(by_id.loc[ids, "structure"])
-        arrays = [structure_tensors(s) for s in structures]
-        progress(f"{name}: {len(ids)} structures")
-        data = ens.graphs(ids, arrays, device="cpu")
-        out = ens.predict_arrays(ids, arrays, device="cpu", data=data, embedding=True)
-        y = by_id.loc[ids, "target"].to_numpy(float)
-        parts[name] = {"ids": ids, "structures": structures, "z": [a[0].numpy() for a in arrays],
-                       "geometry": geometry_of(data), "embedding": out["embedding"],
-                       "abs_err": np.abs(out["mean"] - y), "sigma": out["sigma"]}  # fmt: skip
-    tr, va, te = parts["train"], parts["val"], parts["test"]
-    seen = {int(e) for z in tr["z"] for e in z}
-    absent = next(z for z in range(1, 95) if z not in seen)
+    tr, va, te = (predicted_part(ens, by_id, list(split[name]), name, progress)
+                  for name in ("train", "val", "test"))  # fmt: skip
+    absent = absent_element(tr["z"])
     # shifted copies of validation (for choosing thresholds) and of test (for measuring), each
     # set from its own random stream, one stream for all kinds of a set
-    val_rng = np.random.default_rng([seed, 1])
-    shifted_val = {kind: shifted_copies(ens, va["structures"], kind, val_rng, absent, progress)
-                   for kind in SHIFTS}  # fmt: skip
+    shifted_val = shifted_validation(ens, va["structures"], absent, seed, progress)
     domain = fit_domain(tr["geometry"], va["geometry"], tr["embedding"], va["embedding"],
                         shifted_val={k: (v[0], v[1]) for k, v in shifted_val.items()},
                         max_val_flagged=max_val_flagged, **DESIGNS[design])  # fmt: skip
