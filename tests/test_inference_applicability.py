@@ -227,8 +227,11 @@ def test_thresholds_chosen_on_validation_detect_the_most_within_the_budget(flla_
     grid = {"representation_quantiles": (0.5, 1.0), "strain_quantiles": (0.3, 0.0),
             "range_quantiles": (0.0,)}  # fmt: skip
     training = fit_training(geo)  # fit_domain = fit_training, then choose_thresholds
+    # 5 of 7 validation structures may be flagged, not 6: the toy bond-length model flags 4 or 5
+    # of them at the narrow strain range, depending on the CPU's float rounding
+    budget = 0.75
     chosen = choose_thresholds(training, emb, geo, emb, shifted_val=shifted, k=2,
-                               min_element_count=1, max_val_flagged=0.7, **grid)  # fmt: skip
+                               min_element_count=1, max_val_flagged=budget, **grid)  # fmt: skip
 
     def rate(domain, g):
         return np.mean([bool(r) for r in domain.check(g, emb)])
@@ -239,9 +242,9 @@ def test_thresholds_chosen_on_validation_detect_the_most_within_the_budget(flla_
             d = choose_thresholds(training, emb, geo, emb, k=2, min_element_count=1,
                                   max_val_flagged=1.0, representation_quantiles=(rq,),
                                   strain_quantiles=(sq,), range_quantiles=(0.0,))  # fmt: skip
-            if rate(d, geo) <= 0.7:
+            if rate(d, geo) <= budget:
                 scores.append(rate(d, shifted["stretched"][0]))
-    assert rate(chosen, geo) <= 0.7
+    assert rate(chosen, geo) <= budget
     assert rate(chosen, shifted["stretched"][0]) == max(scores)
     assert chosen.strain_quantile == 0.3  # the strained copies need the narrow strain range
     none_fits = choose_thresholds(training, emb, geo, emb, shifted_val=shifted, k=2,
