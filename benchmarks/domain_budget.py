@@ -32,7 +32,7 @@ from tracer.inference.applicability import (
     flagged_fraction,
     geometry_of,
 )
-from tracer.inference.domain_study import shifted_validation
+from tracer.inference.domain_study import absent_element, predicted_part, shifted_validation
 from tracer.inference.predict import Ensemble
 from tracer.pipeline.provenance import provenance, write_metrics
 
@@ -62,20 +62,14 @@ def main() -> None:
     split = load_split("data/splits/flla.json")
     table = read_table("data/processed/flla.parquet").set_index("id")
 
-    def part(ids: list[str]) -> tuple[Geometry, np.ndarray, list[Any]]:
-        structures = [table.loc[i, "structure"] for i in ids]
-        arrays = [structure_tensors(s) for s in structures]
-        data = ens.graphs(ids, arrays, device="cpu")
-        out = ens.predict_arrays(ids, arrays, device="cpu", data=data, embedding=True)
-        return geometry_of(data), out["embedding"], structures
-
+    # the training part needs only its geometry (the shipped domain holds its embeddings)
     train_geo = geometry_of(ens.graphs(list(split["train"]), [structure_tensors(
         table.loc[i, "structure"]) for i in split["train"]], device="cpu"))  # fmt: skip
     fitted = fit_training(train_geo)
-    val_geo, val_emb, val_structures = part(list(split["val"]))
-    absent = next(z for z in range(1, 95) if z not in fitted.element_counts)
+    val = predicted_part(ens, table, list(split["val"]), "val")
+    val_geo, val_emb = val["geometry"], val["embedding"]
     copies = {kind: c[:2] for kind, c in  # the copies run_domain_study chooses on
-              shifted_validation(ens, val_structures, absent).items()}  # fmt: skip
+              shifted_validation(ens, val["structures"], absent_element(train_geo.z)).items()}
     full = choose_thresholds(fitted, shipped.embeddings, val_geo, val_emb, shifted_val=copies)
     record: dict[str, Any] = {
         "what": __doc__.split("\n\n")[0], "n_val": len(val_geo.z), "repeats": REPEATS,
